@@ -1,0 +1,26 @@
+"""The `lmc` command: gathers the subcommands each layer owns (lmc_core: run, show, presets)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmc_core import __version__
+from lmc_core import cli as core_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmc", description="LMC Lab: linear mode connectivity studies of sparse networks.")
+    parser.add_argument("--version", action="version", version=f"lmc-lab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    core_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The science subcommands of `lmc`: run, show, presets. The entry point (app/cli.py) gathers them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .config import StudyConfig, load_config
+from .events import Event
+from .presets import PRESETS, merge, preset
+
+console = Console()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the run, show and presets subcommands to `sub`."""
+    p = sub.add_parser("run", help="run a study (resumes: finished stages are skipped)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
+    src.add_argument("config", nargs="?", help="a study config, .yaml or .json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--out", default="runs", help="folder holding run directories (default: runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("show", help="print a run's table: sparsity, accuracy, error and loss barriers, training points")
+    p.add_argument("run_dir", help="a run directory (runs/<run id>)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("presets", help="list the presets")
+    p.add_argument("--show", metavar="NAME", help="print one preset's full config as YAML")
+    p.set_defaults(func=cmd_presets)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Return nested overrides from KEY=VALUE strings; values are parsed as YAML (numbers, lists, booleans)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        nested: Any = yaml.safe_load(value)
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        out = merge(out, nested)
+    return out
+
+
+def build_config(args: argparse.Namespace) -> StudyConfig:
+    overrides = parse_overrides(args.set)
+    if args.preset:
+        return preset(args.preset, overrides)
+    base = load_config(args.config)
+    return StudyConfig.model_validate(merge(base.model_dump(mode="json"), overrides))
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Return one line per invalid field: its dotted path and what is wrong."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        lines.append(f"  {where}: {e['msg']}")
+    return "invalid study config:\n" + "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .studies import Run  # torch and the science stack load only when a study runs
+
+    try:
+        cfg = build_config(args)
+    except ValidationError as err:
+        console.print(f"[red]{format_validation_error(err)}[/red]")
+        return 2
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        console.print(f"[red]{err.args[0] if err.args else err}[/red]")
+        return 2
+    run = Run(cfg, args.out)
+    console.print(f"study [bold]{cfg.name}[/bold]  run [bold]{run.id}[/bold]  ->  {run.dir}")
+    try:
+        if args.quiet:
+            run.run()
+        else:
+            with _ProgressView() as view:
+                run.run(view)
+    except Exception as err:  # a failed stage keeps everything before it; say where to resume
+        console.print(f"[red]stage failed: {err}[/red]\nfinished stages are kept in {run.dir}; re-run the same command to resume.")
+        return 1
+    print_table(run.table())
+    return 0
+
+
+class _ProgressView:
+    """Two rich bars fed by events: the study's stages, and the steps of the stage in flight."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        )
+        self.study = self.progress.add_task("stages", total=None, info="")
+        self.stage = self.progress.add_task("", total=None, info="", visible=False)
+
+    def __enter__(self) -> _ProgressView:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: Event) -> None:
+        if event.stage == "study":
+            self.progress.update(self.study, completed=event.step, total=event.total, info=event.message)
+            return
+        info = "  ".join(f"{k} {v:.3g}" for k, v in event.metrics.items())
+        self.progress.update(self.stage, description=event.stage, completed=event.step, total=event.total, info=info, visible=True)
+        if event.step == 0:
+            self.progress.reset(self.stage, total=event.total, description=event.stage, info="")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print one table per (source, rewind step) and one for the rewinding sweep."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["source"], row["rewind_step"]), []).append(row)
+    for (source, k), group in groups.items():
+        title = f"rewinding sweep ({group[0]['mask']})" if source == "sweep" else f"{source}  (rewind step k = {k})"
+        table = Table(title=title, title_justify="left")
+        for col in ("round" if source != "sweep" else "k", "sparsity %", "accuracy % (copies)", "error barrier (pts)", "loss barrier", "training points"):
+            table.add_column(col, justify="right")
+        for row in group:
+            pairs = len(row["error_barriers"])
+            spread = f" ± {row['error_barrier_std']:.1f}" if pairs > 1 else ""
+            lspread = f" ± {row['loss_barrier_std']:.3f}" if pairs > 1 else ""
+            table.add_row(
+                str(row["round"] if source != "sweep" else row["rewind_step"]),
+                f"{row['sparsity']:.1f}",
+                " / ".join(f"{a:.1f}" for a in row["accuracy"]),
+                f"{row['error_barrier']:.1f}{spread}",
+                f"{row['loss_barrier']:.3f}{lspread}",
+                f"{row['training_points']:,}",
+            )
+        console.print(table)
+    if rows:
+        console.print(f"barriers on the {rows[0]['split']} split; error barrier = max err(alpha) - mean endpoint error (Frankle et al. 2020), "
+                      "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .studies import Run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.json").is_file():
+        console.print(f"[red]{run_dir} is not a run directory (no config.json); runs live under the --out folder of `lmc run`[/red]")
+        return 2
+    cfg = StudyConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    run = Run(cfg, run_dir.parent)
+    if run.dir.resolve() != run_dir.resolve():
+        console.print(f"[yellow]warning: {run_dir} holds config of run {run.id}; the folder was renamed[/yellow]")
+        run.dir = run_dir
+    rows = run.table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        done = sum(run.is_done(s.key) for s in run.stages)
+        console.print(f"study [bold]{cfg.name}[/bold]  run {run.id}: {done}/{len(run.stages)} stages done")
+        print_table(rows)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.show:
+        try:
+            cfg = preset(args.show)
+        except KeyError as err:
+            console.print(f"[red]{err.args[0]}[/red]")
+            return 2
+        sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        return 0
+    table = Table("preset", "what it shows")
+    for name, spec in PRESETS.items():
+        table.add_row(name, spec["description"])
+    console.print(table)
+    return 0

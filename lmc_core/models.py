@@ -1,0 +1,218 @@
+"""The networks of the study: an MLP, a plain ConvNet (1-D or 2-D) and the half-width CIFAR ResNet-10/18.
+
+Every model is built from standard, stateless-in-forward modules (no in-place ops, hooks, lazy
+modules or randomness), so it works with deepcopy, `torch.func.functional_call`, `torch.vmap`
+over stacked parameters and double backward. Pruning relies on module order: the first
+Conv/Linear in `named_modules()` is the input layer and the last one is the classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+NormFactory = Callable[[int], nn.Module]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _norm_factory(kind: str, dims: int, groups: int) -> NormFactory:
+    """Return a function channels -> normalisation module (nn.Identity for 'none')."""
+    if kind == "none":
+        return lambda c: nn.Identity()
+    if kind == "instance":
+        # IDC's "instance norm": one group per channel, affine, no running statistics, so the
+        # model stays a pure function of its parameters (vmap-able, no BN path issues).
+        return lambda c: nn.GroupNorm(c, c, affine=True)
+    if kind == "group":
+
+        def group(c: int) -> nn.Module:
+            if c % groups != 0:
+                raise ValueError(f"norm='group' needs channels divisible by groups: {c} channels, {groups} groups")
+            return nn.GroupNorm(groups, c, affine=True)
+
+        return group
+    if kind == "batch":
+        return lambda c: nn.BatchNorm1d(c) if dims == 1 else nn.BatchNorm2d(c)
+    raise ValueError(f"unknown norm {kind!r}; expected none, instance, group or batch")
+
+
+def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Return (name, module) for every Conv1d/Conv2d/Linear, in `named_modules()` order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+class MLP(nn.Module):
+    """Flatten -> (Linear -> ReLU) per hidden width -> Linear classifier."""
+
+    def __init__(self, input_shape: tuple[int, ...], hidden: list[int], num_classes: int):
+        super().__init__()
+        widths = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class ConvNet(nn.Module):
+    """`depth` blocks of conv -> norm -> ReLU -> 2x pool, then Flatten -> Linear (Conv1d or Conv2d by input rank)."""
+
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        if len(input_shape) == 1:
+            raise ValueError(f"arch='convnet' needs a (C, L) or (C, H, W) input, got a vector {input_shape}; use arch='mlp'")
+        dims = len(input_shape) - 1
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        pools = {"avg": nn.AvgPool1d if dims == 1 else nn.AvgPool2d, "max": nn.MaxPool1d if dims == 1 else nn.MaxPool2d}
+        norm = _norm_factory(cfg.norm, dims, cfg.groups)
+
+        blocks: list[nn.Module] = []
+        c_in = input_shape[0]
+        for _ in range(cfg.depth):
+            blocks.append(conv(c_in, cfg.width, cfg.kernel_size, stride=cfg.stride, padding=cfg.kernel_size // 2, bias=True))
+            if cfg.norm != "none":
+                blocks.append(norm(cfg.width))
+            blocks.append(nn.ReLU())
+            if cfg.pooling != "none":
+                blocks.append(pools[cfg.pooling](2))
+            c_in = cfg.width
+        self.features = nn.Sequential(*blocks)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(self._trunk_features(input_shape), num_classes)
+
+    def _trunk_features(self, input_shape: tuple[int, ...]) -> int:
+        """Return the flattened trunk output size, by a dry forward of zeros (no RNG, no BN stat update)."""
+        self.features.eval()  # eval: BatchNorm must not update its running stats on the dummy batch
+        try:
+            with torch.no_grad():
+                out = self.features(torch.zeros(1, *input_shape))
+        except RuntimeError as e:
+            raise ValueError(f"convnet trunk does not fit input {input_shape}: {e}") from e
+        finally:
+            self.features.train()
+        if out.numel() == 0:
+            raise ValueError(f"convnet trunk reduces input {input_shape} to nothing; use fewer blocks, stride 1 or no pooling")
+        return out.numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.features(x)))
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-norm-ReLU-conv3x3-norm plus a shortcut (1x1 conv + norm when the shape changes), ReLU after the add."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: NormFactory):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.norm2 = norm(c_out)
+        if stride != 1 or c_in != c_out:
+            self.shortcut: nn.Module = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), norm(c_out))
+        else:
+            self.shortcut = nn.Identity()
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """Half-width CIFAR ResNet (widths 32/64/128/256, no max-pool), as in McDermott & Cummings 2023."""
+
+    widths = (32, 64, 128, 256)
+
+    def __init__(self, blocks_per_stage: int, input_shape: tuple[int, ...], num_classes: int, norm_kind: str, groups: int):
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"ResNets take (C, H, W) images, got input shape {input_shape}; use arch='convnet' or 'mlp'")
+        norm = _norm_factory(norm_kind, 2, groups)
+        self.stem = nn.Conv2d(input_shape[0], self.widths[0], 3, stride=1, padding=1, bias=False)
+        self.stem_norm = norm(self.widths[0])
+        self.relu = nn.ReLU()
+
+        stages: list[nn.Module] = []
+        c_in = self.widths[0]
+        for i, c_out in enumerate(self.widths):
+            stage = [BasicBlock(c_in, c_out, 1 if i == 0 else 2, norm)]
+            stage += [BasicBlock(c_out, c_out, 1, norm) for _ in range(blocks_per_stage - 1)]
+            stages.append(nn.Sequential(*stage))
+            c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(self.widths[-1], num_classes)  # defined last: the classifier must be the last Linear
+
+        # Kaiming normal (fan_out) for convs, as in the paper's code; the Linear keeps PyTorch's default.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.stem_norm(self.stem(x)))
+        x = self.stages(x)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+    """Return a freshly initialised CPU model; same (cfg, shapes, seed) => bit-identical parameters, global RNG untouched."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if not 1 <= len(input_shape) <= 3 or any(s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be (F,), (C, L) or (C, H, W) with positive sizes, got {input_shape}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+
+    # fork_rng(devices=[]) saves/restores only the CPU generator; seeding the CPU generator directly
+    # (not torch.manual_seed) leaves any CUDA generators alone too. The device context pins the
+    # factory device so a caller's torch.set_default_device cannot change where (or how) we build.
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.default_generator.manual_seed(int(seed))
+        if cfg.arch == "mlp":
+            return MLP(input_shape, list(cfg.hidden), num_classes)
+        if cfg.arch == "convnet":
+            return ConvNet(cfg, input_shape, num_classes)
+        if cfg.arch in ("resnet10", "resnet18"):
+            return ResNet(1 if cfg.arch == "resnet10" else 2, input_shape, num_classes, cfg.norm, cfg.groups)
+    raise ValueError(f"unknown arch {cfg.arch!r}; expected mlp, convnet, resnet10 or resnet18")
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Return {"total": all trainable-parameter elements, "prunable": Conv1d/Conv2d/Linear weight elements}."""
+    total = sum(p.numel() for p in model.parameters())
+    prunable = sum(m.weight.numel() for _, m in prunable_modules(model))
+    return {"total": total, "prunable": prunable}
+
+
+def describe_model(model: nn.Module) -> dict:
+    """Return a JSON-able summary: class name, parameter counts and each prunable layer's name, type and weight shape."""
+    return {
+        "class": type(model).__name__,
+        "parameters": count_parameters(model),
+        "prunable_layers": [
+            {"name": name, "type": type(m).__name__, "shape": list(m.weight.shape), "numel": m.weight.numel()}
+            for name, m in prunable_modules(model)
+        ],
+    }

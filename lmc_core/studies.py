@@ -1,0 +1,318 @@
+"""Studies: a config becomes a graph of stages; a run directory persists each stage and resumes.
+
+Stages (keys double as folders under `<run>/stages/`):
+  init                     the initialisation theta_0 (init seed)
+  parent/k{K}              the dense network trained to step K (the rewind point theta_K)
+  mask/{mask id}           a mask source's round-r mask found with rewind step k
+  copy/{mask id}/k{K}/s{S} the subnetwork (mask, theta_K) trained from step K to the end with SGD-noise seed S
+  path/{mask id}/k{K}/p{P} the linear path between pair P's two copies, with its barriers
+
+A stage is done when its `stage.json` exists; that file is written last, so an interrupted run
+loses at most the stage in flight. Stages are pure functions of the config and their dependencies,
+which is what lets a later layer run independent stages on different workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .augment import Augmenter
+from .config import StudyConfig
+from .connectivity import PathResult, alpha_grid, evaluate_path
+from .datasets import Dataset, load_dataset
+from .device import resolve_device
+from .evaluation import evaluate
+from .events import Callback, Event, no_callback
+from .mask_sources import DENSE, copy_key, get_mask_source, mask_id, mask_key, path_key, rewind_key
+from .models import build_model, count_parameters
+from .pruning import Masks, State, dense_masks, layer_sparsity, rewind, sparsity
+from .storage import load_arrays, load_json, load_tensors, save_arrays, save_json, save_tensors
+from .training import total_steps, train
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    kind: str
+    deps: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Subnetwork:
+    """A mask trained from rewind step k: the unit whose stability a study measures."""
+
+    source: str
+    round: int
+    mask: str
+    k: int
+
+
+def subnetworks(cfg: StudyConfig) -> list[Subnetwork]:
+    """Return every (source, round, mask, k) the study measures, in table order."""
+    out = []
+    for k in cfg.pruning.rewind_steps:
+        for source in cfg.pruning.mask_sources:
+            for r in range(get_mask_source(source).max_round(_ConfigView(cfg)) + 1):
+                out.append(Subnetwork(source, r, mask_id(source, k, r), k))
+    return out
+
+
+class _ConfigView:
+    """The slice of a Run that planning needs (the config), so plans need no data or model."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+
+
+def _sweep_masks(cfg: StudyConfig) -> list[str]:
+    known = {s.mask for s in subnetworks(cfg)}
+    bad = [m for m in cfg.sweep.masks if m not in known]
+    if bad and cfg.sweep.steps:
+        raise ValueError(f"sweep.masks: {bad} not produced by this study; choose from {sorted(known)}")
+    return cfg.sweep.masks if cfg.sweep.steps else []
+
+
+def plan(cfg: StudyConfig) -> list[Stage]:
+    """Return the study's stages in an order where every stage follows its dependencies."""
+    view = _ConfigView(cfg)
+    stages: dict[str, Stage] = {"init": Stage("init", "init")}
+    pairs = cfg.stability.pairs
+    points: list[tuple[str, int]] = [(s.mask, s.k) for s in subnetworks(cfg)]
+    points += [(m, k) for m in _sweep_masks(cfg) for k in cfg.sweep.steps]
+    for k in sorted({k for _, k in points}):
+        if k > 0:
+            stages[rewind_key(k)] = Stage(rewind_key(k), "parent", ("init",), {"k": k})
+    for s in subnetworks(cfg):
+        if s.round > 0 and mask_key(s.mask) not in stages:
+            deps = tuple(get_mask_source(s.source).dependencies(view, s.k, s.round))  # type: ignore[arg-type]
+            stages[mask_key(s.mask)] = Stage(mask_key(s.mask), "mask", deps, {"source": s.source, "k": s.k, "round": s.round})
+    for mid, k in points:
+        mdeps = () if mid == DENSE else (mask_key(mid),)
+        for p, (a, b) in enumerate(pairs):
+            for seed in (a, b):
+                key = copy_key(mid, k, seed)
+                stages.setdefault(key, Stage(key, "copy", (rewind_key(k), *mdeps), {"mask": mid, "k": k, "seed": seed}))
+            key = path_key(mid, k, p)
+            stages.setdefault(key, Stage(key, "path", (copy_key(mid, k, a), copy_key(mid, k, b)), {"mask": mid, "k": k, "pair": p}))
+    return _topological(stages)
+
+
+def _topological(stages: dict[str, Stage]) -> list[Stage]:
+    done: set[str] = set()
+    order: list[Stage] = []
+
+    def visit(key: str, trail: tuple[str, ...]) -> None:
+        if key in done:
+            return
+        if key in trail:
+            raise ValueError(f"stage cycle: {' -> '.join(trail + (key,))}")
+        if key not in stages:
+            raise ValueError(f"stage {trail[-1]} depends on {key}, which the study does not plan")
+        for dep in stages[key].deps:
+            visit(dep, trail + (key,))
+        done.add(key)
+        order.append(stages[key])
+
+    for key in stages:
+        visit(key, ())
+    return order
+
+
+def versions() -> dict[str, str]:
+    """Return the versions a result depends on, recorded with every run."""
+    return {"lmc_lab": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+class Run:
+    """A study's run directory: plans, executes and reloads stages. Re-running skips finished stages."""
+
+    def __init__(self, cfg: StudyConfig, root: str | Path = "runs"):
+        self.cfg = cfg
+        self.id = cfg.run_id()
+        self.dir = Path(root) / self.id
+        self.stages = plan(cfg)
+        self._by_key = {s.key: s for s in self.stages}
+
+    # ---- lazily built context -------------------------------------------------------------
+    @cached_property
+    def device(self) -> torch.device:
+        return resolve_device(self.cfg.device)
+
+    @cached_property
+    def data(self) -> Dataset:
+        return load_dataset(self.cfg.data).to(self.device)
+
+    @cached_property
+    def augmenter(self) -> Augmenter:
+        return Augmenter(self.cfg.data, self.data.kind)
+
+    @cached_property
+    def template(self) -> torch.nn.Module:
+        """The architecture on the device; stages copy it and never train it."""
+        return build_model(self.cfg.model, self.data.input_shape, self.data.num_classes, self.cfg.seed).to(self.device)
+
+    @property
+    def total_steps(self) -> int:
+        return total_steps(self.cfg.train, len(self.data.x_train))
+
+    # ---- files ----------------------------------------------------------------------------
+    def stage_dir(self, key: str) -> Path:
+        return self.dir / "stages" / key
+
+    def is_done(self, key: str) -> bool:
+        return (self.stage_dir(key) / "stage.json").is_file()
+
+    def stage_info(self, key: str) -> dict[str, Any]:
+        return load_json(self.stage_dir(key) / "stage.json")
+
+    def load_state(self, key: str) -> State:
+        return load_tensors(self.stage_dir(key) / "state.safetensors")
+
+    def load_masks(self, mid: str) -> Masks:
+        return dense_masks(self.template) if mid == DENSE else load_tensors(self.stage_dir(mask_key(mid)) / "masks.safetensors")
+
+    def load_path(self, key: str) -> PathResult:
+        info = self.stage_info(key)
+        return PathResult.from_arrays(load_arrays(self.stage_dir(key) / "path.npz"), info["bn_mode"])
+
+    def parent_examples(self, k: int) -> int:
+        return 0 if k == 0 else self.stage_info(rewind_key(k))["examples"]
+
+    def write_manifest(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_json(self.dir / "config.json", self.cfg.model_dump(mode="json"))
+        manifest = self.dir / "manifest.json"
+        if not manifest.exists():
+            save_json(manifest, {"run_id": self.id, "name": self.cfg.name, "created": time.time(), "versions": versions()})
+
+    # ---- execution ------------------------------------------------------------------------
+    def run(self, callback: Callback = no_callback) -> list[dict[str, Any]]:
+        """Execute every unfinished stage in order and return the study table (see `table`)."""
+        self.write_manifest()
+        todo = [s for s in self.stages if not self.is_done(s.key)]
+        done = len(self.stages) - len(todo)
+        callback(Event("study", done, len(self.stages), message=f"{len(todo)} of {len(self.stages)} stages to run"))
+        for stage in todo:
+            self.execute(stage, callback)
+            done += 1
+            callback(Event("study", done, len(self.stages), message=stage.key))
+        return self.table()
+
+    def execute(self, stage: Stage, callback: Callback = no_callback) -> dict[str, Any]:
+        """Run one stage whose dependencies are done, persist its outputs, and return its stage.json."""
+        missing = [d for d in stage.deps if not self.is_done(d)]
+        if missing:
+            raise RuntimeError(f"stage {stage.key} needs unfinished stages {missing}")
+        out = self.stage_dir(stage.key)
+        if out.exists():  # leftovers of an interrupted attempt
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        t0 = time.perf_counter()
+        info = getattr(self, f"_stage_{stage.kind}")(stage, out, callback)
+        info = {"key": stage.key, "kind": stage.kind, **stage.params, **info, "seconds": time.perf_counter() - t0, "device": str(self.device)}
+        save_json(out / "stage.json", info)
+        return info
+
+    def _fresh_model(self) -> torch.nn.Module:
+        return copy.deepcopy(self.template)
+
+    def _stage_init(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        save_tensors(out / "state.safetensors", self.template.state_dict())
+        return {"seed": self.cfg.seed, "parameters": count_parameters(self.template), "data": self.data.describe()}
+
+    def _stage_parent(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        model = self._fresh_model()
+        model.load_state_dict(self.load_state("init"))
+        seed = self.cfg.stability.parent_seed
+        res = train(model, self.data, self.cfg.train, self.augmenter, data_seed=seed, augment_seed=seed,
+                    end_step=stage.params["k"], stage=stage.key, callback=callback)
+        save_tensors(out / "state.safetensors", res.state)
+        return {"seed": seed, "examples": res.examples, "history": res.history}
+
+    def _stage_mask(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        p = stage.params
+        masks, examples = get_mask_source(p["source"]).build(self, p["k"], p["round"])
+        save_tensors(out / "masks.safetensors", masks)
+        return {"sparsity": sparsity(masks), "layer_sparsity": layer_sparsity(masks), "examples": examples}
+
+    def _stage_copy(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        p = stage.params
+        masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
+        model = self._fresh_model()
+        rewind(model, self.load_state(rewind_key(p["k"])), masks)
+        res = train(model, self.data, self.cfg.train, self.augmenter, data_seed=p["seed"], augment_seed=p["seed"],
+                    masks=masks, start_step=p["k"], stage=stage.key, callback=callback)
+        save_tensors(out / "state.safetensors", res.state)
+        bs = self.cfg.train.eval_batch_size
+        metrics = {split: evaluate(model, x, y, bs).as_dict() for split, (x, y) in self._splits().items()}
+        return {"seed": p["seed"], "examples": res.examples, "metrics": metrics, "history": res.history,
+                "sparsity": sparsity(masks) if masks else 0.0}
+
+    def _stage_path(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        p = stage.params
+        a, b = self.cfg.stability.pairs[p["pair"]]
+        masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
+        st = self.cfg.stability
+        result = evaluate_path(
+            self.template,
+            self._to_device(self.load_state(copy_key(p["mask"], p["k"], a))),
+            self._to_device(self.load_state(copy_key(p["mask"], p["k"], b))),
+            self._splits(),
+            alpha_grid(st.alphas),
+            bn_mode=st.bn_mode,
+            calibration=self.data.x_train,
+            bn_batches=st.bn_batches,
+            masks=(masks, masks),
+            batch_size=self.cfg.train.eval_batch_size,
+        )
+        save_arrays(out / "path.npz", result.to_arrays())
+        return {"seeds": [a, b], "bn_mode": result.bn_mode, "barriers": result.barriers()}
+
+    def _splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        d = self.data
+        both = {"test": (d.x_test, d.y_test), "train": (d.x_train, d.y_train)}
+        return {s: both[s] for s in self.cfg.stability.splits}
+
+    def _to_device(self, state: State) -> State:
+        return {k: v.to(self.device) for k, v in state.items()}
+
+    # ---- results --------------------------------------------------------------------------
+    def table(self) -> list[dict[str, Any]]:
+        """Return one row per (source, rewind step, round): sparsity, accuracies, barriers (mean and spread over pairs), training points."""
+        rows = [self._row(s.source, s.round, s.mask, s.k) for s in subnetworks(self.cfg)]
+        rows += [self._row("sweep", None, m, k) for m in _sweep_masks(self.cfg) for k in self.cfg.sweep.steps]
+        return [r for r in rows if r is not None]
+
+    def _row(self, source: str, rnd: int | None, mid: str, k: int) -> dict[str, Any] | None:
+        pairs = self.cfg.stability.pairs
+        paths = [path_key(mid, k, p) for p in range(len(pairs))]
+        if not all(self.is_done(key) for key in paths):
+            return None
+        copies = [self.stage_info(copy_key(mid, k, s)) for pair in pairs for s in pair]
+        split = self.cfg.stability.splits[0]
+        barriers = [self.stage_info(key)["barriers"][split] for key in paths]
+        err = np.array([b["error"] for b in barriers]) * 100
+        loss = np.array([b["loss"] for b in barriers])
+        acc = [c["metrics"][split]["accuracy"] * 100 for c in copies]
+        spent = 0 if mid == DENSE else self.stage_info(mask_key(mid))["examples"]
+        return {
+            "source": source, "round": rnd, "mask": mid, "rewind_step": k, "split": split,
+            "sparsity": copies[0]["sparsity"] * 100,
+            "accuracy": acc, "accuracy_mean": float(np.mean(acc)),
+            "error_barrier": float(err.mean()), "error_barrier_std": float(err.std()),
+            "error_barriers": err.tolist(),
+            "loss_barrier": float(loss.mean()), "loss_barrier_std": float(loss.std()),
+            "training_points": spent,
+        }

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from lmc_core.config import StudyConfig, load_config
+from lmc_core.presets import PRESETS, preset
+
+
+def field_paths(err: ValidationError) -> list[str]:
+    return [".".join(str(x) for x in e["loc"]) for e in err.errors()]
+
+
+def test_json_round_trip_preserves_config_and_run_id():
+    cfg = preset("mnist1d")
+    again = StudyConfig.model_validate_json(cfg.model_dump_json())
+    assert again == cfg and again.run_id() == cfg.run_id()
+
+
+def test_run_id_ignores_label_and_device_but_not_science():
+    cfg = preset("smoke")
+    assert cfg.model_copy(update={"name": "other", "device": "cpu"}).run_id() == cfg.run_id()
+    changed = preset("smoke", {"train": {"lr": 0.05}})
+    assert changed.run_id() != cfg.run_id()
+
+
+@pytest.mark.parametrize(
+    "overrides, path",
+    [
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"train": {"lrr": 0.1}}, "train.lrr"),
+        ({"pruning": {"rate": 1.5}}, "pruning.rate"),
+        ({"stability": {"pairs": [[3, 3]]}}, "stability.pairs"),
+        ({"stability": {"alphas": 1}}, "stability.alphas"),
+        ({"data": {"augmentation": "mixup"}}, "data.augmentation"),
+        ({"model": {"norm": "layer"}}, "model.norm"),
+    ],
+)
+def test_validation_errors_name_the_field(overrides, path):
+    with pytest.raises(ValidationError) as info:
+        preset("smoke", overrides)
+    assert path in field_paths(info.value)
+
+
+def test_nesterov_needs_sgd_with_momentum():
+    with pytest.raises(ValidationError, match="nesterov"):
+        StudyConfig.model_validate({"train": {"optimizer": "adam", "nesterov": True}})
+
+
+def test_every_preset_validates_and_has_a_description():
+    for name, spec in PRESETS.items():
+        assert spec["description"]
+        assert preset(name).name == name
+
+
+def test_unknown_preset_names_the_available_ones():
+    with pytest.raises(KeyError, match="smoke"):
+        preset("nope")
+
+
+def test_json_schema_is_generated():
+    schema = StudyConfig.model_json_schema()
+    assert "train" in schema["properties"]
+    assert json.dumps(schema)
+
+
+def test_load_config_from_yaml_and_json(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("name: mine\ntrain:\n  lr: 0.02\n  epochs: 3\n")
+    assert load_config(str(y)).train.lr == 0.02
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"train": {"epochs": 2}}))
+    assert load_config(str(j)).train.epochs == 2
+    with pytest.raises(FileNotFoundError, match="preset"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_unknown_mask_source_lists_registered_ones():
+    with pytest.raises(ValidationError, match="registered") as info:
+        preset("smoke", {"pruning": {"mask_sources": ["dense", "magic"]}})
+    assert "pruning.mask_sources" in field_paths(info.value)
