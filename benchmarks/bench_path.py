@@ -80,7 +80,8 @@ def run_case(name: str, build, x: torch.Tensor, y: torch.Tensor, batch_size: int
         "batched_s": batched_s,
         "ratio": loop_s / batched_s,
         "max_diff": diff,
-        "auto": choose_strategy(model),
+        "auto": choose_strategy(model, min(batch_size, len(x))),
+        "faster": "batched" if loop_s > batched_s else "loop",
     }
 
 
@@ -95,14 +96,17 @@ def main() -> None:
         ("mlp", "MLP 40-100-100-10, 1000 inputs, batch 1000", mlp, x_flat, 1000),
         ("conv1d", "Conv1d 3x64 k5 s2, 1000 inputs, batch 1000", conv1d_net, x_seq, 1000),
         ("mlp_b32", "MLP 40-100-100-10, 1000 inputs, batch 32", mlp, x_flat, 32),
+        # The second branch of the auto rule: small evaluation batches favour vmap even for convs.
+        ("conv1d_b64", "Conv1d 3x64 k5 s2, 1000 inputs, batch 64", conv1d_net, x_seq, 64),
     ]
     results = {key: run_case(key, build, x, y, bs) for key, _, build, x, bs in cases}
 
     print(f"threads={torch.get_num_threads()} torch={torch.__version__} alphas={N_ALPHAS} repeats={REPEATS} (median)")
-    print(f"{'case':<46} {'loop s':>8} {'batched s':>10} {'loop/batched':>13} {'max |diff|':>11} {'auto':>8}")
+    print(f"{'case':<46} {'loop s':>8} {'batched s':>10} {'loop/batched':>13} {'max |diff|':>11} {'faster':>8} {'auto':>8}")
     for key, label, *_ in cases:
         r = results[key]
-        print(f"{label:<46} {r['loop_s']:>8.4f} {r['batched_s']:>10.4f} {r['ratio']:>13.2f} {r['max_diff']:>11.1e} {r['auto']:>8}")
+        print(f"{label:<46} {r['loop_s']:>8.4f} {r['batched_s']:>10.4f} {r['ratio']:>13.2f} {r['max_diff']:>11.1e} {r['faster']:>8} {r['auto']:>8}")
+    # auto picks per evaluation batch size: loop at 1000 rows, batched at small batches (choose_strategy).
     summary = {"benchmark": "path", "alphas": N_ALPHAS, "threads": torch.get_num_threads()}
     for key in results:
         summary[f"{key}_batched_over_loop"] = round(results[key]["ratio"], 3)

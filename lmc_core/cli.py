@@ -19,6 +19,7 @@ from .events import Event
 from .presets import PRESETS, merge, preset
 
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,10 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
     except ValidationError as err:
-        console.print(f"[red]{format_validation_error(err)}[/red]")
+        errors.print(f"[red]{format_validation_error(err)}[/red]")
         return 2
     except (KeyError, ValueError, FileNotFoundError) as err:
-        console.print(f"[red]{err.args[0] if err.args else err}[/red]")
+        errors.print(f"[red]{err.args[0] if err.args else err}[/red]")
         return 2
     run = Run(cfg, args.out)
     console.print(f"study [bold]{cfg.name}[/bold]  run [bold]{run.id}[/bold]  ->  {run.dir}")
@@ -93,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with _ProgressView() as view:
                 run.run(view)
     except Exception as err:  # a failed stage keeps everything before it; say where to resume
-        console.print(f"[red]stage failed: {err}[/red]\nfinished stages are kept in {run.dir}; re-run the same command to resume.")
+        errors.print(f"[red]stage failed: {err}[/red]\nfinished stages are kept in {run.dir}; re-run the same command to resume.")
         return 1
     print_table(run.table())
     return 0
@@ -129,9 +130,10 @@ class _ProgressView:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Print one table per (source, rewind step) and one for the rewinding sweep."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["source"], row["rewind_step"]), []).append(row)
+        sweep = row["source"] == "sweep"
+        groups.setdefault((row["source"], row["mask"] if sweep else row["rewind_step"]), []).append(row)
     for (source, k), group in groups.items():
         title = f"rewinding sweep ({group[0]['mask']})" if source == "sweep" else f"{source}  (rewind step k = {k})"
         table = Table(title=title, title_justify="left")
@@ -160,12 +162,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.json").is_file():
-        console.print(f"[red]{run_dir} is not a run directory (no config.json); runs live under the --out folder of `lmc run`[/red]")
+        errors.print(f"[red]{run_dir} is not a run directory (no config.json); runs live under the --out folder of `lmc run`[/red]")
         return 2
     cfg = StudyConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
     run = Run(cfg, run_dir.parent)
     if run.dir.resolve() != run_dir.resolve():
-        console.print(f"[yellow]warning: {run_dir} holds config of run {run.id}; the folder was renamed[/yellow]")
+        errors.print(f"[yellow]warning: {run_dir} holds config of run {run.id}; the folder was renamed[/yellow]")
         run.dir = run_dir
     rows = run.table()
     if args.json:
@@ -182,7 +184,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         try:
             cfg = preset(args.show)
         except KeyError as err:
-            console.print(f"[red]{err.args[0]}[/red]")
+            errors.print(f"[red]{err.args[0]}[/red]")
             return 2
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0

@@ -36,7 +36,10 @@ STRATEGIES = ("auto", "loop", "batched")
 # Memory bounds of one vmap chunk of the "batched" strategy: the stacked parameter copies, and
 # the rows (alphas x examples) pushed through the network at once, which bound the activations.
 _MAX_STACK_BYTES = 256 * 2**20
-_MAX_ROWS = 32768
+_MAX_ROWS = 8192  # measured: 8192 is best for the MLP; 16k-32k rows fall out of cache and lose to the loop
+# Largest evaluation batches at which vmap beats the loop on CPU (measured, see choose_strategy).
+_SMALL_BATCH_DENSE = 512
+_SMALL_BATCH_CONV = 128
 
 
 # --------------------------------------------------------------------------- grid and states
@@ -236,7 +239,7 @@ def _reestimate_bn(worker: nn.Module, state: State, batches: list[torch.Tensor])
     so dropout does not perturb the statistics (identical to update_bn for dropout-free nets).
     """
     state = dict(state)
-    for name, bn in _bn_modules(worker):
+    for name, _ in _bn_modules(worker):
         p = f"{name}." if name else ""
         # Fresh tensors: the forward updates them in place, and they must not alias another alpha's state.
         state[p + "running_mean"] = torch.zeros_like(state[p + "running_mean"])
@@ -287,15 +290,19 @@ def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
-def choose_strategy(model: nn.Module) -> str:
-    """Return "batched" for conv-free models and "loop" otherwise (the rule measured by benchmarks/bench_path.py).
+def choose_strategy(model: nn.Module, batch_rows: int) -> str:
+    """Return "batched" when the evaluation batch is small enough for vmap to win (<= 512 rows conv-free, <= 128 with convs), else "loop".
 
-    Measured on the project's 2-core CPU (torch 2.13, 31 alphas, loop time / batched time):
-    MLP 40-100-100-10 at 1000 inputs 2.1x, at batch 32 2.6x; Conv1d 3x64 net at 1000 inputs 0.53x.
-    vmap turns a convolution with stacked weights into one grouped convolution, which is slower
-    on CPU than a loop of ordinary convolutions, while stacked linear layers become one bmm.
+    benchmarks/bench_path.py on the project's 2-core CPU (torch 2.13, 31 alphas, 1000 inputs,
+    loop time / batched time, medians of interleaved repeats; the machine was shared, so noisy):
+    MLP 40-100-100-10: batch 1000 0.74-0.93x (one run 1.4x), batch 512 ~1.2x, batch 256 ~2.5x, batch 32-64 4-7x;
+    Conv1d 3x64 k5 s2 net: batch 1000 0.4-0.5x, batch 256 ~0.9x, batch 64-128 1.6-1.8x (4x under load).
+    vmap saves the per-call overhead of one forward per alpha, which dominates at small batches;
+    at large batches the stacked work is no faster than the loop's (bmm for linear layers), and a
+    convolution with stacked weights becomes a grouped convolution, which on CPU is clearly slower.
     """
-    return "loop" if _has_conv(model) else "batched"
+    limit = _SMALL_BATCH_CONV if _has_conv(model) else _SMALL_BATCH_DENSE
+    return "batched" if batch_rows <= limit else "loop"
 
 
 class _Bound(nn.Module):
@@ -412,7 +419,7 @@ def evaluate_path(
     _check_same_keys(state_a, state_b)
     mode = _resolve_bn_mode(model, bn_mode, calibration)
     if strategy == "auto":
-        strategy = choose_strategy(model)
+        strategy = choose_strategy(model, min(batch_size, max(len(x) for x, _ in splits.values())))
 
     worker = _make_worker(model, reestimate=mode == "reestimate")
     keep = _bn_buffer_keys(worker) if mode == "endpoint" else ()

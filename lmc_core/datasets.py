@@ -263,7 +263,7 @@ def _generate_mnist1d() -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    arrays = {k: np.asarray(data[k]) for k in _MNIST1D_SHAPES}
+    arrays = {k: np.array(data[k]) for k in _MNIST1D_SHAPES}  # own copies: they are made read-only
     if not _valid_mnist1d(arrays):
         shapes = {k: v.shape for k, v in arrays.items()}
         raise RuntimeError(f"mnist1d generated unexpected shapes {shapes}, expected {_MNIST1D_SHAPES}")
@@ -286,6 +286,7 @@ def _write_mnist1d_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         # Write then rename, so a concurrent reader never sees a half-written file.
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         try:
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as shareable as its folder
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
             os.replace(tmp, path)

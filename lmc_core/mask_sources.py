@@ -27,8 +27,8 @@ def mask_key(mid: str) -> str:
     return f"mask/{mid}"
 
 
-def copy_key(mid: str, k: int, seed: int) -> str:
-    return f"copy/{mid}/k{k}/s{seed}"
+def copies_key(mid: str, k: int, pair: int) -> str:
+    return f"copies/{mid}/k{k}/p{pair}"
 
 
 def path_key(mid: str, k: int, pair: int) -> str:
@@ -82,29 +82,28 @@ class Dense(MaskSource):
 
 @register_mask_source
 class IMP(MaskSource):
-    """Iterative magnitude pruning on real data: prune the trained copy A of pair 0 of the previous round, rewind to k."""
+    """Iterative magnitude pruning on real data: prune copy A of pair 0 trained in the previous round, rewind to k."""
 
     name = "imp"
 
     def dependencies(self, run: Run, k: int, r: int) -> list[str]:
         prev = mask_id(self.name, k, r - 1)
-        deps = [copy_key(prev, k, run.cfg.stability.pairs[0][0])]
-        return deps + ([mask_key(prev)] if r > 1 else [])
+        return [copies_key(prev, k, 0)] + ([mask_key(prev)] if r > 1 else [])
 
     def build(self, run: Run, k: int, r: int) -> tuple[Masks, int]:
         prev = mask_id(self.name, k, r - 1)
         prev_masks = dense_masks(run.template) if r == 1 else run.load_masks(prev)
-        prev_copy = copy_key(prev, k, run.cfg.stability.pairs[0][0])
+        prev_copies = copies_key(prev, k, 0)
         p = run.cfg.pruning
         masks = magnitude_prune(
-            run.load_state(prev_copy),
+            run.load_state(prev_copies, "a"),
             prev_masks,
             round_sparsity(p.rate, r),
             scope=p.scope,
             eligible=eligible_names(list(prev_masks), p.keep_first_dense, p.keep_last_dense),
         )
         spent_before = run.parent_examples(k) if r == 1 else run.stage_info(mask_key(prev))["examples"]
-        return masks, spent_before + run.stage_info(prev_copy)["examples"]
+        return masks, spent_before + run.stage_info(prev_copies)["copies"][0]["examples"]
 
 
 @register_mask_source

@@ -4,8 +4,9 @@ Stages (keys double as folders under `<run>/stages/`):
   init                     the initialisation theta_0 (init seed)
   parent/k{K}              the dense network trained to step K (the rewind point theta_K)
   mask/{mask id}           a mask source's round-r mask found with rewind step k
-  copy/{mask id}/k{K}/s{S} the subnetwork (mask, theta_K) trained from step K to the end with SGD-noise seed S
-  path/{mask id}/k{K}/p{P} the linear path between pair P's two copies, with its barriers
+  copies/{mask id}/k{K}/p{P} the subnetwork (mask, theta_K) trained from step K to the end twice, with
+                             pair P's two SGD-noise seeds (copy A and copy B)
+  path/{mask id}/k{K}/p{P}   the linear path between pair P's two copies, with its barriers
 
 A stage is done when its `stage.json` exists; that file is written last, so an interrupted run
 loses at most the stage in flight. Stages are pure functions of the config and their dependencies,
@@ -34,11 +35,11 @@ from .datasets import Dataset, load_dataset
 from .device import resolve_device
 from .evaluation import evaluate
 from .events import Callback, Event, no_callback
-from .mask_sources import DENSE, copy_key, get_mask_source, mask_id, mask_key, path_key, rewind_key
+from .mask_sources import DENSE, copies_key, get_mask_source, mask_id, mask_key, path_key, rewind_key
 from .models import build_model, count_parameters
 from .pruning import Masks, State, dense_masks, layer_sparsity, rewind, sparsity
 from .storage import load_arrays, load_json, load_tensors, save_arrays, save_json, save_tensors
-from .training import total_steps, train
+from .training import total_steps, train, train_copies
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,10 @@ def plan(cfg: StudyConfig) -> list[Stage]:
             stages[mask_key(s.mask)] = Stage(mask_key(s.mask), "mask", deps, {"source": s.source, "k": s.k, "round": s.round})
     for mid, k in points:
         mdeps = () if mid == DENSE else (mask_key(mid),)
-        for p, (a, b) in enumerate(pairs):
-            for seed in (a, b):
-                key = copy_key(mid, k, seed)
-                stages.setdefault(key, Stage(key, "copy", (rewind_key(k), *mdeps), {"mask": mid, "k": k, "seed": seed}))
-            key = path_key(mid, k, p)
-            stages.setdefault(key, Stage(key, "path", (copy_key(mid, k, a), copy_key(mid, k, b)), {"mask": mid, "k": k, "pair": p}))
+        for p in range(len(pairs)):
+            ckey, pkey = copies_key(mid, k, p), path_key(mid, k, p)
+            stages.setdefault(ckey, Stage(ckey, "copies", (rewind_key(k), *mdeps), {"mask": mid, "k": k, "pair": p}))
+            stages.setdefault(pkey, Stage(pkey, "path", (ckey,), {"mask": mid, "k": k, "pair": p}))
     return _topological(stages)
 
 
@@ -177,8 +176,9 @@ class Run:
     def stage_info(self, key: str) -> dict[str, Any]:
         return load_json(self.stage_dir(key) / "stage.json")
 
-    def load_state(self, key: str) -> State:
-        return load_tensors(self.stage_dir(key) / "state.safetensors")
+    def load_state(self, key: str, name: str = "state") -> State:
+        """Return the weights a stage saved: "state" for init and parents, "a" / "b" for a pair's copies."""
+        return load_tensors(self.stage_dir(key) / f"{name}.safetensors")
 
     def load_masks(self, mid: str) -> Masks:
         return dense_masks(self.template) if mid == DENSE else load_tensors(self.stage_dir(mask_key(mid)) / "masks.safetensors")
@@ -247,18 +247,21 @@ class Run:
         save_tensors(out / "masks.safetensors", masks)
         return {"sparsity": sparsity(masks), "layer_sparsity": layer_sparsity(masks), "examples": examples}
 
-    def _stage_copy(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+    def _stage_copies(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
         p = stage.params
         masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
         model = self._fresh_model()
         rewind(model, self.load_state(rewind_key(p["k"])), masks)
-        res = train(model, self.data, self.cfg.train, self.augmenter, data_seed=p["seed"], augment_seed=p["seed"],
-                    masks=masks, start_step=p["k"], stage=stage.key, callback=callback)
-        save_tensors(out / "state.safetensors", res.state)
-        bs = self.cfg.train.eval_batch_size
-        metrics = {split: evaluate(model, x, y, bs).as_dict() for split, (x, y) in self._splits().items()}
-        return {"seed": p["seed"], "examples": res.examples, "metrics": metrics, "history": res.history,
-                "sparsity": sparsity(masks) if masks else 0.0}
+        seeds = self.cfg.stability.pairs[p["pair"]]
+        results = train_copies(model, self.data, self.cfg.train, self.augmenter, seeds=[(s, s) for s in seeds],
+                               masks=masks, start_step=p["k"], stage=stage.key, callback=callback)
+        copies = []
+        for name, seed, res in zip("ab", seeds, results):
+            save_tensors(out / f"{name}.safetensors", res.state)
+            model.load_state_dict(res.state)
+            metrics = {split: evaluate(model, x, y, self.cfg.train.eval_batch_size).as_dict() for split, (x, y) in self._splits().items()}
+            copies.append({"seed": seed, "examples": res.examples, "seconds": res.seconds, "metrics": metrics, "history": res.history})
+        return {"seeds": list(seeds), "sparsity": sparsity(masks) if masks else 0.0, "copies": copies}
 
     def _stage_path(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
         p = stage.params
@@ -267,8 +270,8 @@ class Run:
         st = self.cfg.stability
         result = evaluate_path(
             self.template,
-            self._to_device(self.load_state(copy_key(p["mask"], p["k"], a))),
-            self._to_device(self.load_state(copy_key(p["mask"], p["k"], b))),
+            self._to_device(self.load_state(copies_key(p["mask"], p["k"], p["pair"]), "a")),
+            self._to_device(self.load_state(copies_key(p["mask"], p["k"], p["pair"]), "b")),
             self._splits(),
             alpha_grid(st.alphas),
             bn_mode=st.bn_mode,
@@ -300,7 +303,8 @@ class Run:
         paths = [path_key(mid, k, p) for p in range(len(pairs))]
         if not all(self.is_done(key) for key in paths):
             return None
-        copies = [self.stage_info(copy_key(mid, k, s)) for pair in pairs for s in pair]
+        copies = [c for p in range(len(pairs)) for c in self.stage_info(copies_key(mid, k, p))["copies"]]
+        sparsity_ = self.stage_info(copies_key(mid, k, 0))["sparsity"]
         split = self.cfg.stability.splits[0]
         barriers = [self.stage_info(key)["barriers"][split] for key in paths]
         err = np.array([b["error"] for b in barriers]) * 100
@@ -309,7 +313,7 @@ class Run:
         spent = 0 if mid == DENSE else self.stage_info(mask_key(mid))["examples"]
         return {
             "source": source, "round": rnd, "mask": mid, "rewind_step": k, "split": split,
-            "sparsity": copies[0]["sparsity"] * 100,
+            "sparsity": sparsity_ * 100,
             "accuracy": acc, "accuracy_mean": float(np.mean(acc)),
             "error_barrier": float(err.mean()), "error_barrier_std": float(err.std()),
             "error_barriers": err.tolist(),

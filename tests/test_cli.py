@@ -1,0 +1,59 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from app.cli import main
+
+
+def lmc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("smoke", "mnist1d", "mnist1d-mlp", "digits-stable"):
+        assert name in out
+
+
+def test_run_prints_the_round_table_and_show_reprints_it(tmp_path):
+    small = ["--set", "train.epochs=2", "--set", "sweep.steps=[]", "--set", "pruning.rewind_steps=[0]", "--set", "stability.alphas=5"]
+    res = lmc("run", "--preset", "smoke", "--out", str(tmp_path), "--quiet", *small)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "imp  (rewind step k = 0)" in res.stdout and "36.0" in res.stdout
+    run_dir = next(tmp_path.iterdir())
+    shown = lmc("show", str(run_dir), "--json")
+    rows = json.loads(shown.stdout)
+    assert [(r["source"], r["round"]) for r in rows] == [("dense", 0), ("imp", 0), ("imp", 1), ("imp", 2), ("random", 0), ("random", 1), ("random", 2)]
+    assert rows[3]["sparsity"] == pytest.approx(36.0, abs=0.05)
+
+
+def test_bad_override_names_the_field(tmp_path):
+    res = lmc("run", "--preset", "smoke", "--out", str(tmp_path), "--set", "train.lr=-3")
+    assert res.returncode == 2
+    assert "train.lr" in res.stderr
+
+
+def test_unknown_preset_lists_the_available(tmp_path):
+    res = lmc("run", "--preset", "nope", "--out", str(tmp_path))
+    assert res.returncode == 2 and "smoke" in res.stderr
+
+
+def test_show_on_a_non_run_folder_says_so(tmp_path):
+    res = lmc("show", str(tmp_path))
+    assert res.returncode == 2 and "not a run directory" in res.stderr
+
+
+@pytest.mark.slow
+def test_smoke_preset_reproduces_the_calibrated_contrast(tmp_path):
+    """calibration.md: MLP lr 0.1, 20 epochs: barrier 45-50 points at k = 0, 1.4-3.3 at k = 625."""
+    res = lmc("run", "--preset", "smoke", "--out", str(tmp_path), "--quiet")
+    assert res.returncode == 0, res.stderr + res.stdout
+    rows = json.loads(lmc("show", str(next(tmp_path.iterdir())), "--json").stdout)
+    sweep = {r["rewind_step"]: r for r in rows if r["source"] == "sweep"}
+    assert sweep[0]["error_barrier"] > 20, "the dense MLP at lr 0.1 must be unstable at init"
+    assert sweep[625]["error_barrier"] < 8, "and stable once rewound to a quarter of training"
+    imp = [r for r in rows if r["source"] == "imp"]
+    assert [round(r["sparsity"], 1) for r in imp] == [0.0, 20.0, 36.0]
