@@ -131,7 +131,9 @@ def _topological(stages: dict[str, Stage]) -> list[Stage]:
 
 def versions() -> dict[str, str]:
     """Return the versions a result depends on, recorded with every run."""
-    return {"lmc_lab": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {"lmc_lab": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            # CPU GEMMs split sums by thread count, so weights depend on it at the last bit (and, after chaos, beyond).
+            "torch_threads": str(torch.get_num_threads())}
 
 
 class Run:
@@ -254,7 +256,8 @@ class Run:
         rewind(model, self.load_state(rewind_key(p["k"])), masks)
         seeds = self.cfg.stability.pairs[p["pair"]]
         results = train_copies(model, self.data, self.cfg.train, self.augmenter, seeds=[(s, s) for s in seeds],
-                               masks=masks, start_step=p["k"], stage=stage.key, callback=callback)
+                               masks=masks, start_step=p["k"], stage=stage.key, callback=callback,
+                               strategy="auto")  # stacked only where bit-identical to the loop and measured faster
         copies = []
         for name, seed, res in zip("ab", seeds, results):
             save_tensors(out / f"{name}.safetensors", res.state)
