@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lmc_core.config import DataConfig
+from lmc_core.dsa import DSA, resolve_strategy
 
 _KINDS = ("vector", "signal", "image")
 # Which kind of data each augmentation makes sense for.
@@ -18,7 +19,7 @@ _NEEDS_KIND = {"shift": "signal", "crop_flip": "image"}
 
 
 class Augmenter:
-    """Applies cfg.augmentation to training batches: 'none', 'shift' (signals) or 'crop_flip' (images)."""
+    """Applies cfg.augmentation to training batches: 'none', 'shift' (signals), 'crop_flip' (images) or 'dsa' (lmc_core.dsa)."""
 
     def __init__(self, cfg: DataConfig, kind: str):
         if kind not in _KINDS:
@@ -31,12 +32,15 @@ class Augmenter:
         self.kind = kind
         self.max_shift = cfg.max_shift
         self.padding = cfg.crop_padding
+        self.dsa = DSA(resolve_strategy(cfg.dsa_strategy, kind), kind) if mode == "dsa" else None
 
     @property
     def active(self) -> bool:
         """Return whether calling the augmenter can change a batch (and so draws random numbers)."""
         if self.mode == "shift":
             return self.max_shift > 0
+        if self.dsa is not None:
+            return self.dsa.active
         return self.mode == "crop_flip"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -47,6 +51,9 @@ class Augmenter:
             raise ValueError("Augmenter needs a CPU torch.Generator, so that results match across devices")
         if self.mode == "shift":
             return random_circular_shift(x, self.max_shift, generator)
+        if self.dsa is not None:
+            with torch.no_grad():  # training batches need no gradient through the augmentation
+                return self.dsa(x, generator)
         return random_crop_flip(x, self.padding, generator)
 
     def __repr__(self) -> str:

@@ -25,9 +25,12 @@ class DataConfig(_Strict):
     name: str = Field("mnist1d", description="Dataset registry key: mnist1d, digits, teacher, cifar10, cifar100, mnist, fashion_mnist, npz.")
     path: str | None = Field(None, description="File or folder for datasets read from local files (CIFAR archive folder, IDX folder, .npz file).")
     normalize: bool = Field(True, description="Standardise each input channel with the training split's mean and std.")
-    augmentation: Literal["none", "shift", "crop_flip"] = Field(
-        "none", description="Training-time augmentation: 'shift' = random circular shift of 1-D signals; 'crop_flip' = padded random crop + horizontal flip of images."
+    augmentation: Literal["none", "shift", "crop_flip", "dsa"] = Field(
+        "none",
+        description="Training-time augmentation: 'shift' = random circular shift of 1-D signals; 'crop_flip' = padded random crop + "
+        "horizontal flip of images; 'dsa' = differentiable siamese augmentation with `dsa_strategy` (the paper's real-data recipe).",
     )
+    dsa_strategy: str = Field("auto", description="DSA transforms joined by '_' (images: color crop cutout flip scale rotate; signals: shift scale); auto = all of the kind's.")
     max_shift: NonNegativeInt = Field(3, description="Largest circular shift (samples) for 'shift'.")
     crop_padding: NonNegativeInt = Field(4, description="Zero padding (pixels) before the random crop for 'crop_flip'.")
     train_size: PositiveInt | None = Field(None, description="Use a class-balanced subset of this many training examples (chosen with `seed`).")
@@ -59,6 +62,7 @@ class TrainConfig(_Strict):
     milestones: list[PositiveFloat] = Field(default_factory=list, description="multistep: epochs at which the lr is multiplied by gamma.")
     gamma: PositiveFloat = 0.1
     warmup_steps: NonNegativeInt = Field(0, description="Linear warm-up from 0 over this many steps, then the schedule.")
+    cutmix: float = Field(0.0, ge=0.0, le=1.0, description="Probability that a batch is CutMixed (beta = 1), as the paper trains with DSA + CutMix.")
     eval_batch_size: PositiveInt = 1000
 
     @model_validator(mode="after")
@@ -73,7 +77,9 @@ class TrainConfig(_Strict):
 class PruningConfig(_Strict):
     mask_sources: list[str] = Field(
         default_factory=lambda: ["dense", "imp", "random"],
-        description="Mask sources to study: dense (round 0 only), imp (magnitude pruning of the trained copy A), random (random masks with IMP's per-layer counts).",
+        description="Mask sources to study: dense (round 0 only), imp (magnitude pruning of the trained copy A), random (random masks with "
+        "IMP's per-layer counts), distilled.<set> (IMP trained on synthetic set <set>), subset.<set> (IMP trained on a random real subset "
+        "of <set>'s size), combined.<set>.r<R> (real-data IMP started from distilled.<set>'s round-R mask).",
     )
     rounds: NonNegativeInt = Field(2, description="Pruning rounds after the dense round 0; sparsity after r rounds is 1 - (1 - rate)^r.")
     rate: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of the remaining weights removed per round.")
@@ -90,11 +96,10 @@ class PruningConfig(_Strict):
             raise ValueError("list at least one mask source, e.g. ['dense']")
         if len(set(v)) != len(v):
             raise ValueError(f"mask sources repeat: {v}")
-        from .mask_sources import MASK_SOURCES  # the registry imports models, which import this module
+        from .mask_sources import get_mask_source  # the registry imports models, which import this module
 
-        unknown = [s for s in v if s not in MASK_SOURCES]
-        if unknown:
-            raise ValueError(f"unknown mask source(s) {unknown}; registered: {sorted(MASK_SOURCES)}")
+        for name in v:
+            get_mask_source(name)  # raises ValueError naming the registered sources and their syntax
         return v
 
     @field_validator("rewind_steps")
@@ -116,6 +121,9 @@ class StabilityConfig(_Strict):
         "auto", description="BatchNorm statistics along the path: re-estimate at every alpha (auto for BN nets), interpolate the running stats, or keep copy A's."
     )
     bn_batches: PositiveInt = Field(8, description="Calibration batches for bn_mode='reestimate'.")
+    rounds: list[NonNegativeInt] | None = Field(
+        None, description="Pruning rounds whose subnetworks are tested (the paper: 0, 4, 9); None = every round. Untested IMP rounds train only copy A."
+    )
     parent_seed: int = Field(0, description="Seed of the dense parent run that trains the init to the rewind step k.")
 
     @field_validator("pairs")
@@ -138,6 +146,89 @@ class SweepConfig(_Strict):
     )
 
 
+class DCSettings(_Strict):
+    """Gradient matching (DC, Zhao et al. 2021); IDC (Kim et al. 2022) = match 'mse', net_data 'real', factor 2."""
+
+    outer_loop: PositiveInt | None = Field(None, description="Image updates per sampled network; None = DC's get_loops(ipc).")
+    inner_loop: PositiveInt | None = Field(None, description="Network updates between image updates; None = DC's get_loops(ipc).")
+    lr_net: PositiveFloat = Field(0.01, description="SGD lr of the matching network.")
+    match: Literal["cos", "mse"] = Field("cos", description="Gradient distance: DC's per-output-row cosine ('cos') or IDC's squared error ('mse').")
+    net_data: Literal["synthetic", "real"] = Field("synthetic", description="Data the matching network trains on between matches: DC trains on the synthetic set, IDC on real data.")
+
+
+class MTTSettings(_Strict):
+    """Matching training trajectories (Cazenavette et al. 2022)."""
+
+    experts: PositiveInt = Field(5, description="Expert trajectories trained on real data (published: 100).")
+    expert_train_epochs: PositiveInt = Field(20, description="Epochs per expert trajectory; parameters are stored after each (published: 50).")
+    lr_teacher: PositiveFloat = Field(0.01, description="Experts' SGD lr (no momentum, no weight decay, as MTT's buffer.py); also the initial synthetic lr.")
+    expert_batch: PositiveInt = Field(256, description="Experts' batch size.")
+    syn_steps: PositiveInt = Field(20, description="Student SGD steps on synthetic data per iteration (N).")
+    expert_epochs: PositiveInt = Field(2, description="Expert epochs the student's N steps must match (M).")
+    max_start_epoch: PositiveInt = Field(10, description="Student starts at an expert epoch drawn from [0, T+).")
+    lr_lr: PositiveFloat = Field(1e-5, description="SGD lr of the learnable synthetic learning rate.")
+    batch_syn: PositiveInt | None = Field(None, description="Synthetic batch per student step; None = the whole decoded set.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> MTTSettings:
+        if self.max_start_epoch + self.expert_epochs > self.expert_train_epochs:
+            raise ValueError(
+                f"max_start_epoch ({self.max_start_epoch}) + expert_epochs ({self.expert_epochs}) exceeds expert_train_epochs "
+                f"({self.expert_train_epochs}): the student's target would lie beyond the stored trajectory"
+            )
+        return self
+
+
+class DistillConfig(_Strict):
+    """How one synthetic set is made: distilled here (dm, dc, mtt) or imported from a file."""
+
+    method: Literal["dm", "dc", "mtt", "import"] = Field("dm", description="dm = distribution matching, dc = gradient matching (IDC with factor 2), mtt = trajectory matching, import = a precomputed file.")
+    ipc: PositiveInt = Field(10, description="Stored images per class.")
+    factor: PositiveInt = Field(1, description="IDC multi-formation: each stored image holds factor x factor tiles (factor segments for signals).")
+    init: Literal["real", "noise"] = Field("real", description="Initialise from random real examples or Gaussian noise.")
+    iterations: PositiveInt = Field(200, description="Image updates (outer iterations).")
+    lr_img: PositiveFloat | None = Field(None, description="SGD lr of the synthetic pixels; None = the method's published default (dm 1.0, dc 0.1, mtt 1000).")
+    momentum_img: float = Field(0.5, ge=0.0, lt=1.0, description="Momentum of the pixel optimizer (0.5 in DC, DM and MTT).")
+    batch_real: PositiveInt = Field(256, description="Real examples per class per matching step (DC, DM).")
+    dsa: str = Field("auto", description="DSA strategy while matching; auto = all transforms of the data kind, 'none' = off.")
+    seed: int = Field(0, description="Seed of the init, the sampled networks, the real batches and the augmentation.")
+    model: ModelConfig | None = Field(None, description="Distillation network; None = the study's model (IDC and MTT distil with ConvNet-3, instance norm).")
+    dc: DCSettings = Field(default_factory=DCSettings)
+    mtt: MTTSettings = Field(default_factory=MTTSettings)
+    path: str | None = Field(None, description="import: a .npz or .pt file of images and labels (read without unpickling).")
+    labels_path: str | None = Field(None, description="import: labels in a separate file (MTT saves images_best.pt and labels_best.pt).")
+    space: Literal["normalized", "raw"] = Field("normalized", description="import: images are in the dataset's normalised space, or raw (normalised on load).")
+
+    @model_validator(mode="after")
+    def _import_needs_path(self) -> DistillConfig:
+        if self.method == "import" and not self.path:
+            raise ValueError("method 'import' needs `path`: a .npz or .pt file holding the synthetic images and labels")
+        return self
+
+
+def _synthetic_train() -> TrainConfig:
+    # The paper's inner loop on distilled data (paper.md 3.4), shortened from 1000 epochs for CPUs.
+    return TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=300, schedule="multistep", milestones=[200, 250], gamma=0.2)
+
+
+class SyntheticConfig(_Strict):
+    """Synthetic sets and how networks train on them (distilled pruning's inner loop and the evaluation protocol)."""
+
+    sets: dict[str, DistillConfig] = Field(default_factory=dict, description="Named synthetic sets; mask sources refer to them as distilled.<name>.")
+    train: TrainConfig = Field(default_factory=_synthetic_train, description="Training on a synthetic set (paper: 1000 epochs, SGD 0.01, momentum 0.9, wd 5e-4, batch 64, x0.2 at 2/3 and 5/6).")
+    augmentation: str = Field("auto", description="DSA strategy when training on synthetic (and matched subset) data; auto = all of the kind's, 'none' = off.")
+    use_learned_lr: bool = Field(True, description="Train on an MTT set with the lr it learned (as MTT evaluates its sets) instead of train.lr.")
+    evaluate_runs: NonNegativeInt = Field(3, description="Fresh networks trained on each set, on a random real subset of its size and on noise (DD-Ranking style); 0 = skip.")
+
+    @field_validator("sets")
+    @classmethod
+    def _names(cls, v: dict[str, DistillConfig]) -> dict[str, DistillConfig]:
+        bad = [n for n in v if not n.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"synthetic set names must be letters, digits and '_' (they appear in mask source names): {bad}")
+        return v
+
+
 class StudyConfig(_Strict):
     name: str = Field("study", description="A label for people; not part of the run id.")
     seed: int = Field(0, description="Init seed: every mask source and copy starts from this one initialisation.")
@@ -147,7 +238,18 @@ class StudyConfig(_Strict):
     pruning: PruningConfig = Field(default_factory=PruningConfig)
     stability: StabilityConfig = Field(default_factory=StabilityConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present, else CPU. Not part of the run id.")
+
+    @model_validator(mode="after")
+    def _sources_fit(self) -> StudyConfig:
+        from .mask_sources import get_mask_source
+
+        for name in self.pruning.mask_sources:
+            problem = get_mask_source(name).problem(self)
+            if problem:
+                raise ValueError(f"pruning.mask_sources: {name}: {problem}")
+        return self
 
     def run_id(self) -> str:
         """Return the 12-hex-digit hash of the canonical config, without fields that do not change results."""

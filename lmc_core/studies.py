@@ -7,6 +7,9 @@ Stages (keys double as folders under `<run>/stages/`):
   copies/{mask id}/k{K}/p{P} the subnetwork (mask, theta_K) trained from step K to the end twice, with
                              pair P's two SGD-noise seeds (copy A and copy B)
   path/{mask id}/k{K}/p{P}   the linear path between pair P's two copies, with its barriers
+  experts/{hash}           MTT expert trajectories, shared by every set with the same data, network and expert settings
+  synthetic/{set}          a distilled (or imported) synthetic set
+  synthetic-eval/{set}     fresh networks trained on the set, on a size-matched real subset and on noise
 
 A stage is done when its `stage.json` exists; that file is written last, so an interrupted run
 loses at most the stage in flight. Stages are pure functions of the config and their dependencies,
@@ -35,11 +38,17 @@ from .datasets import Dataset, load_dataset
 from .device import resolve_device
 from .evaluation import evaluate
 from .events import Callback, Event, no_callback
-from .mask_sources import DENSE, copies_key, get_mask_source, mask_id, mask_key, path_key, rewind_key
+from .distill import distill
+from .dsa import DSA, resolve_strategy
+from .experts import Trajectories, experts_hash, train_experts
+from .mask_sources import DENSE, copies_key, get_mask_source, mask_id, mask_key, path_key, rewind_key, synthetic_key
 from .models import build_model, count_parameters
 from .pruning import Masks, State, dense_masks, layer_sparsity, rewind, sparsity
+from .seeding import derive_seed
 from .storage import load_arrays, load_json, load_tensors, save_arrays, save_json, save_tensors
-from .training import total_steps, train, train_copies
+from .synthetic import SyntheticSet
+from .synthetic_eval import evaluate_set, matched_subset, recipe
+from .training import TrainResult, total_steps, train, train_copies
 
 
 @dataclass(frozen=True)
@@ -62,19 +71,29 @@ class Subnetwork:
 
 def subnetworks(cfg: StudyConfig) -> list[Subnetwork]:
     """Return every (source, round, mask, k) the study measures, in table order."""
+    tested = cfg.stability.rounds
     out = []
     for k in cfg.pruning.rewind_steps:
         for source in cfg.pruning.mask_sources:
-            for r in range(get_mask_source(source).max_round(_ConfigView(cfg)) + 1):
-                out.append(Subnetwork(source, r, mask_id(source, k, r), k))
+            for r in get_mask_source(source).rounds(cfg):
+                if tested is None or r in tested:
+                    out.append(Subnetwork(source, r, mask_id(source, k, r), k))
     return out
 
 
-class _ConfigView:
-    """The slice of a Run that planning needs (the config), so plans need no data or model."""
+def masks_needed(cfg: StudyConfig) -> list[Subnetwork]:
+    """Return every (source, round, k) whose mask the study builds: the tested ones and the rounds IMP chains pass through."""
+    return [Subnetwork(source, r, mask_id(source, k, r), k) for k in cfg.pruning.rewind_steps
+            for source in cfg.pruning.mask_sources for r in get_mask_source(source).rounds(cfg)]
 
-    def __init__(self, cfg: StudyConfig):
-        self.cfg = cfg
+
+def experts_key(cfg: StudyConfig, set_name: str) -> str:
+    d = cfg.synthetic.sets[set_name]
+    return f"experts/{experts_hash(cfg.data, d.model or cfg.model, d.mtt, d.dsa, cfg.seed)}"
+
+
+def eval_key(set_name: str) -> str:
+    return f"synthetic-eval/{set_name}"
 
 
 def _sweep_masks(cfg: StudyConfig) -> list[str]:
@@ -87,25 +106,41 @@ def _sweep_masks(cfg: StudyConfig) -> list[str]:
 
 def plan(cfg: StudyConfig) -> list[Stage]:
     """Return the study's stages in an order where every stage follows its dependencies."""
-    view = _ConfigView(cfg)
     stages: dict[str, Stage] = {"init": Stage("init", "init")}
+    for name, d in cfg.synthetic.sets.items():
+        deps: tuple[str, ...] = ()
+        if d.method == "mtt":
+            deps = (experts_key(cfg, name),)
+            stages.setdefault(deps[0], Stage(deps[0], "experts", (), {"set": name}))
+        stages[synthetic_key(name)] = Stage(synthetic_key(name), "synthetic", deps, {"set": name})
+        if cfg.synthetic.evaluate_runs:
+            stages[eval_key(name)] = Stage(eval_key(name), "synthetic_eval", (synthetic_key(name),), {"set": name})
     pairs = cfg.stability.pairs
     points: list[tuple[str, int]] = [(s.mask, s.k) for s in subnetworks(cfg)]
     points += [(m, k) for m in _sweep_masks(cfg) for k in cfg.sweep.steps]
     for k in sorted({k for _, k in points}):
         if k > 0:
             stages[rewind_key(k)] = Stage(rewind_key(k), "parent", ("init",), {"k": k})
-    for s in subnetworks(cfg):
+    for s in masks_needed(cfg):
         if s.round > 0 and mask_key(s.mask) not in stages:
-            deps = tuple(get_mask_source(s.source).dependencies(view, s.k, s.round))  # type: ignore[arg-type]
+            deps = tuple(get_mask_source(s.source).dependencies(cfg, s.k, s.round))
             stages[mask_key(s.mask)] = Stage(mask_key(s.mask), "mask", deps, {"source": s.source, "k": s.k, "round": s.round})
     for mid, k in points:
-        mdeps = () if mid == DENSE else (mask_key(mid),)
         for p in range(len(pairs)):
             ckey, pkey = copies_key(mid, k, p), path_key(mid, k, p)
-            stages.setdefault(ckey, Stage(ckey, "copies", (rewind_key(k), *mdeps), {"mask": mid, "k": k, "pair": p}))
+            stages.setdefault(ckey, _copies_stage(mid, k, p, len(pairs[p])))
             stages.setdefault(pkey, Stage(pkey, "path", (ckey,), {"mask": mid, "k": k, "pair": p}))
+    for stage in list(stages.values()):  # copies that only an IMP chain needs (an untested round): copy A alone
+        for dep in stage.deps:
+            if dep.startswith("copies/") and dep not in stages:
+                _, mid, kk, _ = dep.split("/")
+                stages[dep] = _copies_stage(mid, int(kk[1:]), 0, 1)
     return _topological(stages)
+
+
+def _copies_stage(mid: str, k: int, pair: int, copies: int) -> Stage:
+    deps = (rewind_key(k),) if mid == DENSE else (rewind_key(k), mask_key(mid))
+    return Stage(copies_key(mid, k, pair), "copies", deps, {"mask": mid, "k": k, "pair": pair, "n_copies": copies})
 
 
 def _topological(stages: dict[str, Stage]) -> list[Stage]:
@@ -164,6 +199,11 @@ class Run:
         """The architecture on the device; stages copy it and never train it."""
         return build_model(self.cfg.model, self.data.input_shape, self.data.num_classes, self.cfg.seed).to(self.device)
 
+    @cached_property
+    def synthetic_augmenter(self) -> DSA:
+        """The DSA applied whenever a network trains on a synthetic set or its size-matched real subset."""
+        return DSA(resolve_strategy(self.cfg.synthetic.augmentation, self.data.kind), self.data.kind)
+
     @property
     def total_steps(self) -> int:
         return total_steps(self.cfg.train, len(self.data.x_train))
@@ -188,6 +228,29 @@ class Run:
     def load_path(self, key: str) -> PathResult:
         info = self.stage_info(key)
         return PathResult.from_arrays(load_arrays(self.stage_dir(key) / "path.npz"), info["bn_mode"])
+
+    def synthetic_set(self, name: str) -> SyntheticSet:
+        return SyntheticSet.load(self.stage_dir(synthetic_key(name)))
+
+    def synthetic_dataset(self, name: str) -> Dataset:
+        return self.synthetic_set(name).as_dataset(self.data)
+
+    def subset_dataset(self, name: str) -> Dataset:
+        """Return the random real subset with set `name`'s class counts (the control of distilled pruning)."""
+        return matched_subset(self.synthetic_set(name), self.data, self.cfg.seed).as_dataset(self.data)
+
+    def train_on_small_set(self, train_set: Dataset, k: int, masks: Masks | None, set_name: str, stage: str, callback: Callback) -> TrainResult:
+        """Train the subnetwork (masks, theta_k) on a synthetic set or its matched subset with the synthetic recipe.
+
+        The set's learned lr (MTT) applies to its matched subset too, so the control differs only in the data.
+        The noise seeds are pair 0's copy A seeds, the copy real-data IMP prunes.
+        """
+        lr = self.synthetic_set(set_name).lr if self.cfg.synthetic.use_learned_lr else None
+        model = self._fresh_model()
+        rewind(model, self.load_state(rewind_key(k)), masks)
+        seed = self.cfg.stability.pairs[0][0]
+        return train(model, train_set, recipe(self.cfg.synthetic.train, lr), self.synthetic_augmenter, data_seed=seed, augment_seed=seed,
+                     masks=masks, stage=stage, callback=callback)
 
     def parent_examples(self, k: int) -> int:
         return 0 if k == 0 else self.stage_info(rewind_key(k))["examples"]
@@ -245,16 +308,43 @@ class Run:
 
     def _stage_mask(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
         p = stage.params
-        masks, examples = get_mask_source(p["source"]).build(self, p["k"], p["round"])
+        masks, spent = get_mask_source(p["source"]).build(self, p["k"], p["round"], callback)
         save_tensors(out / "masks.safetensors", masks)
-        return {"sparsity": sparsity(masks), "layer_sparsity": layer_sparsity(masks), "examples": examples}
+        return {"sparsity": sparsity(masks), "layer_sparsity": layer_sparsity(masks), **spent}
+
+    def _distill_config(self, stage: Stage):  # noqa: ANN202 - a DistillConfig
+        return self.cfg.synthetic.sets[stage.params["set"]]
+
+    def _stage_experts(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        d = self._distill_config(stage)
+        augmenter = DSA(resolve_strategy(d.dsa, self.data.kind), self.data.kind)
+        experts, examples = train_experts(self.data, d.model or self.cfg.model, d.mtt, augmenter, self.cfg.seed, stage=stage.key, callback=callback)
+        experts.save(out)
+        return {"experts": experts.experts, "epochs": experts.epochs, "examples": examples, "seed": self.cfg.seed}
+
+    def _stage_synthetic(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        d = self._distill_config(stage)
+        experts = Trajectories.load(self.stage_dir(stage.deps[0])) if d.method == "mtt" else None
+        made = distill(d, self.data, self.cfg.model, experts=experts, stage=stage.key, callback=callback)
+        s = made.synthetic
+        s.provenance["versions"] = versions()
+        s.save(out)
+        return {"method": d.method, "stored": len(s.labels), "decoded": s.decoded_count, "factor": s.factor, "learned_lr": s.lr,
+                "real_examples": made.real_examples, "final_loss": made.losses[-1] if made.losses else None,
+                "distill_seconds": made.seconds}
+
+    def _stage_synthetic_eval(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        name = stage.params["set"]
+        return evaluate_set(self.synthetic_set(name), self.data, self.cfg.model, self.cfg.synthetic.train, self.synthetic_augmenter,
+                            runs=self.cfg.synthetic.evaluate_runs, seed=derive_seed(self.cfg.seed, f"evaluate-{name}"),
+                            stage=stage.key, callback=callback)
 
     def _stage_copies(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
         p = stage.params
         masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
         model = self._fresh_model()
         rewind(model, self.load_state(rewind_key(p["k"])), masks)
-        seeds = self.cfg.stability.pairs[p["pair"]]
+        seeds = self.cfg.stability.pairs[p["pair"]][: p["n_copies"]]
         results = train_copies(model, self.data, self.cfg.train, self.augmenter, seeds=[(s, s) for s in seeds],
                                masks=masks, start_step=p["k"], stage=stage.key, callback=callback,
                                strategy="auto")  # stacked only where bit-identical to the loop and measured faster
@@ -313,7 +403,10 @@ class Run:
         err = np.array([b["error"] for b in barriers]) * 100
         loss = np.array([b["loss"] for b in barriers])
         acc = [c["metrics"][split]["accuracy"] * 100 for c in copies]
-        spent = 0 if mid == DENSE else self.stage_info(mask_key(mid))["examples"]
+        info = {} if mid == DENSE else self.stage_info(mask_key(mid))
+        spent = info.get("examples", 0)
+        imp = mask_id("imp", k, rnd) if rnd else None
+        reference = self.stage_info(mask_key(imp))["examples"] if imp and self.is_done(mask_key(imp)) else None
         return {
             "source": source, "round": rnd, "mask": mid, "rewind_step": k, "split": split,
             "sparsity": sparsity_ * 100,
@@ -322,4 +415,18 @@ class Run:
             "error_barriers": err.tolist(),
             "loss_barrier": float(loss.mean()), "loss_barrier_std": float(loss.std()),
             "training_points": spent,
+            "distill_points": info.get("distill_examples", 0),
+            "points_ratio": reference / spent if reference and spent else None,  # real IMP's training points / this source's
         }
+
+    def synthetic_table(self) -> list[dict[str, Any]]:
+        """Return one row per synthetic set: method, size, learned lr, real examples used, and its evaluation when done."""
+        rows = []
+        for name in self.cfg.synthetic.sets:
+            if not self.is_done(synthetic_key(name)):
+                continue
+            row = {"set": name, **self.stage_info(synthetic_key(name))}
+            if self.is_done(eval_key(name)):
+                row["evaluation"] = {k: v for k, v in self.stage_info(eval_key(name)).items() if k in ("synthetic", "random_subset", "noise")}
+            rows.append(row)
+        return rows

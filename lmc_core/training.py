@@ -22,9 +22,11 @@ from torch import nn
 from .augment import Augmenter
 from .config import TrainConfig
 from .datasets import Dataset
+from .dsa import cutmix
 from .events import Callback, Event, no_callback
 from .pruning import Masks, State, apply_masks
 from .seeding import generator
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; carries the step so the user can lower the lr or add warm-up."""
@@ -82,10 +84,17 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
 
 
 class BatchStream:
-    """Endless training batches: a fresh permutation per epoch from the data-order stream, then augmentation."""
+    """Endless training batches: a fresh permutation per epoch from the data-order stream, then augmentation.
 
-    def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: Augmenter):
+    With `cutmix` > 0 a batch is CutMixed with that probability and its targets become the mixed
+    class probabilities, so `F.cross_entropy(logits, target)` is CutMix's loss either way. The
+    CutMix draws come from the augmentation stream, after the batch's augmentation.
+    """
+
+    def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: Augmenter, cutmix: float = 0.0):
         self.x, self.y = data.x_train, data.y_train
+        self.num_classes = data.num_classes
+        self.cutmix = cutmix
         self.batch_size = batch_size
         self.per_epoch = len(self.x) // batch_size
         self.order_rng = generator(data_seed, "data-order")
@@ -100,10 +109,13 @@ class BatchStream:
             self._pos = 0
         idx = self._order[self._pos * self.batch_size : (self._pos + 1) * self.batch_size]
         self._pos += 1
-        xb = self.x[idx]
+        xb, yb = self.x[idx], self.y[idx]
         if self.augmenter.active:
             xb = self.augmenter(xb, self.augment_rng)
-        return xb, self.y[idx]
+        if self.cutmix and float(torch.rand((), generator=self.augment_rng)) < self.cutmix:
+            xb, y_a, y_b, lam = cutmix(xb, yb, self.augment_rng)
+            return xb, lam * F.one_hot(y_a, self.num_classes).float() + (1 - lam) * F.one_hot(y_b, self.num_classes).float()
+        return xb, yb
 
 
 def train(
@@ -133,7 +145,7 @@ def train(
         raise ValueError(f"{stage}: steps must satisfy 0 <= start ({start_step}) <= end ({end}) <= schedule length ({total})")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
-    batches = BatchStream(data, cfg.batch_size, data_seed, augment_seed, augmenter)
+    batches = BatchStream(data, cfg.batch_size, data_seed, augment_seed, augmenter, cfg.cutmix)
     model.train()
     apply_masks(model, masks)
     history: list[dict[str, float]] = []

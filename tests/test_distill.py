@@ -1,0 +1,156 @@
+import numpy as np
+import pytest
+import torch
+
+from lmc_core.config import DataConfig, DistillConfig, ModelConfig, MTTSettings
+from lmc_core.datasets import load_dataset
+from lmc_core.distill import dc_loops, distill, embed, gradient_distance
+from lmc_core.dsa import DSA
+from lmc_core.experts import Trajectories, experts_hash, flat_parameters, train_experts, unflatten
+from lmc_core.models import build_model
+from lmc_core.synthetic import init_noise
+
+NET = ModelConfig(arch="convnet", depth=2, width=16, kernel_size=3, pooling="avg")
+MTT_SMALL = {"experts": 2, "expert_train_epochs": 4, "max_start_epoch": 2, "syn_steps": 10, "expert_epochs": 2, "expert_batch": 128}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(name="digits"))
+
+
+@pytest.fixture(scope="module")
+def experts(digits):
+    settings = MTTSettings(**MTT_SMALL)
+    return train_experts(digits, NET, settings, DSA("none", "image"), seed=0)
+
+
+def _distill(data, method, experts=None, **kw):
+    extra = {"dc": {"outer_loop": 3, "inner_loop": 3}} if method == "dc" else {}
+    extra |= {"lr_img": 100.0, "mtt": MTT_SMALL} if method == "mtt" else {}
+    cfg = DistillConfig(**({"method": method, "ipc": 2, "init": "noise", "batch_real": 32} | extra | kw))
+    return distill(cfg, data, NET, experts=experts)
+
+
+@pytest.mark.parametrize("method", ["dc", "mtt"])
+def test_matching_loss_decreases_over_the_first_iterations(digits, experts, method):
+    made = _distill(digits, method, experts[0] if method == "mtt" else None, iterations=16)
+    losses = np.array(made.losses)
+    assert len(losses) == 16 and np.isfinite(losses).all()
+    first, last = losses[:5].mean(), losses[-5:].mean()
+    assert last < 0.8 * first, f"{method}: mean loss {first:.3f} over the first 5 iterations, {last:.3f} over the last 5"
+    assert made.synthetic.provenance["loss_curve"] == made.losses
+
+
+def _dm_objective(images, labels, data, probes):
+    """DM's loss without augmentation, averaged over fixed probe networks: comparable across image sets."""
+    total = 0.0
+    for seed in probes:
+        net = build_model(NET, data.input_shape, data.num_classes, seed)
+        for c in range(data.num_classes):
+            real = embed(net, data.x_train[data.y_train == c]).mean(0)
+            total += float(((real - embed(net, images[labels == c]).mean(0)) ** 2).sum())
+    return total / len(probes)
+
+
+@torch.no_grad()
+def test_distribution_matching_loss_decreases(digits):
+    # DM samples a fresh network per iteration, so its per-iteration losses are not comparable;
+    # the objective on fixed probe networks is.
+    start = init_noise(digits, 2, 1, 0)
+    with torch.enable_grad():
+        made = _distill(digits, "dm", iterations=10, dsa="none", lr_img=10.0)
+    probes = range(100, 105)
+    before = _dm_objective(start.images, start.labels, digits, probes)
+    after = _dm_objective(made.synthetic.images, made.synthetic.labels, digits, probes)
+    assert after < 0.5 * before, f"DM objective {before:.3f} -> {after:.3f}"
+
+
+def test_distillation_is_seeded(digits):
+    a = _distill(digits, "dm", iterations=3, seed=5).synthetic.images
+    b = _distill(digits, "dm", iterations=3, seed=5).synthetic.images
+    c = _distill(digits, "dm", iterations=3, seed=6).synthetic.images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_multi_formation_stores_ipc_images_and_trains_on_factor_squared(digits):
+    made = _distill(digits, "dc", iterations=2, factor=2, init="real")
+    s = made.synthetic
+    assert s.images.shape == (2 * 10, 1, 8, 8) and s.factor == 2
+    x, y = s.decode()
+    assert x.shape == (4 * 2 * 10, 1, 8, 8)
+    assert torch.equal(torch.bincount(y), torch.full((10,), 8))
+    assert len(s.as_dataset(digits).x_train) == 80
+
+
+def test_mtt_learns_its_learning_rate_and_counts_the_experts_examples(digits, experts):
+    trajectories, expert_examples = experts
+    made = _distill(digits, "mtt", trajectories, iterations=3)
+    assert made.synthetic.lr is not None and made.synthetic.lr != MTTSettings().lr_teacher
+    assert made.real_examples == expert_examples == 2 * 4 * (len(digits.x_train) // 128) * 128
+
+
+def test_dm_counts_the_real_examples_it_embeds(digits):
+    made = _distill(digits, "dm", iterations=3, batch_real=16)
+    assert made.real_examples == 3 * 10 * 16
+
+
+def test_expert_trajectories_round_trip_through_storage(tmp_path, digits, experts):
+    trajectories, _ = experts
+    assert trajectories.params.shape[:2] == (2, 5)
+    init = build_model(NET, digits.input_shape, digits.num_classes, seed=0)
+    # Expert 0 starts from its own seeded init, stored as epoch 0.
+    assert trajectories.params[0, 0].shape == flat_parameters(init).shape
+    assert not torch.equal(trajectories.params[0, 0], trajectories.params[0, 4]), "experts must move"
+    trajectories.save(tmp_path / "e")
+    again = Trajectories.load(tmp_path / "e")
+    assert torch.equal(again.params, trajectories.params)
+    assert again.names == trajectories.names and again.shapes == trajectories.shapes
+    assert again.info["examples"] == trajectories.info["examples"]
+
+
+def test_unflatten_views_parameters_in_order(digits):
+    model = build_model(NET, digits.input_shape, digits.num_classes, seed=3)
+    flat = flat_parameters(model)
+    named = unflatten(flat, [n for n, _ in model.named_parameters()], [tuple(p.shape) for p in model.parameters()])
+    for name, p in model.named_parameters():
+        assert torch.equal(named[name], p.detach())
+    with pytest.raises(ValueError, match="entries"):
+        unflatten(flat[:-1], list(named), [tuple(v.shape) for v in named.values()])
+
+
+def test_experts_hash_changes_with_what_changes_experts():
+    base = experts_hash(DataConfig(name="digits"), NET, MTTSettings(), "auto", 0)
+    assert base == experts_hash(DataConfig(name="digits"), NET, MTTSettings(syn_steps=50, lr_lr=1e-3), "auto", 0), "student settings do not change experts"
+    assert base != experts_hash(DataConfig(name="digits"), NET, MTTSettings(experts=6), "auto", 0)
+    assert base != experts_hash(DataConfig(name="mnist1d"), NET, MTTSettings(), "auto", 0)
+
+
+def test_mtt_refuses_experts_of_another_network(digits, experts):
+    other = ModelConfig(arch="mlp", hidden=[8])
+    cfg = DistillConfig(method="mtt", ipc=1, iterations=1, mtt=MTT_SMALL)
+    with pytest.raises(ValueError, match="different network"):
+        distill(cfg, digits, other, experts=experts[0])
+
+
+def test_batchnorm_distillation_networks_are_refused(digits):
+    with pytest.raises(ValueError, match="instance"):
+        distill(DistillConfig(method="dm", ipc=1, iterations=1), digits, ModelConfig(arch="convnet", depth=1, width=8, norm="batch"))
+
+
+def test_embed_returns_the_classifier_input(digits):
+    model = build_model(NET, digits.input_shape, digits.num_classes, seed=0)
+    x = digits.x_train[:5]
+    assert torch.allclose(model.classifier(embed(model, x)), model(x))
+
+
+def test_gradient_distance_is_zero_for_equal_gradients_and_cosine_ignores_biases():
+    w, b = torch.randn(4, 3), torch.randn(4)
+    assert float(gradient_distance([w, b], [w, b], "cos")) == pytest.approx(0.0, abs=1e-6)
+    assert float(gradient_distance([w, b], [2 * w, -b], "cos")) == pytest.approx(0.0, abs=1e-6), "cosine: scale-free, biases ignored"
+    assert float(gradient_distance([w, b], [-w, b], "cos")) == pytest.approx(8.0, abs=1e-5), "opposite rows: 1 - (-1) per row"
+    assert float(gradient_distance([w, b], [w, b + 1], "mse")) == pytest.approx(4.0)
+
+
+def test_dc_loops_follow_the_published_table():
+    assert dc_loops(1) == (1, 1) and dc_loops(10) == (10, 50) and dc_loops(50) == (50, 10) and dc_loops(12) == (10, 50)
