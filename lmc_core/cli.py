@@ -19,6 +19,8 @@ from .events import Event
 from .presets import PRESETS, merge, preset
 
 console = Console()
+if not console.is_terminal:  # piped or captured: rich would fall back to 80 columns and wrap every table
+    console = Console(width=200)
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 
 
@@ -86,6 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         errors.print(f"[red]{err.args[0] if err.args else err}[/red]")
         return 2
     run = Run(cfg, args.out)
+    try:
+        run.data  # noqa: B018 - load the data before any stage, so missing files stop the run at once
+    except (FileNotFoundError, ValueError) as err:
+        errors.print(f"[red]data: {err}[/red]")
+        return 2
     console.print(f"study [bold]{cfg.name}[/bold]  run [bold]{run.id}[/bold]  ->  {run.dir}")
     try:
         if args.quiet:
@@ -96,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as err:  # a failed stage keeps everything before it; say where to resume
         errors.print(f"[red]stage failed: {err}[/red]\nfinished stages are kept in {run.dir}; re-run the same command to resume.")
         return 1
+    print_synthetic_table(run.synthetic_table())
     print_table(run.table())
     return 0
 
@@ -129,32 +137,59 @@ class _ProgressView:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """Print one table per (source, rewind step) and one for the rewinding sweep."""
-    groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    """Print one table per rewind step (a row per mask source and round) and one for the rewinding sweep."""
+    groups: dict[tuple[bool, Any], list[dict[str, Any]]] = {}
     for row in rows:
         sweep = row["source"] == "sweep"
-        groups.setdefault((row["source"], row["mask"] if sweep else row["rewind_step"]), []).append(row)
-    for (source, k), group in groups.items():
-        title = f"rewinding sweep ({group[0]['mask']})" if source == "sweep" else f"{source}  (rewind step k = {k})"
+        groups.setdefault((sweep, row["mask"] if sweep else row["rewind_step"]), []).append(row)
+    for (sweep, key), group in groups.items():
+        title = f"rewinding sweep ({key})" if sweep else f"subnetworks rewound to step k = {key}"
         table = Table(title=title, title_justify="left")
-        for col in ("round" if source != "sweep" else "k", "sparsity %", "accuracy % (copies)", "error barrier (pts)", "loss barrier", "training points"):
-            table.add_column(col, justify="right")
+        for col in ("k" if sweep else "source", "round", "sparsity %", "accuracy % (copies)", "error barrier (pts)", "loss barrier",
+                    "training points", "IMP's points / these"):
+            table.add_column(col, justify="left" if col == "source" else "right")
+        previous = None
         for row in group:
             pairs = len(row["error_barriers"])
             spread = f" ± {row['error_barrier_std']:.1f}" if pairs > 1 else ""
             lspread = f" ± {row['loss_barrier_std']:.3f}" if pairs > 1 else ""
+            first = str(row["rewind_step"]) if sweep else (row["source"] if row["source"] != previous else "")
+            previous = row["source"]
             table.add_row(
-                str(row["round"] if source != "sweep" else row["rewind_step"]),
+                first,
+                "" if sweep else str(row["round"]),
                 f"{row['sparsity']:.1f}",
                 " / ".join(f"{a:.1f}" for a in row["accuracy"]),
                 f"{row['error_barrier']:.1f}{spread}",
                 f"{row['loss_barrier']:.3f}{lspread}",
-                f"{row['training_points']:,}",
+                f"{row['training_points']:,}" + (f" + {row['distill_points']:,} distilling" if row.get("distill_points") else ""),
+                f"{row['points_ratio']:.1f}x" if row.get("points_ratio") else "",
+                end_section=not sweep and row is not group[-1] and group[group.index(row) + 1]["source"] != row["source"],
             )
         console.print(table)
     if rows:
         console.print(f"barriers on the {rows[0]['split']} split; error barrier = max err(alpha) - mean endpoint error (Frankle et al. 2020), "
-                      "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022)")
+                      "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022); "
+                      "training points = sample-gradient evaluations spent finding the mask (+ real examples the distillation consumed)")
+
+
+def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
+    """Print one row per synthetic set: how it was made, its size and cost, and its evaluation against a random real subset and noise."""
+    if not rows:
+        return
+    table = Table(title="synthetic sets (test accuracy %, fresh networks trained on each)", title_justify="left")
+    for col in ("set", "method", "stored / decoded", "learned lr", "real examples used", "synthetic", "random subset", "noise"):
+        table.add_column(col, justify="right")
+
+    def score(row: dict[str, Any], key: str) -> str:
+        e = row.get("evaluation", {}).get(key)
+        return f"{e['mean']:.1f} ± {e['std']:.1f}" if e else "-"
+
+    for row in rows:
+        lr = row.get("learned_lr")
+        table.add_row(row["set"], row["method"], f"{row['stored']} / {row['decoded']}", f"{lr:.4g}" if lr else "-",
+                      f"{row['real_examples']:,}", score(row, "synthetic"), score(row, "random_subset"), score(row, "noise"))
+    console.print(table)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -171,10 +206,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         run.dir = run_dir
     rows = run.table()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2))  # the rows alone, so `lmc show --json | jq` sees one list
     else:
         done = sum(run.is_done(s.key) for s in run.stages)
         console.print(f"study [bold]{cfg.name}[/bold]  run {run.id}: {done}/{len(run.stages)} stages done")
+        print_synthetic_table(run.synthetic_table())
         print_table(rows)
     return 0
 

@@ -130,7 +130,7 @@ class _CifarLayout:
 
     def not_found(self, path: Path) -> str:
         return (
-            f"{self.label}: expected {self.py_dir}/ or {self.bin_dir}/ under {path}, or {' or '.join(self.archives)}; "
+            f"{self.label}: expected {self.py_dir}/ or {self.bin_dir}/ under {path.resolve()}, or {' or '.join(self.archives)}; "
             f"download it from {CIFAR_URL}"
         )
 

@@ -82,7 +82,7 @@ def subnetworks(cfg: StudyConfig) -> list[Subnetwork]:
 
 
 def masks_needed(cfg: StudyConfig) -> list[Subnetwork]:
-    """Return every (source, round, k) whose mask the study builds: the tested ones and the rounds IMP chains pass through."""
+    """Return every (source, round, k) whose mask the study could build; `plan` builds those something depends on."""
     return [Subnetwork(source, r, mask_id(source, k, r), k) for k in cfg.pruning.rewind_steps
             for source in cfg.pruning.mask_sources for r in get_mask_source(source).rounds(cfg)]
 
@@ -121,21 +121,37 @@ def plan(cfg: StudyConfig) -> list[Stage]:
     for k in sorted({k for _, k in points}):
         if k > 0:
             stages[rewind_key(k)] = Stage(rewind_key(k), "parent", ("init",), {"k": k})
-    for s in masks_needed(cfg):
-        if s.round > 0 and mask_key(s.mask) not in stages:
-            deps = tuple(get_mask_source(s.source).dependencies(cfg, s.k, s.round))
-            stages[mask_key(s.mask)] = Stage(mask_key(s.mask), "mask", deps, {"source": s.source, "k": s.k, "round": s.round})
     for mid, k in points:
         for p in range(len(pairs)):
             ckey, pkey = copies_key(mid, k, p), path_key(mid, k, p)
             stages.setdefault(ckey, _copies_stage(mid, k, p, len(pairs[p])))
             stages.setdefault(pkey, Stage(pkey, "path", (ckey,), {"mask": mid, "k": k, "pair": p}))
-    for stage in list(stages.values()):  # copies that only an IMP chain needs (an untested round): copy A alone
-        for dep in stage.deps:
-            if dep.startswith("copies/") and dep not in stages:
-                _, mid, kk, _ = dep.split("/")
-                stages[dep] = _copies_stage(mid, int(kk[1:]), 0, 1)
+    _add_dependencies(cfg, stages)
     return _topological(stages)
+
+
+def _add_dependencies(cfg: StudyConfig, stages: dict[str, Stage]) -> None:
+    """Add the mask stages the tested subnetworks need, and the masks and copy-A trainings their IMP chains pass through.
+
+    Only what something depends on is planned: an untested round costs one copy (IMP prunes copy A),
+    and a round after the last tested one costs nothing.
+    """
+    masks = {mask_key(s.mask): s for s in masks_needed(cfg) if s.round > 0}
+    todo = [dep for stage in stages.values() for dep in stage.deps]
+    while todo:
+        key = todo.pop()
+        if key in stages:
+            continue
+        if key in masks:
+            s = masks[key]
+            stages[key] = Stage(key, "mask", tuple(get_mask_source(s.source).dependencies(cfg, s.k, s.round)),
+                                {"source": s.source, "k": s.k, "round": s.round})
+        elif key.startswith("copies/"):  # copies that only an IMP chain needs (an untested round): copy A alone
+            _, mid, kk, _ = key.split("/")
+            stages[key] = _copies_stage(mid, int(kk[1:]), 0, 1)
+        else:
+            continue  # not plannable here; _topological names it
+        todo.extend(stages[key].deps)
 
 
 def _copies_stage(mid: str, k: int, pair: int, copies: int) -> Stage:

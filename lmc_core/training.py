@@ -92,6 +92,8 @@ class BatchStream:
     """
 
     def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: Augmenter, cutmix: float = 0.0):
+        if cutmix and data.kind == "vector":
+            raise ValueError(f"cutmix pastes a box of an image or a segment of a signal; dataset {data.name!r} holds vectors: set cutmix to 0")
         self.x, self.y = data.x_train, data.y_train
         self.num_classes = data.num_classes
         self.cutmix = cutmix
