@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser("synthetic", help="a run's synthetic sets: provenance, evaluation, and a picture of each (PNG)")
+    p.add_argument("run_dir", help="a run directory (runs/<run id>)")
+    p.add_argument("--png", metavar="FOLDER", help="write <set>.png (a row per class) for every finished set into FOLDER")
+    p.set_defaults(func=cmd_synthetic)
+
     p = sub.add_parser("presets", help="list the presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's full config as YAML")
     p.set_defaults(func=cmd_presets)
@@ -192,18 +197,51 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def open_run(path: str) -> Any:
+    """Return the Run stored in folder `path`, or None after printing why it is not one."""
     from .studies import Run
 
-    run_dir = Path(args.run_dir)
+    run_dir = Path(path)
     if not (run_dir / "config.json").is_file():
         errors.print(f"[red]{run_dir} is not a run directory (no config.json); runs live under the --out folder of `lmc run`[/red]")
-        return 2
+        return None
     cfg = StudyConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
     run = Run(cfg, run_dir.parent)
     if run.dir.resolve() != run_dir.resolve():
         errors.print(f"[yellow]warning: {run_dir} holds config of run {run.id}; the folder was renamed[/yellow]")
         run.dir = run_dir
+    return run
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from .render import preview, write_png
+
+    run = open_run(args.run_dir)
+    if run is None:
+        return 2
+    rows = run.synthetic_table()
+    if not rows:
+        errors.print(f"[yellow]{args.run_dir}: no finished synthetic set (the study defines: {', '.join(run.cfg.synthetic.sets) or 'none'})[/yellow]")
+        return 1
+    print_synthetic_table(rows)
+    if args.png:
+        folder = Path(args.png)
+        folder.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            s = run.synthetic_set(row["set"])
+            if s.kind == "vector":
+                continue
+            source = s.provenance.get("source", {})
+            write_png(folder / f"{row['set']}.png", preview(s, source.get("mean"), source.get("std")))
+            console.print(f"wrote {folder / (row['set'] + '.png')}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = open_run(args.run_dir)
+    if run is None:
+        return 2
+    cfg = run.cfg
     rows = run.table()
     if args.json:
         print(json.dumps(rows, indent=2))  # the rows alone, so `lmc show --json | jq` sees one list

@@ -32,8 +32,17 @@ from .models import build_model, prunable_modules
 from .seeding import derive_seed, generator
 from .synthetic import SyntheticSet, decode, decode_labels, import_synthetic, init_from_real, init_noise
 
-# Published defaults of the pixel learning rate (DM main_DM.py, DC main.py, MTT distill.py).
-DEFAULT_LR_IMG = {"dm": 1.0, "dc": 0.1, "mtt": 1000.0}
+# The published settings of each method's reference code (anchors_core.md 11-12, paper.md 3.3 and 6.2), for the record
+# and for GPU-scale configs; the CPU presets scale iterations down and retune the pixel lr (lmc_core/presets.py).
+PUBLISHED = {
+    "dm": {"iterations": 20000, "lr_img": 1.0, "batch_real": 256, "init": "real", "dsa": "color_crop_cutout_flip_scale_rotate"},
+    "dc": {"iterations": 1000, "lr_img": 0.1, "lr_net": 0.01, "batch_real": 256, "init": "noise", "loops": "get_loops(ipc)", "match": "cos"},
+    "idc": {"iterations": 2000, "lr_img": 0.005, "batch_real": 64, "factor": 2, "init": "mix", "match": "mse", "net_data": "real",
+            "dsa": "color_crop_cutout", "network": "ConvNet-3, instance norm, width 128"},
+    "mtt": {"iterations": 5000, "lr_img": 1000.0, "lr_lr": 1e-5, "lr_teacher": 0.01, "syn_steps": 20, "expert_epochs": 3,
+            "max_start_epoch": 25, "experts": 100, "expert_train_epochs": 50, "expert_batch": 256, "init": "real"},
+}
+DEFAULT_LR_IMG = {method: PUBLISHED[method]["lr_img"] for method in ("dm", "dc", "mtt")}
 
 # DC's get_loops(ipc): (outer loop, inner loop) per images-per-class.
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -66,12 +75,11 @@ def distill(
     """Return the synthetic set `cfg` describes, distilled from (or imported against) `data`."""
     t0 = time.perf_counter()
     if cfg.method == "import":
-        if cfg.path is None:
-            raise ValueError("method 'import' needs `path`")
+        assert cfg.path is not None  # the config refuses an import without a path
         s = import_synthetic(cfg.path, data, labels_path=cfg.labels_path, factor=cfg.factor, space=cfg.space)
         return Distilled(s, [], 0, time.perf_counter() - t0)
     net_cfg = cfg.model or model_cfg
-    _check_network(net_cfg, data)
+    _check_network(net_cfg)
     init = init_from_real if cfg.init == "real" else init_noise
     syn = init(data, cfg.ipc, cfg.factor, cfg.seed)
     images = syn.images.detach().clone().to(data.x_train.device).requires_grad_(True)
@@ -103,7 +111,7 @@ def distill(
     return Distilled(result, losses, real, time.perf_counter() - t0)
 
 
-def _check_network(net_cfg: ModelConfig, data: Dataset) -> None:
+def _check_network(net_cfg: ModelConfig) -> None:
     if net_cfg.norm == "batch":
         raise ValueError(
             "distillation networks cannot use BatchNorm (a few synthetic images per class carry no batch statistics); "
@@ -258,6 +266,8 @@ class _Matcher:
             lr_opt.zero_grad(set_to_none=True)
             value = self._update(loss, optimizer)
             lr_opt.step()
+            if not float(self.syn_lr) > 0:  # a negative step size turns the student's descent into ascent
+                raise FloatingPointError(f"the learned synthetic lr became {float(self.syn_lr):.3g} at iteration {it}; lower mtt.lr_lr (now {mtt.lr_lr})")
             return value
 
         return step

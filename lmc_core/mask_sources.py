@@ -17,6 +17,7 @@ from .seeding import derive_seed
 
 if TYPE_CHECKING:  # the study and the config import this module; the reverse imports are only for type hints
     from .config import StudyConfig
+    from .datasets import Dataset
     from .events import Callback
     from .studies import Run
 
@@ -187,7 +188,7 @@ class DistilledIMP(MaskSource):
         prev = mask_id(self.name, k, r - 1)
         return [synthetic_key(self.set), rewind_key(k)] + ([mask_key(prev)] if prev != DENSE else [])
 
-    def training_data(self, run: Run):  # noqa: ANN201 - a Dataset
+    def training_data(self, run: Run) -> Dataset:
         return run.synthetic_dataset(self.set)
 
     def build(self, run: Run, k: int, r: int, callback: Callback) -> tuple[Masks, dict[str, Any]]:
@@ -208,7 +209,7 @@ class SubsetIMP(DistilledIMP):
 
     kind, usage, arity = "subset", "subset.<set>", 1
 
-    def training_data(self, run: Run):  # noqa: ANN201 - a Dataset
+    def training_data(self, run: Run) -> Dataset:
         return run.subset_dataset(self.set)
 
 

@@ -32,7 +32,7 @@ import torch
 
 from . import __version__
 from .augment import Augmenter
-from .config import StudyConfig
+from .config import DistillConfig, StudyConfig
 from .connectivity import PathResult, alpha_grid, evaluate_path
 from .datasets import Dataset, load_dataset
 from .device import resolve_device
@@ -328,7 +328,7 @@ class Run:
         save_tensors(out / "masks.safetensors", masks)
         return {"sparsity": sparsity(masks), "layer_sparsity": layer_sparsity(masks), **spent}
 
-    def _distill_config(self, stage: Stage):  # noqa: ANN202 - a DistillConfig
+    def _distill_config(self, stage: Stage) -> DistillConfig:
         return self.cfg.synthetic.sets[stage.params["set"]]
 
     def _stage_experts(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:

@@ -346,23 +346,19 @@ def init_from_real(real: Dataset, ipc: int, factor: int, seed: int) -> Synthetic
     chosen = [_draw(pool, ipc * per_stored, g, c, f"ipc {ipc} x {per_stored} per image") for c, pool in enumerate(_class_indices(real))]
     idx = torch.cat(chosen)
     x = real.x_train[idx.to(real.x_train.device)].detach().to("cpu", torch.float32)
-    images = encode(x, factor, real.kind).contiguous()
+    return _initial_set(real, encode(x, factor, real.kind).contiguous(), ipc, factor, seed, "real", indices=idx.tolist())
+
+
+def _initial_set(real: Dataset, images: torch.Tensor, ipc: int, factor: int, seed: int, init: str, **extra: Any) -> SyntheticSet:
+    """Return a starting set of `ipc` stored images per class (labels sorted by class) with its provenance."""
     return SyntheticSet(
         images=images,
         labels=_labels_by_class([ipc] * real.num_classes),
         num_classes=real.num_classes,
         kind=real.kind,
         factor=factor,
-        provenance={
-            "method": "init-real",
-            "init": "real",
-            "ipc": ipc,
-            "factor": factor,
-            "seed": seed,
-            "source": real.describe(),
-            "indices": idx.tolist(),
-            "versions": _versions(),
-        },
+        provenance={"method": f"init-{init}", "init": init, "ipc": ipc, "factor": factor, "seed": seed,
+                    "source": real.describe(), **extra, "versions": _versions()},
     )
 
 
@@ -372,22 +368,7 @@ def init_noise(real: Dataset, ipc: int, factor: int, seed: int) -> SyntheticSet:
     _check_kind_factor(real.kind, factor)
     g = generator(seed, "synthetic-init-noise")
     images = torch.randn((ipc * real.num_classes, *real.input_shape), generator=g, dtype=torch.float32)
-    return SyntheticSet(
-        images=images,
-        labels=_labels_by_class([ipc] * real.num_classes),
-        num_classes=real.num_classes,
-        kind=real.kind,
-        factor=factor,
-        provenance={
-            "method": "init-noise",
-            "init": "noise",
-            "ipc": ipc,
-            "factor": factor,
-            "seed": seed,
-            "source": real.describe(),
-            "versions": _versions(),
-        },
-    )
+    return _initial_set(real, images, ipc, factor, seed, "noise")
 
 
 def random_subset(real: Dataset, per_class: list[int], seed: int) -> SyntheticSet:

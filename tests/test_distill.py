@@ -154,3 +154,13 @@ def test_gradient_distance_is_zero_for_equal_gradients_and_cosine_ignores_biases
 
 def test_dc_loops_follow_the_published_table():
     assert dc_loops(1) == (1, 1) and dc_loops(10) == (10, 50) and dc_loops(50) == (50, 10) and dc_loops(12) == (10, 50)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_distillation_on_cuda_matches_cpu(digits, experts):
+    for method, exp in (("dm", None), ("dc", None), ("mtt", experts[0])):
+        cpu = _distill(digits, method, exp, iterations=2)
+        gpu = _distill(digits.to("cuda"), method, exp, iterations=2)
+        assert gpu.synthetic.images.device.type == "cpu", "results are stored from the CPU"
+        # Same draws (CPU generators) on both devices: the first loss agrees up to float rounding.
+        assert gpu.losses[0] == pytest.approx(cpu.losses[0], rel=1e-3), method
