@@ -183,7 +183,8 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title="synthetic sets (test accuracy %, fresh networks trained on each)", title_justify="left")
-    for col in ("set", "method", "stored / decoded", "learned lr", "real examples used", "synthetic", "random subset", "noise"):
+    for col in ("set", "method", "stored / decoded", "learned lr", "real examples used", "synthetic", "random subset", "noise",
+                "subset at recipe lr"):
         table.add_column(col, justify="right")
 
     def score(row: dict[str, Any], key: str) -> str:
@@ -193,7 +194,8 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         lr = row.get("learned_lr")
         table.add_row(row["set"], row["method"], f"{row['stored']} / {row['decoded']}", f"{lr:.4g}" if lr else "-",
-                      f"{row['real_examples']:,}", score(row, "synthetic"), score(row, "random_subset"), score(row, "noise"))
+                      f"{row['real_examples']:,}", score(row, "synthetic"), score(row, "random_subset"), score(row, "noise"),
+                      score(row, "random_subset_recipe_lr"))
     console.print(table)
 
 

@@ -266,8 +266,8 @@ class _Matcher:
             lr_opt.zero_grad(set_to_none=True)
             value = self._update(loss, optimizer)
             lr_opt.step()
-            if not float(self.syn_lr) > 0:  # a negative step size turns the student's descent into ascent
-                raise FloatingPointError(f"the learned synthetic lr became {float(self.syn_lr):.3g} at iteration {it}; lower mtt.lr_lr (now {mtt.lr_lr})")
+            if not float(self.syn_lr.detach()) > 0:  # a negative step size turns the student's descent into ascent
+                raise FloatingPointError(f"the learned synthetic lr became {float(self.syn_lr.detach()):.3g} at iteration {it}; lower mtt.lr_lr (now {mtt.lr_lr})")
             return value
 
         return step

@@ -83,8 +83,8 @@ _PAPER_MINI_SYNTHETIC = {
         # Tuned on MNIST-1D (benchmarks/bench_distill.py): the published pixel lrs (DM 1, MTT 1000 on ZCA'd CIFAR) barely move or
         # wreck normalised 1-D signals; MTT's experts need a higher lr than 0.01 to travel in 12 epochs, and its lr_lr 1e-4 to follow.
         "dm": {"method": "dm", "ipc": 10, "iterations": 300, "lr_img": 10.0, "batch_real": 128, "seed": 0},
-        "mtt": {"method": "mtt", "ipc": 10, "iterations": 150, "lr_img": 10.0, "seed": 0,
-                "mtt": {"experts": 5, "expert_train_epochs": 12, "lr_teacher": 0.05, "expert_batch": 64, "syn_steps": 20,
+        "mtt": {"method": "mtt", "ipc": 10, "iterations": 150, "lr_img": 5.0, "seed": 0,
+                "mtt": {"experts": 5, "expert_train_epochs": 12, "lr_teacher": 0.05, "expert_batch": 64, "syn_steps": 40,
                         "expert_epochs": 2, "max_start_epoch": 8, "lr_lr": 1e-4}},
     },
     "train": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 50, "epochs": 300, "schedule": "multistep",

@@ -443,6 +443,7 @@ class Run:
                 continue
             row = {"set": name, **self.stage_info(synthetic_key(name))}
             if self.is_done(eval_key(name)):
-                row["evaluation"] = {k: v for k, v in self.stage_info(eval_key(name)).items() if k in ("synthetic", "random_subset", "noise")}
+                row["evaluation"] = {k: v for k, v in self.stage_info(eval_key(name)).items()
+                                     if k in ("synthetic", "random_subset", "noise", "random_subset_recipe_lr")}
             rows.append(row)
         return rows

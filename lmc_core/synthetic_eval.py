@@ -50,13 +50,20 @@ def evaluate_set(
     stage: str = "synthetic-eval",
     callback: Callback = no_callback,
 ) -> dict[str, Any]:
-    """Train `runs` fresh networks on `s`, on a matched random subset and on noise; return test accuracy mean, std and values."""
+    """Train `runs` fresh networks on `s`, on a matched random subset and on noise; return test accuracy mean, std and values.
+
+    A set with a learned lr (MTT) trains all three with it; `random_subset_recipe_lr` adds the subset at
+    the recipe's own lr, which separates what the learned lr is worth from what the images are worth.
+    """
     from .training import train  # training imports datasets; keep this module importable on its own
 
     cfg = recipe(train_cfg, s.lr)
-    candidates = {"synthetic": s, "random_subset": matched_subset(s, real, seed), "noise": noise_like(s, derive_seed(seed, "noise"))}
+    subset = matched_subset(s, real, seed)
+    candidates = {"synthetic": (s, cfg), "random_subset": (subset, cfg), "noise": (noise_like(s, derive_seed(seed, "noise")), cfg)}
+    if s.lr is not None:  # what the learned lr alone is worth: the same subset at the recipe's own lr
+        candidates["random_subset_recipe_lr"] = (subset, train_cfg)
     out: dict[str, Any] = {}
-    for name, candidate in candidates.items():
+    for name, (candidate, cfg) in candidates.items():
         train_set = candidate.as_dataset(real)
         accuracies = []
         for i in range(runs):
@@ -65,6 +72,6 @@ def evaluate_set(
             train(model, train_set, cfg, augmenter, data_seed=noise, augment_seed=noise, stage=f"{stage}/{name}[{i}]", callback=callback)
             accuracies.append(evaluate(model, real.x_test, real.y_test, cfg.eval_batch_size).accuracy * 100)
         out[name] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "accuracies": accuracies}
-    out["protocol"] = {"runs": runs, "seed": seed, "train": cfg.model_dump(mode="json"), "augmentation": repr(augmenter),
+    out["protocol"] = {"runs": runs, "seed": seed, "train": recipe(train_cfg, s.lr).model_dump(mode="json"), "augmentation": repr(augmenter),
                        "examples": sum(class_counts(s))}
     return out
