@@ -27,6 +27,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_batched_copies.py
+	$(PY) benchmarks/bench_path.py
+	$(PY) benchmarks/bench_distill.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
