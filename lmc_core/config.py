@@ -229,6 +229,51 @@ class SyntheticConfig(_Strict):
         return v
 
 
+class SurfaceSpec(_Strict):
+    """A 2-D loss surface per tested subnetwork and seed pair."""
+
+    plane: Literal["copies", "random"] = Field(
+        "copies", description="copies = the plane through the rewind point and the pair's two copies (their positions marked); random = filter-normalised random directions around copy A."
+    )
+    resolution: PositiveInt = Field(21, description="Grid points per axis (odd, so the centre is on the grid).")
+    span: PositiveFloat = Field(1.0, description="random: half-width in filter-normalised units; copies: half-width as a multiple of the farthest model's coordinate.")
+    split: Literal["train", "test"] = Field("test", description="Split the surface is evaluated on.")
+    examples: PositiveInt = Field(1000, description="The first N examples of the split (a fixed subset keeps surfaces cheap).")
+    seed: int = Field(0, description="Seed of random directions.")
+
+    @field_validator("resolution")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"resolution must be odd so the grid contains the centre; use {v - 1} or {v + 1}")
+        return v
+
+
+class HessianSpec(_Strict):
+    """Curvature of copy A of each tested subnetwork, in its unpruned subspace, on a fixed batch of training data."""
+
+    examples: PositiveInt = Field(512, description="The first N training examples (the paper: one batch of 64).")
+    top_k: NonNegativeInt = Field(5, description="Largest eigenvalues by Lanczos (0 = skip).")
+    tol: PositiveFloat = Field(1e-3, description="Ritz-residual tolerance relative to |lambda_1|.")
+    trace_rel_tol: PositiveFloat = Field(0.02, description="Hutch++ stops when its standard error is this fraction of the trace.")
+    trace_max_hvps: PositiveInt = Field(300, description="Hessian-vector-product budget of the trace.")
+    density_runs: NonNegativeInt = Field(4, description="Stochastic Lanczos quadrature runs for the spectral density (0 = skip).")
+    density_steps: PositiveInt = Field(40, description="Lanczos steps per SLQ run.")
+    diagonal: Literal["none", "hutchinson", "exact"] = Field("hutchinson", description="Hessian diagonal: Hutchinson estimate, exact (P products: small models only), or none.")
+    diagonal_samples: PositiveInt = Field(100, description="Probes of the Hutchinson diagonal.")
+    seed: int = Field(0, description="Seed of the probes and start vectors.")
+
+
+class AnalysisConfig(_Strict):
+    """Which analyses run on which tested subnetworks; results are stages like every other."""
+
+    surface: SurfaceSpec | None = Field(None, description="A 2-D loss surface per subnetwork and pair; None = none.")
+    hessian: HessianSpec | None = Field(None, description="Hessian spectrum, trace, density and diagonal per subnetwork; None = none.")
+    rounds: list[NonNegativeInt] | None = Field(None, description="Rounds to analyse; None = every tested round.")
+    mask_sources: list[str] | None = Field(None, description="Mask sources to analyse; None = all.")
+    pairs: list[NonNegativeInt] = Field(default_factory=lambda: [0], description="Seed pairs (indices into stability.pairs) whose copies are analysed.")
+
+
 class StudyConfig(_Strict):
     name: str = Field("study", description="A label for people; not part of the run id.")
     seed: int = Field(0, description="Init seed: every mask source and copy starts from this one initialisation.")
@@ -239,6 +284,7 @@ class StudyConfig(_Strict):
     stability: StabilityConfig = Field(default_factory=StabilityConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present, else CPU. Not part of the run id.")
 
     @model_validator(mode="after")
@@ -249,6 +295,12 @@ class StudyConfig(_Strict):
             problem = get_mask_source(name).problem(self)
             if problem:
                 raise ValueError(f"pruning.mask_sources: {name}: {problem}")
+        unknown = [s for s in self.analysis.mask_sources or [] if s not in self.pruning.mask_sources]
+        if unknown:
+            raise ValueError(f"analysis.mask_sources: {unknown} are not among pruning.mask_sources {self.pruning.mask_sources}")
+        bad_pairs = [p for p in self.analysis.pairs if p >= len(self.stability.pairs)]
+        if bad_pairs:
+            raise ValueError(f"analysis.pairs: {bad_pairs} out of range; the study has {len(self.stability.pairs)} seed pair(s), indices from 0")
         return self
 
     def run_id(self) -> str:

@@ -41,6 +41,9 @@ from .events import Callback, Event, no_callback
 from .distill import distill
 from .dsa import DSA, resolve_strategy
 from .experts import Trajectories, experts_hash, train_experts
+from .hessian import HessianOperator, exact_diagonal, hutchinson_diagonal, lanczos, slq_density
+from .hessian import trace as hessian_trace
+from .landscape import Surface, evaluate_surface, grid_axis, plane_through, random_plane
 from .mask_sources import DENSE, copies_key, get_mask_source, mask_id, mask_key, path_key, rewind_key, synthetic_key
 from .models import build_model, count_parameters
 from .pruning import Masks, State, dense_masks, layer_sparsity, rewind, sparsity
@@ -126,8 +129,35 @@ def plan(cfg: StudyConfig) -> list[Stage]:
             ckey, pkey = copies_key(mid, k, p), path_key(mid, k, p)
             stages.setdefault(ckey, _copies_stage(mid, k, p, len(pairs[p])))
             stages.setdefault(pkey, Stage(pkey, "path", (ckey,), {"mask": mid, "k": k, "pair": p}))
+    for key, stage in analysis_stages(cfg).items():
+        stages[key] = stage
     _add_dependencies(cfg, stages)
     return _topological(stages)
+
+
+def surface_key(mid: str, k: int, pair: int) -> str:
+    return f"surface/{mid}/k{k}/p{pair}"
+
+
+def hessian_key(mid: str, k: int, pair: int) -> str:
+    return f"hessian/{mid}/k{k}/p{pair}"
+
+
+def analysis_stages(cfg: StudyConfig) -> dict[str, Stage]:
+    """Return the surface and Hessian stages of the tested subnetworks that `cfg.analysis` selects."""
+    a = cfg.analysis
+    out: dict[str, Stage] = {}
+    for s in subnetworks(cfg):
+        if (a.rounds is not None and s.round not in a.rounds) or (a.mask_sources is not None and s.source not in a.mask_sources):
+            continue
+        for p in a.pairs:
+            params = {"mask": s.mask, "k": s.k, "pair": p}
+            deps = (copies_key(s.mask, s.k, p), rewind_key(s.k))
+            if a.surface is not None:
+                out.setdefault(surface_key(s.mask, s.k, p), Stage(surface_key(s.mask, s.k, p), "surface", deps, params))
+            if a.hessian is not None:
+                out.setdefault(hessian_key(s.mask, s.k, p), Stage(hessian_key(s.mask, s.k, p), "hessian", deps[:1], params))
+    return out
 
 
 def _add_dependencies(cfg: StudyConfig, stages: dict[str, Stage]) -> None:
@@ -355,6 +385,81 @@ class Run:
                             runs=self.cfg.synthetic.evaluate_runs, seed=derive_seed(self.cfg.seed, f"evaluate-{name}"),
                             stage=stage.key, callback=callback)
 
+    def _stage_surface(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        p, spec = stage.params, self.cfg.analysis.surface
+        assert spec is not None  # planned only when configured
+        masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
+        ckey = copies_key(p["mask"], p["k"], p["pair"])
+        a, b = self._to_device(self.load_state(ckey, "a")), self._to_device(self.load_state(ckey, "b"))
+        params = {n for n, _ in self.template.named_parameters()}
+        if spec.plane == "copies":
+            start = self._to_device(self.load_state(rewind_key(p["k"])))
+            if masks:
+                start = {n: v * masks[n].to(v.device, v.dtype) if n in masks else v for n, v in start.items()}
+            plane = plane_through(start, a, b, names=("rewind", "A", "B"))
+            reach = max(max(abs(x), abs(y)) for x, y in plane.points.values())
+            span = spec.span * 1.25 * reach  # a margin beyond the farthest model
+        else:
+            plane = random_plane({n: v for n, v in a.items() if n in params}, masks=masks, seed=spec.seed)
+            span = spec.span
+        axis = grid_axis(span, spec.resolution)
+        x, y = self._splits_all()[spec.split]
+        data = {spec.split: (x[: spec.examples], y[: spec.examples])}
+
+        def progress(done: int, total: int, partial: Any) -> None:
+            callback(Event(stage.key, done, total))
+
+        surface = evaluate_surface(self.template, plane, axis, axis, data, masks=masks, bn_mode=self.cfg.stability.bn_mode,
+                                   calibration=self.data.x_train, bn_batches=self.cfg.stability.bn_batches,
+                                   batch_size=self.cfg.train.eval_batch_size, callback=progress)
+        save_arrays(out / "surface.npz", surface.to_arrays())
+        loss = surface.loss[spec.split]
+        return {"plane": spec.plane, "points": {k: list(v) for k, v in plane.points.items()}, "span": float(span),
+                "resolution": spec.resolution, "split": spec.split, "examples": len(data[spec.split][0]),
+                "loss_min": float(np.nanmin(loss)), "loss_max": float(np.nanmax(loss)), "bn_mode": surface.bn_mode,
+                "strategy": surface.strategy, "cosine": plane.info.get("cosine")}
+
+    def _stage_hessian(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
+        p, spec = stage.params, self.cfg.analysis.hessian
+        assert spec is not None  # planned only when configured
+        masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
+        model = self._fresh_model()
+        model.load_state_dict(self.load_state(copies_key(p["mask"], p["k"], p["pair"]), "a"))
+        batch = (self.data.x_train[: spec.examples], self.data.y_train[: spec.examples])
+        op = HessianOperator(model, [batch], masks=masks, mode="eval")
+        info: dict[str, Any] = {"examples": len(batch[0]), "parameters": op.dim, "active": op.active, "mode": "eval"}
+        arrays: dict[str, np.ndarray] = {}
+        if spec.top_k:
+            eig = lanczos(op, min(spec.top_k, op.active), which="LA", tol=spec.tol, seed=spec.seed)
+            info["top_eigenvalues"] = [float(v) for v in eig.values]
+            info["eigen_residuals"] = [float(r) for r in eig.residuals]
+            info["eigen_converged"] = bool(eig.converged)
+            callback(Event(stage.key, 1, 4, {"lambda_max": info["top_eigenvalues"][0]}))
+        est = hessian_trace(op, rel_tol=spec.trace_rel_tol, max_hvps=spec.trace_max_hvps, seed=spec.seed)
+        info["trace"], info["trace_stderr"], info["trace_hvps"] = est.value, est.stderr, est.hvps
+        callback(Event(stage.key, 2, 4, {"trace": est.value}))
+        if spec.density_runs:
+            dens = slq_density(op, runs=spec.density_runs, steps=min(spec.density_steps, op.active), seed=spec.seed)
+            arrays["density_grid"], arrays["density"] = dens.grid.cpu().numpy(), dens.density.cpu().numpy()
+            arrays["density_nodes"], arrays["density_weights"] = dens.nodes.cpu().numpy(), dens.weights.cpu().numpy()
+        callback(Event(stage.key, 3, 4))
+        if spec.diagonal != "none":
+            diag = exact_diagonal(op) if spec.diagonal == "exact" else hutchinson_diagonal(op, spec.diagonal_samples, seed=spec.seed)[0]
+            arrays["diagonal"] = diag.cpu().numpy()
+            active = diag[op.mask] if op.mask is not None else diag
+            info["diagonal"] = {"method": spec.diagonal, "sum": float(active.sum()), "mean": float(active.mean()), "max": float(active.max())}
+        callback(Event(stage.key, 4, 4))
+        info["hvps"] = op.hvps
+        save_arrays(out / "hessian.npz", arrays)
+        return info
+
+    def _splits_all(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        d = self.data
+        return {"test": (d.x_test, d.y_test), "train": (d.x_train, d.y_train)}
+
+    def load_surface(self, key: str) -> Surface:
+        return Surface.from_arrays(load_arrays(self.stage_dir(key) / "surface.npz"))
+
     def _stage_copies(self, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
         p = stage.params
         masks = None if p["mask"] == DENSE else self.load_masks(p["mask"])
@@ -393,8 +498,7 @@ class Run:
         return {"seeds": [a, b], "bn_mode": result.bn_mode, "barriers": result.barriers()}
 
     def _splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        d = self.data
-        both = {"test": (d.x_test, d.y_test), "train": (d.x_train, d.y_train)}
+        both = self._splits_all()
         return {s: both[s] for s in self.cfg.stability.splits}
 
     def _to_device(self, state: State) -> State:
