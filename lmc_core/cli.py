@@ -110,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print_synthetic_table(run.synthetic_table())
     print_table(run.table())
+    print_analysis_table(run.analysis_table())
     return 0
 
 
@@ -176,6 +177,25 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         console.print(f"barriers on the {rows[0]['split']} split; error barrier = max err(alpha) - mean endpoint error (Frankle et al. 2020), "
                       "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022); "
                       "training points = sample-gradient evaluations spent finding the mask (+ real examples the distillation consumed)")
+
+
+def print_analysis_table(rows: list[dict[str, Any]]) -> None:
+    """Print the curvature and surface summary of every analysed subnetwork."""
+    if not rows:
+        return
+    table = Table(title="analyses (Hessian of copy A in its unpruned subspace; loss surface range)", title_justify="left")
+    for col in ("mask", "k", "pair", "lambda_max", "trace ± se", "unpruned params", "HVPs", "surface loss min / max"):
+        table.add_column(col, justify="left" if col == "mask" else "right")
+
+    def num(row: dict[str, Any], key: str, fmt: str = ".4g") -> str:
+        return "-" if row.get(key) is None else format(row[key], fmt)
+
+    for row in rows:
+        trace = f"{row['trace']:.4g} ± {row['trace_stderr']:.2g}" if "trace" in row else "-"
+        surface = f"{row['surface_loss_min']:.3f} / {row['surface_loss_max']:.3f}" if "surface_loss_min" in row else "-"
+        table.add_row(row["mask"], str(row["rewind_step"]), str(row["pair"]), num(row, "lambda_max"), trace, num(row, "active", ","),
+                      num(row, "hvps", ","), surface)
+    console.print(table)
 
 
 def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
@@ -252,6 +272,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"study [bold]{cfg.name}[/bold]  run {run.id}: {done}/{len(run.stages)} stages done")
         print_synthetic_table(run.synthetic_table())
         print_table(rows)
+        print_analysis_table(run.analysis_table())
     return 0
 
 

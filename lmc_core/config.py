@@ -319,13 +319,15 @@ def load_config(source: str | dict[str, Any]) -> StudyConfig:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path} (give a .json or .yaml study config, or --preset NAME)")
+    if path.suffix not in {".yaml", ".yml", ".json"}:
+        raise ValueError(f"{path}: a study config is a .json or .yaml file, got {path.suffix or 'no extension'!r}")
     text = path.read_text()
-    if path.suffix in {".yaml", ".yml"}:
-        import yaml
+    import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:  # both say where in the file; add which file
+        raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a study config must be a mapping of fields, got {type(data).__name__}")
     return StudyConfig.model_validate(data)

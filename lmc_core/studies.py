@@ -539,6 +539,29 @@ class Run:
             "points_ratio": reference / spent if reference and spent else None,  # real IMP's training points / this source's
         }
 
+    def analysis_table(self) -> list[dict[str, Any]]:
+        """Return one row per analysed subnetwork and pair: top eigenvalue, trace, and the surface's loss range, where done."""
+        rows = []
+        for key, stage in analysis_stages(self.cfg).items():
+            if not key.startswith("hessian/") or not self.is_done(key):
+                continue
+            p, info = stage.params, self.stage_info(key)
+            row = {"mask": p["mask"], "rewind_step": p["k"], "pair": p["pair"], "lambda_max": (info.get("top_eigenvalues") or [None])[0],
+                   "trace": info["trace"], "trace_stderr": info["trace_stderr"], "active": info["active"], "hvps": info["hvps"]}
+            skey = surface_key(p["mask"], p["k"], p["pair"])
+            if self.is_done(skey):
+                surface = self.stage_info(skey)
+                row["surface_loss_min"], row["surface_loss_max"] = surface["loss_min"], surface["loss_max"]
+            rows.append(row)
+        for key, stage in analysis_stages(self.cfg).items():  # surfaces without a Hessian
+            p = stage.params
+            if key.startswith("surface/") and self.is_done(key) and not any(
+                    r["mask"] == p["mask"] and r["rewind_step"] == p["k"] and r["pair"] == p["pair"] for r in rows):
+                info = self.stage_info(key)
+                rows.append({"mask": p["mask"], "rewind_step": p["k"], "pair": p["pair"], "surface_loss_min": info["loss_min"],
+                             "surface_loss_max": info["loss_max"]})
+        return rows
+
     def synthetic_table(self) -> list[dict[str, Any]]:
         """Return one row per synthetic set: method, size, learned lr, real examples used, and its evaluation when done."""
         rows = []

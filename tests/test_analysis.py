@@ -89,3 +89,11 @@ def test_hessian_matches_the_dense_hessian_of_copy_a(finished):
     assert (arrays["diagonal"][~active.numpy()] == 0).all(), "pruned coordinates carry no curvature"
     grid, density = arrays["density_grid"], arrays["density"]
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_analysis_table_reports_every_analysed_subnetwork(finished):
+    rows = {r["mask"]: r for r in finished.analysis_table()}
+    assert set(rows) == {"dense", "imp-k0-r1"}
+    imp = rows["imp-k0-r1"]
+    assert imp["lambda_max"] == finished.stage_info(hessian_key("imp-k0-r1", 0, 0))["top_eigenvalues"][0]
+    assert imp["surface_loss_min"] <= imp["surface_loss_max"]

@@ -79,3 +79,14 @@ def test_unknown_mask_source_lists_registered_ones():
     with pytest.raises(ValidationError, match="registered") as info:
         preset("smoke", {"pruning": {"mask_sources": ["dense", "magic"]}})
     assert "pruning.mask_sources" in field_paths(info.value)
+
+
+def test_config_files_of_the_wrong_kind_or_broken_syntax_are_named(tmp_path):
+    md = tmp_path / "notes.md"
+    md.write_text("# not a config")
+    with pytest.raises(ValueError, match=r"\.json or \.yaml"):
+        load_config(str(md))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1,\n")
+    with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
+        load_config(str(broken))
