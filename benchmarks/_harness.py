@@ -220,13 +220,23 @@ def train(model, x, y, steps: int = 300, lr: float = 1e-3, batch: int = 256, see
     return model
 
 
-def fixture(kind: str, workdir: Path, quick_train: bool = False) -> Path:
-    """Train (once) the model `kind` on its teacher data; save {'state', 'x', 'y'} to workdir and return the path.
+def fixture_dir() -> Path:
+    """Where trained fixtures are cached between runs (untimed): $LMC_BENCH_CACHE or <tmp>/lmc_bench_fixtures_v1."""
+    import tempfile
+
+    d = Path(os.environ.get("LMC_BENCH_CACHE") or Path(tempfile.gettempdir()) / "lmc_bench_fixtures_v1")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def fixture(kind: str, workdir: Path | None = None, quick_train: bool = False) -> Path:
+    """Train (once, cached) the model `kind` on its teacher data; save {'state', 'x', 'y'} and return the path.
 
     x, y are the evaluation batch: 1024 examples for the MLPs, 128 for the CNN (the first of the train set).
     """
     import torch
 
+    workdir = fixture_dir() if workdir is None else workdir
     path = workdir / f"{kind}.pt"
     if path.exists():
         return path
@@ -238,7 +248,9 @@ def fixture(kind: str, workdir: Path, quick_train: bool = False) -> Path:
         x, y = teacher_mlp_data()
         n_eval = 1024
     model = train(build(kind), x, y, steps=100 if quick_train else 300)
-    torch.save({"state": {k: v.clone() for k, v in model.state_dict().items()}, "x": x[:n_eval].clone(), "y": y[:n_eval].clone()}, path)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state": {k: v.clone() for k, v in model.state_dict().items()}, "x": x[:n_eval].clone(), "y": y[:n_eval].clone()}, tmp)
+    tmp.replace(path)
     return path
 
 

@@ -216,7 +216,7 @@ def _bn_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._Batch
     ]
 
 
-def _bn_buffer_keys(model: nn.Module) -> list[str]:
+def bn_buffer_keys(model: nn.Module) -> list[str]:
     prefix = lambda name: f"{name}." if name else ""  # noqa: E731
     return [f"{prefix(n)}{buf}" for n, _ in _bn_modules(model) for buf in ("running_mean", "running_var", "num_batches_tracked")]
 
@@ -232,7 +232,7 @@ def calibration_batches(calibration: torch.Tensor, bn_batches: int, bn_batch_siz
     return batches
 
 
-def _reestimate_bn(worker: nn.Module, state: State, batches: list[torch.Tensor]) -> State:
+def reestimate_bn(worker: nn.Module, state: State, batches: list[torch.Tensor]) -> State:
     """Return `state` with fresh BN statistics: a cumulative average (momentum=None) over `batches`, as swa_utils.update_bn.
 
     `worker` is a private copy whose BN momenta are already None. Only the BN layers run in train mode,
@@ -258,7 +258,7 @@ def _reestimate_bn(worker: nn.Module, state: State, batches: list[torch.Tensor])
     return state
 
 
-def _make_worker(model: nn.Module, reestimate: bool) -> nn.Module:
+def make_worker(model: nn.Module, reestimate: bool) -> nn.Module:
     """Return a private eval-mode copy of the template, so nothing the caller holds is ever modified."""
     worker = copy.deepcopy(model)
     worker.eval()
@@ -269,7 +269,7 @@ def _make_worker(model: nn.Module, reestimate: bool) -> nn.Module:
     return worker
 
 
-def _resolve_bn_mode(model: nn.Module, bn_mode: str, calibration: torch.Tensor | None) -> str:
+def resolve_bn_mode(model: nn.Module, bn_mode: str, calibration: torch.Tensor | None) -> str:
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
     if not has_batchnorm(model):
@@ -319,7 +319,7 @@ class _Bound(nn.Module):
         return functional_call(self.worker, self.state, (x,), strict=True)
 
 
-def _eval_loop(worker: nn.Module, states: Iterable[State], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
+def eval_loop(worker: nn.Module, states: Iterable[State], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
     """Return, per state, split -> (loss, error), one ordinary forward per state through evaluate()."""
     rows = []
     for state in states:
@@ -329,7 +329,7 @@ def _eval_loop(worker: nn.Module, states: Iterable[State], splits, batch_size: i
     return rows
 
 
-def _chunk_size(state: State, batch_size: int) -> int:
+def chunk_size(state: State, batch_size: int) -> int:
     """Return how many alphas one vmap pass may stack, bounding stacked parameters and activation rows."""
     n_bytes = sum(t.numel() * t.element_size() for t in state.values() if t.is_floating_point())
     by_memory = max(1, _MAX_STACK_BYTES // max(1, n_bytes))
@@ -362,7 +362,7 @@ def _eval_stacked(worker: nn.Module, chunk: list[State], x: torch.Tensor, y: tor
     return (loss_sum / n).cpu().numpy(), (wrong.double() / n).cpu().numpy()
 
 
-def _eval_batched(worker: nn.Module, states: Iterable[State], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
+def eval_batched(worker: nn.Module, states: Iterable[State], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
     """Return, per state, split -> (loss, error), stacking chunks of states and evaluating them with vmap."""
     rows: list[dict[str, tuple[float, float]]] = []
     chunk: list[State] = []
@@ -376,7 +376,7 @@ def _eval_batched(worker: nn.Module, states: Iterable[State], splits, batch_size
 
     for state in states:
         if size is None:
-            size = _chunk_size(state, batch_size)
+            size = chunk_size(state, batch_size)
         chunk.append(state)
         if len(chunk) == size:
             flush()
@@ -417,18 +417,18 @@ def evaluate_path(
     if alphas.ndim != 1 or alphas.size == 0:
         raise ValueError(f"alphas must be a non-empty 1-D array, got shape {alphas.shape}")
     _check_same_keys(state_a, state_b)
-    mode = _resolve_bn_mode(model, bn_mode, calibration)
+    mode = resolve_bn_mode(model, bn_mode, calibration)
     if strategy == "auto":
         strategy = choose_strategy(model, min(batch_size, max(len(x) for x, _ in splits.values())))
 
-    worker = _make_worker(model, reestimate=mode == "reestimate")
-    keep = _bn_buffer_keys(worker) if mode == "endpoint" else ()
+    worker = make_worker(model, reestimate=mode == "reestimate")
+    keep = bn_buffer_keys(worker) if mode == "endpoint" else ()
     states: Iterable[State] = path_states(state_a, state_b, alphas, masks, keep_from_a=keep)
     if mode == "reestimate":
         batches = calibration_batches(calibration, bn_batches, bn_batch_size)
-        states = (_reestimate_bn(worker, s, batches) for s in states)
+        states = (reestimate_bn(worker, s, batches) for s in states)
 
-    run = _eval_batched if strategy == "batched" else _eval_loop
+    run = eval_batched if strategy == "batched" else eval_loop
     rows = run(worker, states, splits, batch_size)
     return PathResult(
         alphas=alphas,

@@ -34,13 +34,13 @@ from torch.func import functional_call
 
 from .connectivity import (
     STRATEGIES,
-    _bn_buffer_keys,
-    _chunk_size,
-    _eval_batched,
-    _eval_loop,
-    _make_worker,
-    _reestimate_bn,
-    _resolve_bn_mode,
+    bn_buffer_keys,
+    chunk_size,
+    eval_batched,
+    eval_loop,
+    make_worker,
+    reestimate_bn,
+    resolve_bn_mode,
     apply_mask,
     calibration_batches,
     choose_strategy,
@@ -565,7 +565,7 @@ class _FirstLayerReuse:
         self.name = first_layer_name(worker)
         self.layer = worker.get_submodule(self.name)
         self.worker = worker
-        self.reuse = _make_worker(worker, reestimate=False)
+        self.reuse = make_worker(worker, reestimate=False)
         parent_name, _, child = self.name.rpartition(".")
         self.injected = _Injected()
         setattr(self.reuse.get_submodule(parent_name) if parent_name else self.reuse, child, self.injected)
@@ -774,7 +774,7 @@ def evaluate_surface(
     if params.keys() != plane.centre.keys():
         missing, extra = sorted(params.keys() - plane.centre.keys()), sorted(plane.centre.keys() - params.keys())
         raise ValueError(f"the plane does not match the model's parameters: missing {missing[:5]}, unknown {extra[:5]}")
-    mode = _resolve_bn_mode(model, bn_mode, calibration)
+    mode = resolve_bn_mode(model, bn_mode, calibration)
     if mode == "interpolate" and (plane.buffer_d1 is None or plane.buffer_d2 is None):
         raise ValueError(
             f"bn_mode='interpolate' is undefined on a {plane.kind!r} plane (its directions do not move BatchNorm statistics); "
@@ -784,14 +784,14 @@ def evaluate_surface(
         strategy = choose_strategy(model, min(batch_size, max(len(x) for x, _ in data.values())))
     use_masks = masks if masks is not None else plane.masks
 
-    worker = _make_worker(model, reestimate=mode == "reestimate")
+    worker = make_worker(model, reestimate=mode == "reestimate")
     base = {k: v.detach().clone() for k, v in worker.state_dict().items() if k not in params}
     if plane.buffers:
         for k, v in plane.buffers.items():
             if k in base:
                 base[k] = v.detach().to(base[k].device, base[k].dtype).clone()
     batches = calibration_batches(calibration, bn_batches, bn_batch_size) if mode == "reestimate" else None
-    bn_keys = set(_bn_buffer_keys(worker))
+    bn_keys = set(bn_buffer_keys(worker))
 
     def state_at(a: float, b: float) -> State:
         state = {k: v.clone() for k, v in base.items()}
@@ -800,7 +800,7 @@ def evaluate_surface(
             state.update({k: v.to(base[k].dtype) for k, v in moved.items() if k in bn_keys})
         state.update(plane.at(a, b, use_masks))
         if mode == "reestimate":
-            state = _reestimate_bn(worker, state, batches)
+            state = reestimate_bn(worker, state, batches)
         return state
 
     order = coarse_to_fine_2d(len(xs), len(ys))
@@ -808,11 +808,11 @@ def evaluate_surface(
     if chunk is None:
         if strategy == "batched":
             probe = {k: v for k, v in worker.state_dict().items()}
-            chunk = _chunk_size(probe, min(batch_size, max(len(x) for x, _ in data.values())))
+            chunk = chunk_size(probe, min(batch_size, max(len(x) for x, _ in data.values())))
         else:
             chunk = 8
     chunk = max(1, int(chunk))
-    run = _eval_batched if strategy == "batched" else _eval_loop
+    run = eval_batched if strategy == "batched" else eval_loop
     reuse = _FirstLayerReuse(worker, plane, use_masks) if reuse_first_layer else None
 
     loss = {s: np.full((len(xs), len(ys)), np.nan) for s in data}
