@@ -17,7 +17,7 @@ _MNIST1D_SHIFT = {"name": "mnist1d", "augmentation": "shift", "max_shift": 3}
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "Every stage, tiny: MNIST-1D MLP, lr 0.1, 20 epochs; IMP, random and distilled IMP (a 30-step DM set), 2 rounds at k = 625; "
-        "dense sweep k in {0, 625}. Under a minute on 2 cores.",
+        "dense sweep k in {0, 625}; a loss surface and the Hessian of each round-2 subnetwork. Under a minute on 2 cores.",
         "config": {
             "name": "smoke",
             "data": _MNIST1D_SHIFT,
@@ -31,6 +31,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "train": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 50, "epochs": 100, "schedule": "multistep",
                           "milestones": [67, 83], "gamma": 0.2},
                 "evaluate_runs": 1,
+            },
+            "analysis": {
+                "rounds": [2],
+                "surface": {"plane": "copies", "resolution": 15, "examples": 500},
+                "hessian": {"examples": 256, "top_k": 3, "trace_max_hvps": 120, "density_runs": 2, "density_steps": 30, "diagonal_samples": 30},
             },
         },
     },

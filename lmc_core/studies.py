@@ -10,6 +10,8 @@ Stages (keys double as folders under `<run>/stages/`):
   experts/{hash}           MTT expert trajectories, shared by every set with the same data, network and expert settings
   synthetic/{set}          a distilled (or imported) synthetic set
   synthetic-eval/{set}     fresh networks trained on the set, on a size-matched real subset and on noise
+  surface/{mask id}/k{K}/p{P}  a 2-D loss surface through pair P's copies (analysis.surface)
+  hessian/{mask id}/k{K}/p{P}  the Hessian of pair P's copy A in its unpruned subspace (analysis.hessian)
 
 A stage is done when its `stage.json` exists; that file is written last, so an interrupted run
 loses at most the stage in flight. Stages are pure functions of the config and their dependencies,
