@@ -34,22 +34,20 @@ from torch.func import functional_call
 
 from .connectivity import (
     STRATEGIES,
+    apply_mask,
     bn_buffer_keys,
+    calibration_batches,
+    choose_strategy,
     chunk_size,
     eval_batched,
     eval_loop,
     make_worker,
     reestimate_bn,
     resolve_bn_mode,
-    apply_mask,
-    calibration_batches,
-    choose_strategy,
 )
 from .models import prunable_modules
+from .pruning import Masks, State
 from .seeding import generator
-
-State = dict[str, torch.Tensor]
-Masks = dict[str, torch.Tensor]
 
 IGNORE_MODES = ("biasbn", "none")
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
