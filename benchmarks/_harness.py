@@ -83,7 +83,10 @@ def run_worker(script: Path, task: dict, timeout: float = 900.0) -> dict:
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"worker {task.get('name')} failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    if os.environ.get("LMC_BENCH_VERBOSE"):
+        print(f"  [{task.get('name')}] {result.get('seconds', '')}", file=sys.stderr, flush=True)
+    return result
 
 
 def interleaved(script: Path, tasks: dict[str, dict], repeats: int) -> dict[str, list[dict]]:
