@@ -14,38 +14,25 @@ kinds of plane are built here:
 Planes are held in float64 and cast back to each tensor's dtype in `Plane.at`, so coordinates
 are exact (the centre at (0, 0) is returned bitwise, and the four-solution plane's endpoints are
 reproduced exactly). Grids are exact and symmetric (`grid_axis`), evaluated coarse to fine so a
-preview is complete early. Evaluation reuses the linear-path machinery of `connectivity`: a private
-copy of the model driven by `functional_call` (the caller's model is never touched), per-point
-BatchNorm re-estimation, and the loop / vmap-batched strategies.
+preview is complete early. Evaluation (`plane_eval`) runs a private copy of the model whose
+parameters are rewritten in place per point (the caller's model is never touched), with per-point
+BatchNorm re-estimation and the loop / vmap-batched strategies, timed and chosen per model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from .connectivity import (
-    STRATEGIES,
-    apply_mask,
-    bn_buffer_keys,
-    calibration_batches,
-    choose_strategy,
-    chunk_size,
-    eval_batched,
-    eval_loop,
-    make_worker,
-    reestimate_bn,
-    resolve_bn_mode,
-)
-from .models import prunable_modules
+from .connectivity import STRATEGIES, apply_mask, calibration_batches, choose_strategy, chunk_size, resolve_bn_mode
+from .plane_eval import PlaneEvaluator
 from .pruning import Masks, State
 from .seeding import generator
 
@@ -512,153 +499,6 @@ def coarse_to_fine_2d(nx: int, ny: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- first-layer reuse
 
 
-class _Injected(nn.Module):
-    """Stands in for the first Conv/Linear of a private copy: returns the pre-computed output `z` for the current point."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.z: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.z
-
-
-class _StopForward(Exception):
-    pass
-
-
-def first_layer_name(model: nn.Module) -> str:
-    """Return the module name of the first Conv/Linear, checking that no module with parameters or buffers precedes it.
-
-    Raises ValueError otherwise (e.g. a BatchNorm before the first layer): its input would then
-    depend on the point, and the output would no longer be affine in (a, b).
-    """
-    layers = prunable_modules(model)
-    if not layers:
-        raise ValueError("the model has no Conv/Linear layer: first-layer reuse does not apply")
-    first_name, first = layers[0]
-    if not first_name:
-        raise ValueError("the model is a single Conv/Linear layer: there is no rest of the network to reuse its output for")
-    for name, m in model.named_modules():
-        if m is first:
-            break
-        if next(m.children(), None) is None and (
-            next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
-        ):
-            raise ValueError(
-                f"first-layer reuse needs the first Conv/Linear ({first_name!r}) to see the raw input, but {name!r} "
-                f"({type(m).__name__}, with parameters or statistics) comes before it; evaluate without reuse_first_layer"
-            )
-    return first_name
-
-
-class _FirstLayerReuse:
-    """Evaluates points of a plane re-using the first layer's output, which on a fixed batch is affine in (a, b).
-
-    z(a, b) = layer(u; W0 + a W1 + b W2, b0 + a c1 + b c2) = z0 + a z1 + b z2 (masks are fixed, and
-    masking is linear), so each batch costs three first-layer passes per chunk instead of one per point.
-    """
-
-    def __init__(self, worker: nn.Module, plane: Plane, masks: Masks | None):
-        self.name = first_layer_name(worker)
-        self.layer = worker.get_submodule(self.name)
-        self.worker = worker
-        self.reuse = make_worker(worker, reestimate=False)
-        parent_name, _, child = self.name.rpartition(".")
-        self.injected = _Injected()
-        setattr(self.reuse.get_submodule(parent_name) if parent_name else self.reuse, child, self.injected)
-        prefix = f"{self.name}."
-        self.keys = {k[len(prefix) :]: k for k in plane.centre if k.startswith(prefix)}
-        mask = masks.get(f"{prefix}weight") if masks else None
-        self.parts = []
-        for src in (plane.centre, plane.d1, plane.d2):
-            part = {}
-            for short, full in self.keys.items():
-                t = src[full].to(plane.dtypes.get(full, src[full].dtype))
-                if mask is not None and short == "weight":
-                    t = torch.where(mask.to(t.device, torch.bool), t, torch.zeros((), dtype=t.dtype, device=t.device))
-                part[short] = t
-            self.parts.append(part)
-        self.captured: list[torch.Tensor] = []
-
-    def _capture(self, module, args):
-        self.captured.append(args[0])
-        raise _StopForward
-
-    def _layer_input(self, state: State, xb: torch.Tensor) -> torch.Tensor:
-        self.captured.clear()
-        # The hook lives only for this call: the same worker also runs BN re-estimation forwards.
-        handle = self.layer.register_forward_pre_hook(self._capture)
-        try:
-            functional_call(self.worker, state, (xb,), strict=True)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if not self.captured:
-            raise RuntimeError(f"the first layer {self.name!r} was never called: first-layer reuse does not apply to this model")
-        return self.captured[0]
-
-    @torch.no_grad()
-    def evaluate(self, points: list[tuple[float, float, State]], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
-        """Return, per (a, b, state), split -> (loss, error), with the same arithmetic as evaluation.evaluate."""
-        rest = [{k: v for k, v in st.items() if k not in self.keys.values()} for _, _, st in points]
-        out: list[dict[str, tuple[float, float]]] = [{} for _ in points]
-        for split, (x, y) in splits.items():
-            loss_sum = [torch.zeros((), dtype=torch.float64, device=x.device) for _ in points]
-            wrong = [torch.zeros((), dtype=torch.int64, device=x.device) for _ in points]
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                u = self._layer_input(points[0][2], xb)
-                z0, z1, z2 = (functional_call(self.layer, part, (u,), strict=True) for part in self.parts)
-                for i, (a, b, _) in enumerate(points):
-                    self.injected.z = z0 + float(a) * z1 + float(b) * z2
-                    logits = functional_call(self.reuse, rest[i], (xb,), strict=True)
-                    loss_sum[i] += F.cross_entropy(logits, yb, reduction="sum").double()
-                    wrong[i] += (logits.argmax(dim=1) != yb).sum()
-            n = len(x)
-            for i in range(len(points)):
-                out[i][split] = (float(loss_sum[i]) / n, float(wrong[i]) / n)
-        self.injected.z = None
-        return out
-
-    @torch.no_grad()
-    def evaluate_stacked(self, points: list[tuple[float, float, State]], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
-        """As `evaluate`, but all points in one vmap pass per batch (the "batched" strategy), as connectivity's _eval_stacked."""
-        rest = [{k: v for k, v in st.items() if k not in self.keys.values()} for _, _, st in points]
-        floating = [k for k, t in rest[0].items() if t.is_floating_point()]
-        stacked = {k: torch.stack([r[k] for r in rest]) for k in floating}
-        shared = {k: t for k, t in rest[0].items() if not t.is_floating_point()}
-        injected, reuse = self.injected, self.reuse
-
-        def forward(params: State, z: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-            injected.z = z
-            return functional_call(reuse, (params, shared), (xb,), strict=True)
-
-        batched_forward = torch.vmap(forward, in_dims=(0, 0, None))
-        c = len(points)
-        out: list[dict[str, tuple[float, float]]] = [{} for _ in points]
-        for split, (x, y) in splits.items():
-            loss_sum = torch.zeros(c, dtype=torch.float64, device=x.device)
-            wrong = torch.zeros(c, dtype=torch.int64, device=x.device)
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                u = self._layer_input(points[0][2], xb)
-                z0, z1, z2 = (functional_call(self.layer, part, (u,), strict=True) for part in self.parts)
-                shape = (c,) + (1,) * z0.dim()
-                a = torch.tensor([float(p[0]) for p in points], dtype=z0.dtype, device=z0.device).view(shape)
-                b = torch.tensor([float(p[1]) for p in points], dtype=z0.dtype, device=z0.device).view(shape)
-                z = z0.unsqueeze(0) + a * z1.unsqueeze(0) + b * z2.unsqueeze(0)
-                logits = batched_forward(stacked, z, xb)  # (C, B, classes)
-                per_example = F.cross_entropy(logits.flatten(0, 1), yb.repeat(c), reduction="none").view(c, -1)
-                loss_sum += per_example.sum(dim=1).double()
-                wrong += (logits.argmax(dim=2) != yb).sum(dim=1)
-            n = len(x)
-            for i in range(c):
-                out[i][split] = (float(loss_sum[i]) / n, float(wrong[i]) / n)
-        injected.z = None
-        return out
-
 # --------------------------------------------------------------------------- surfaces
 
 
@@ -729,6 +569,20 @@ def _check_axis(v, name: str) -> np.ndarray:
     return arr
 
 
+def _calibrate(run, order, xs, ys, data, batch_size: int, stack: int, record) -> tuple[str, dict[str, float], int]:
+    """Evaluate the first grid points with both strategies, timing each; return (the faster, ms per point, points done)."""
+    timings = {}
+    start = 0
+    for name, n in (("loop", 2), ("loop", max(8, stack)), ("batched", stack)):  # the first two points warm the kernels up
+        idx = order[start : start + n]
+        t0 = time.perf_counter()
+        record(idx, run[name]([(xs[i], ys[j]) for i, j in idx], data, batch_size))
+        if start > 0:
+            timings[name] = 1e3 * (time.perf_counter() - t0) / len(idx)
+        start += len(idx)
+    return min(timings, key=timings.get), timings, start
+
+
 def evaluate_surface(
     model: nn.Module,
     plane: Plane,
@@ -749,7 +603,7 @@ def evaluate_surface(
 ) -> Surface:
     """Return loss and error at every (xs[i], ys[j]) of `plane`, per split of `data`, evaluated coarse to fine.
 
-    `model` is a template and is never modified (a private copy runs through functional_call).
+    `model` is a template and is never modified (a private copy is evaluated).
     Masks (`masks`, else the plane's) keep pruned weights exactly 0 at every point. BatchNorm:
     "reestimate" (what "auto" means for BN nets) recomputes the statistics at every point from the
     first `bn_batches` batches of `calibration`, centre included; "endpoint" uses the centre's
@@ -757,11 +611,14 @@ def evaluate_surface(
     "interpolate" moves them by the plane's rule and is only defined for planes spanned by solutions
     (`plane_through`, `four_solution_plane`); random and PCA planes refuse it with a ValueError.
     strategy "loop" evaluates one point per forward, "batched" stacks up to `chunk` points per vmap
-    pass, "auto" picks as `connectivity.choose_strategy` does. `callback(done, total, partial)` is
-    called after each chunk of points (coarse subgrid first) with a copy of the partial Surface.
-    `reuse_first_layer` (either strategy) computes the first Conv/Linear's output once per batch
-    and chunk as z0 + a z1 + b z2 (exact up to rounding, since the layer is linear in its weights and
-    the masks are fixed); it refuses models with parameters or statistics before that layer.
+    pass (see `plane_eval.PlaneEvaluator`), "auto" times both on the first grid points and keeps the
+    faster (recorded in `info["strategy_timings_ms_per_point"]`); grids too small to measure use
+    `connectivity.choose_strategy`'s rule. `callback(done, total, partial)` is called after each
+    chunk of points (coarse subgrid first) with a copy of the partial Surface. `reuse_first_layer`
+    computes the first Conv/Linear's three parts z0, z1, z2 once per batch for the whole surface and
+    each point's output as z0 + a z1 + b z2 (exact up to rounding, since the layer is linear in its
+    weights and the masks are fixed); it refuses models with parameters or statistics before that
+    layer, and switches itself off (noted in `info`) when the cache would exceed 512 MiB.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -778,71 +635,60 @@ def evaluate_surface(
             f"bn_mode='interpolate' is undefined on a {plane.kind!r} plane (its directions do not move BatchNorm statistics); "
             "use bn_mode='reestimate' with calibration inputs, or 'endpoint' for the centre's statistics"
         )
-    if strategy == "auto":
-        strategy = choose_strategy(model, min(batch_size, max(len(x) for x, _ in data.values())))
     use_masks = masks if masks is not None else plane.masks
-
-    worker = make_worker(model, reestimate=mode == "reestimate")
-    base = {k: v.detach().clone() for k, v in worker.state_dict().items() if k not in params}
+    worker_base = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in params}
     if plane.buffers:
         for k, v in plane.buffers.items():
-            if k in base:
-                base[k] = v.detach().to(base[k].device, base[k].dtype).clone()
-    batches = calibration_batches(calibration, bn_batches, bn_batch_size) if mode == "reestimate" else None
-    bn_keys = set(bn_buffer_keys(worker))
-
-    def state_at(a: float, b: float) -> State:
-        state = {k: v.clone() for k, v in base.items()}
-        if mode == "interpolate":
-            moved = plane.buffers_at(a, b)
-            state.update({k: v.to(base[k].dtype) for k, v in moved.items() if k in bn_keys})
-        state.update(plane.at(a, b, use_masks))
-        if mode == "reestimate":
-            state = reestimate_bn(worker, state, batches)
-        return state
+            if k in worker_base:
+                worker_base[k] = v.detach().to(worker_base[k].device, worker_base[k].dtype)
+    batches = calibration_batches(calibration, bn_batches, bn_batch_size) if mode == "reestimate" else []
+    evaluator = PlaneEvaluator(model, plane.centre, plane.d1, plane.d2, plane.dtypes, masks=use_masks, mode=mode, base=worker_base,
+                               buffers_at=plane.buffers_at, calibration=batches, reuse_first_layer=reuse_first_layer)
+    evaluator.prepare(data, batch_size)
+    rows_batch = min(batch_size, max(len(x) for x, _ in data.values()))
+    stack = int(chunk) if chunk is not None else chunk_size(dict(evaluator.worker.state_dict()), rows_batch)
 
     order = coarse_to_fine_2d(len(xs), len(ys))
     total = len(order)
-    if chunk is None:
-        if strategy == "batched":
-            probe = {k: v for k, v in worker.state_dict().items()}
-            chunk = chunk_size(probe, min(batch_size, max(len(x) for x, _ in data.values())))
-        else:
-            chunk = 8
-    chunk = max(1, int(chunk))
-    run = eval_batched if strategy == "batched" else eval_loop
-    reuse = _FirstLayerReuse(worker, plane, use_masks) if reuse_first_layer else None
-
     loss = {s: np.full((len(xs), len(ys)), np.nan) for s in data}
     error = {s: np.full((len(xs), len(ys)), np.nan) for s in data}
     done_mask = np.zeros((len(xs), len(ys)), dtype=bool)
-    strategy_name = strategy + ("+first_layer" if reuse is not None else "")
     info = dict(plane.info)
     if mode == "reestimate":
         info["bn"] = {"batches": len(batches), "batch_size": int(bn_batch_size), "calibration_inputs": int(sum(len(b) for b in batches))}
     elif mode == "endpoint":
         info["bn"] = {"statistics": "centre" if plane.buffers else "template"}
-    surface = Surface(
-        xs=xs, ys=ys, loss=loss, error=error, bn_mode=mode, strategy=strategy_name, kind=plane.kind, info=info,
-        points=dict(plane.points), done=done_mask,
-    )
-    done = 0
-    for start in range(0, total, chunk):
-        idx = order[start : start + chunk]
-        if reuse is not None:
-            run_reuse = reuse.evaluate_stacked if strategy == "batched" else reuse.evaluate
-            rows = run_reuse([(xs[i], ys[j], state_at(xs[i], ys[j])) for i, j in idx], data, batch_size)
-        else:
-            rows = run(worker, (state_at(xs[i], ys[j]) for i, j in idx), data, batch_size)
+    info["first_layer_reuse"] = evaluator.reuse_note
+    surface = Surface(xs=xs, ys=ys, loss=loss, error=error, bn_mode=mode, strategy=strategy, kind=plane.kind, info=info,
+                      points=dict(plane.points), done=done_mask)
+
+    def record(idx: list[tuple[int, int]], rows: list) -> None:
         for (i, j), row in zip(idx, rows):
             for s in data:
                 loss[s][i, j], error[s][i, j] = row[s]
             done_mask[i, j] = True
-        done += len(idx)
+
+    run = {"loop": evaluator.evaluate_loop, "batched": evaluator.evaluate_stacked}
+    start = 0
+    if strategy == "auto" and (stack < 2 or total < 4 * stack + 8):
+        strategy = choose_strategy(model, rows_batch) if stack >= 2 else "loop"
+    if strategy == "auto":
+        # Measure, then choose (issue 4: on CPU the loop beats vmap for convolutions and large batches,
+        # vmap wins for small dense nets on small batches). Calibration points are real grid points.
+        strategy, timings, start = _calibrate(run, order, xs, ys, data, batch_size, stack, record)
+        surface.info["strategy_timings_ms_per_point"] = timings
+    surface.strategy = strategy + ("+first_layer" if evaluator.reuse is not None else "")
+    step = stack if strategy == "batched" else int(chunk) if chunk is not None else 8
+    step = max(1, step)
+    while start < total:
+        idx = order[start : start + step]
+        record(idx, run[strategy]([(xs[i], ys[j]) for i, j in idx], data, batch_size))
+        start += len(idx)
         if callback is not None:
             partial = Surface(
                 xs=xs.copy(), ys=ys.copy(), loss={s: v.copy() for s, v in loss.items()}, error={s: v.copy() for s, v in error.items()},
-                bn_mode=mode, strategy=strategy_name, kind=plane.kind, info=dict(info), points=dict(plane.points), done=done_mask.copy(),
+                bn_mode=mode, strategy=surface.strategy, kind=plane.kind, info=dict(surface.info), points=dict(plane.points),
+                done=done_mask.copy(),
             )
-            callback(done, total, partial)
+            callback(start, total, partial)
     return surface

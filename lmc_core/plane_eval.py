@@ -1,0 +1,315 @@
+"""Evaluating many points theta(a, b) = c + a d1 + b d2 of a plane with as little per-point work as possible.
+
+`PlaneEvaluator` owns a private copy of the network whose parameters are views of one flat buffer.
+A point costs three vector operations on the whole parameter vector (float64 c + a d1 + b d2, cast
+into the buffer) and an ordinary forward: no state dicts, no functional_call, no train/eval toggling,
+which is what a Python loop over parameter dicts spends most of its time on for small networks.
+
+Two ways to run a set of points:
+* `evaluate_loop`: one point per forward (the fastest on CPU for convolutional nets and for batches
+  of hundreds of rows, see environment.md 3.1);
+* `evaluate_stacked`: a chunk of points in one `torch.vmap` pass over stacked parameters, built as
+  one (C, N) tensor c + a d1 + b d2 (wins for small dense nets on small batches).
+
+First-layer reuse: on a fixed batch the first Conv/Linear's output is affine in (a, b) (the layer is
+linear in its weight and bias, and masks are fixed), z(a, b) = z0 + a z1 + b z2, so its three parts
+are computed once per batch for the whole surface and each point pays two axpys instead of the layer.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .connectivity import bn_buffer_keys, make_worker
+from .models import prunable_modules
+from .pruning import Masks, State
+
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
+Row = dict[str, tuple[float, float]]
+REUSE_BUDGET_BYTES = 512 * 2**20  # cached first-layer parts (3 per batch); beyond this, reuse is switched off
+
+
+class _Injected(nn.Module):
+    """Stands in for the first Conv/Linear: returns the pre-computed output `z` of the current point."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.z
+
+
+class _StopForward(Exception):
+    pass
+
+
+def first_layer_name(model: nn.Module) -> str:
+    """Return the module name of the first Conv/Linear, checking that no module with parameters or buffers precedes it.
+
+    Raises ValueError otherwise (e.g. a BatchNorm before the first layer): its input would then
+    depend on the point, and the output would no longer be affine in (a, b).
+    """
+    layers = prunable_modules(model)
+    if not layers:
+        raise ValueError("the model has no Conv/Linear layer: first-layer reuse does not apply")
+    first_name, first = layers[0]
+    if not first_name:
+        raise ValueError("the model is a single Conv/Linear layer: there is no rest of the network to reuse its output for")
+    for name, m in model.named_modules():
+        if m is first:
+            break
+        if next(m.children(), None) is None and (
+            next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
+        ):
+            raise ValueError(
+                f"first-layer reuse needs the first Conv/Linear ({first_name!r}) to see the raw input, but {name!r} "
+                f"({type(m).__name__}, with parameters or statistics) comes before it; evaluate without reuse_first_layer"
+            )
+    return first_name
+
+
+def _masked(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    # where(), not multiplication: -w * 0 is -0.0 and nan * 0 is nan; pruned weights must be exactly +0.
+    return t if mask is None else torch.where(mask.to(t.device, torch.bool), t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+class PlaneEvaluator:
+    """Loss and error at points of a plane, on a private network whose parameters are rewritten in place per point.
+
+    `mode` is the resolved BatchNorm mode: "none" / "endpoint" (the buffers of `base` everywhere),
+    "interpolate" (`buffers_at(a, b)` per point) or "reestimate" (fresh cumulative statistics from
+    `calibration` per point, as `connectivity.reestimate_bn`). Masked entries of the centre and both
+    directions are +0, so every pruned weight is exactly +0 at every point.
+    """
+
+    def __init__(self, model: nn.Module, centre: State, d1: State, d2: State, dtypes: dict[str, torch.dtype], *,
+                 masks: Masks | None, mode: str, base: State, buffers_at=None, calibration: Sequence[torch.Tensor] = (),
+                 reuse_first_layer: bool = False):
+        self.mode = mode
+        self.buffers_at = buffers_at
+        self.calibration = list(calibration)
+        self.worker = make_worker(model, reestimate=mode == "reestimate")
+        self.params = dict(self.worker.named_parameters())
+        masks = masks or {}
+        device = next(iter(self.params.values())).device
+        self.names = list(self.params)
+        self.c, self.d1, self.d2 = (
+            torch.cat([_masked(src[k].detach().to(device, torch.float64), masks.get(k)).reshape(-1) for k in self.names])
+            for src in (centre, d1, d2)
+        )
+        self.shapes = [self.params[k].shape for k in self.names]
+        self.numels = [self.params[k].numel() for k in self.names]
+        self.dtypes = [dtypes.get(k, self.params[k].dtype) for k in self.names]
+        self._tmp = torch.empty_like(self.c)
+        # One flat buffer per dtype would need index bookkeeping; nets are single-dtype in practice, so a mixed
+        # net simply takes the per-tensor copy path in `_set`.
+        self.flat = torch.empty(self.c.numel(), dtype=self.dtypes[0], device=device) if len(set(self.dtypes)) == 1 else None
+        off = 0
+        for k, n, shape in zip(self.names, self.numels, self.shapes):
+            p = self.params[k]
+            p.requires_grad_(False)
+            if self.flat is not None:
+                p.data = self.flat[off : off + n].view(shape)
+            off += n
+        self.buffers = dict(self.worker.named_buffers())
+        with torch.no_grad():
+            for k, b in self.buffers.items():
+                if k in base:
+                    b.copy_(base[k])
+        self.bn_keys = set(bn_buffer_keys(self.worker))
+        self.bns = [m for m in self.worker.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.reuse: dict | None = None
+        self.reuse_note = "off"
+        if reuse_first_layer:
+            self._setup_reuse(centre, d1, d2, masks, dtypes)
+
+    # ---- first-layer reuse ------------------------------------------------------------------
+    def _setup_reuse(self, centre: State, d1: State, d2: State, masks: Masks, dtypes: dict[str, torch.dtype]) -> None:
+        name = first_layer_name(self.worker)
+        layer = copy.deepcopy(self.worker.get_submodule(name))
+        prefix = f"{name}."
+        keys = {k[len(prefix) :]: k for k in self.names if k.startswith(prefix)}
+        self.reuse = {"name": name, "layer": layer, "cache": {}, "parts": []}
+        for src in (centre, d1, d2):
+            part = {}
+            for short, full in keys.items():
+                t = _masked(src[full].detach().to(layer.weight.device, torch.float64), masks.get(full))
+                part[short] = t.to(dtypes.get(full, layer.weight.dtype))
+            self.reuse["parts"].append(part)
+        self.reuse["injected"] = _Injected()
+        parent_name, _, child = name.rpartition(".")
+        self._swap = (self.worker.get_submodule(parent_name) if parent_name else self.worker, child, self.worker.get_submodule(name))
+        self.reuse_note = "on"
+
+    def _layer_input(self, xb: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def hook(module, args):
+            captured.append(args[0])
+            raise _StopForward
+
+        original = self._swap[2]
+        handle = original.register_forward_pre_hook(hook)
+        parent, child, _ = self._swap
+        setattr(parent, child, original)
+        try:
+            self.worker(xb)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+            setattr(parent, child, self.reuse["injected"])
+        if not captured:
+            raise RuntimeError(f"the first layer {self.reuse['name']!r} was never called: first-layer reuse does not apply to this model")
+        return captured[0]
+
+    def prepare(self, splits: Splits, batch_size: int) -> None:
+        """Cache the first layer's three parts for every batch of `splits` and of the calibration set (when reuse is on and fits)."""
+        if self.reuse is None:
+            return
+        batches = [xb for x, y in splits.values() for xb, _ in self._batches(x, y, batch_size)] + self.calibration
+        need = 0
+        with torch.no_grad():
+            parent, child, original = self._swap
+            setattr(parent, child, self.reuse["injected"])
+            for xb in batches:
+                u = self._layer_input(xb)
+                out_numel = functional_call(self.reuse["layer"], self.reuse["parts"][0], (u[:1],)).numel() * len(xb)
+                need += 3 * out_numel * u.element_size()
+            if need > REUSE_BUDGET_BYTES:
+                setattr(parent, child, original)
+                self.reuse = None
+                self.reuse_note = f"off (its cache would need {need / 2**20:.0f} MiB > {REUSE_BUDGET_BYTES / 2**20:.0f} MiB)"
+                return
+            for xb in batches:
+                u = self._layer_input(xb)
+                self.reuse["cache"][id(xb)] = tuple(functional_call(self.reuse["layer"], part, (u,)) for part in self.reuse["parts"])
+
+    def _z(self, xb: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        z0, z1, z2 = self.reuse["cache"][id(xb)]
+        return torch.add(z0, z1, alpha=a).add_(z2, alpha=b)
+
+    # ---- one point ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _set(self, a: float, b: float) -> None:
+        if a == 0.0 and b == 0.0:
+            self._tmp.copy_(self.c)  # the centre bitwise
+        else:
+            torch.add(self.c, self.d1, alpha=a, out=self._tmp)
+            self._tmp.add_(self.d2, alpha=b)
+        if self.flat is not None:
+            self.flat.copy_(self._tmp)
+        else:
+            for k, piece in zip(self.names, self._tmp.split(self.numels)):
+                self.params[k].copy_(piece.view(self.params[k].shape))
+        if self.mode == "interpolate":
+            for k, v in self.buffers_at(a, b).items():
+                if k in self.bn_keys:
+                    self.buffers[k].copy_(v)
+        elif self.mode == "reestimate":
+            self._reestimate(a, b)
+
+    def _reestimate(self, a: float, b: float) -> None:
+        for m in self.bns:
+            m.reset_running_stats()
+            m.train()
+        try:
+            for xb in self.calibration:
+                if self.reuse is not None:
+                    self.reuse["injected"].z = self._z(xb, a, b)
+                self.worker(xb)
+        finally:
+            for m in self.bns:
+                m.eval()
+
+    def _batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+        # The same tensor objects every call, so the first-layer cache (keyed by identity) finds them.
+        key = (id(x), batch_size)
+        cache = self.__dict__.setdefault("_split_batches", {})
+        if key not in cache:
+            cache[key] = (x, list(zip(x.split(batch_size), y.split(batch_size))))
+        return cache[key][1]
+
+    @torch.no_grad()
+    def evaluate_loop(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int) -> list[Row]:
+        """Return, per (a, b), split -> (mean loss, error), one forward per point and batch, with evaluation.evaluate's arithmetic."""
+        rows = []
+        for a, b in points:
+            a, b = float(a), float(b)
+            self._set(a, b)
+            row = {}
+            for split, (x, y) in splits.items():
+                loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+                wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+                for xb, yb in self._batches(x, y, batch_size):
+                    if self.reuse is not None:
+                        self.reuse["injected"].z = self._z(xb, a, b)
+                    logits = self.worker(xb)
+                    loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+                    wrong += (logits.argmax(dim=1) != yb).sum()
+                row[split] = (float(loss_sum) / len(x), float(wrong) / len(x))
+            rows.append(row)
+        return rows
+
+    # ---- a chunk of points in one vmap pass ---------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_stacked(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int) -> list[Row]:
+        """Return what `evaluate_loop` returns, evaluating all `points` in one vmap pass per batch (same rounding up to the GEMM kernels)."""
+        c = len(points)
+        dev = self.c.device
+        a = torch.tensor([float(p[0]) for p in points], dtype=torch.float64, device=dev)
+        b = torch.tensor([float(p[1]) for p in points], dtype=torch.float64, device=dev)
+        flat = self.c + a[:, None] * self.d1 + b[:, None] * self.d2  # (C, N)
+        centre_rows = (a == 0) & (b == 0)
+        if centre_rows.any():
+            flat[centre_rows] = self.c
+        stacked, off = {}, 0
+        for k, n, shape, dtype in zip(self.names, self.numels, self.shapes, self.dtypes):
+            stacked[k] = flat[:, off : off + n].to(dtype).view(c, *shape)
+            off += n
+        if self.mode in ("interpolate", "reestimate"):
+            per_point = []
+            for ai, bi in zip(a.tolist(), b.tolist()):
+                self._set(ai, bi)
+                per_point.append({k: self.buffers[k].clone() for k in self.bn_keys})
+            floating = [k for k in self.bn_keys if per_point[0][k].is_floating_point()]
+            stacked.update({k: torch.stack([pp[k] for pp in per_point]) for k in floating})
+            shared = {k: v for k, v in self.buffers.items() if k not in stacked}
+        else:
+            shared = dict(self.buffers)
+        worker, reuse = self.worker, self.reuse
+        if reuse is not None:  # the injected module stands where the first layer was: its parameters are not called
+            prefix = f"{reuse['name']}."
+            stacked = {k: v for k, v in stacked.items() if not k.startswith(prefix)}
+
+        def forward(params: State, z, xb: torch.Tensor) -> torch.Tensor:
+            if reuse is not None:
+                reuse["injected"].z = z
+            return functional_call(worker, (params, shared), (xb,), strict=True)
+
+        batched = torch.vmap(forward, in_dims=(0, 0 if reuse is not None else None, None))
+        rows: list[Row] = [{} for _ in points]
+        for split, (x, y) in splits.items():
+            loss_sum = torch.zeros(c, dtype=torch.float64, device=x.device)
+            wrong = torch.zeros(c, dtype=torch.int64, device=x.device)
+            for xb, yb in self._batches(x, y, batch_size):
+                z = None
+                if reuse is not None:
+                    z0, z1, z2 = reuse["cache"][id(xb)]
+                    shape = (c,) + (1,) * z0.dim()
+                    z = z0 + a.to(z0.dtype).view(shape) * z1 + b.to(z0.dtype).view(shape) * z2
+                logits = batched(stacked, z, xb)  # (C, B, classes)
+                per_example = F.cross_entropy(logits.flatten(0, 1), yb.repeat(c), reduction="none").view(c, -1)
+                # Sum in the network's dtype per point, then accumulate in float64: the arithmetic of evaluate().
+                loss_sum += per_example.sum(dim=1).double()
+                wrong += (logits.argmax(dim=2) != yb).sum(dim=1)
+            for i in range(c):
+                rows[i][split] = (float(loss_sum[i]) / len(x), float(wrong[i]) / len(x))
+        return rows
