@@ -490,3 +490,34 @@ def test_first_layer_reuse_refuses_norm_before_first_layer():
     with pytest.raises(ValueError, match="single"):
         lin = nn.Linear(8, 4)
         evaluate_surface(lin, random_plane(state_of(lin), seed=0), [0.0], [0.0], {"t": data(8)}, reuse_first_layer=True)
+
+
+def test_auto_strategy_measures_both_and_matches_the_loop():
+    """strategy='auto' times loop and batched on real grid points, keeps one, and the surface equals the loop's."""
+    model = mlp()
+    before = fingerprint(model)
+    splits = {"test": data(40, seed=2)}
+    plane = random_plane(state_of(model), seed=0)
+    xs = grid_axis(1.0, 9)  # 81 points: enough to time a chunk of 4 with each strategy first
+    auto = evaluate_surface(model, plane, xs, xs, splits, strategy="auto", batch_size=40, chunk=4)
+    loop = evaluate_surface(model, plane, xs, xs, splits, strategy="loop", batch_size=40)
+    assert auto.strategy in ("loop", "batched")
+    timings = auto.info["strategy_timings_ms_per_point"]
+    assert set(timings) == {"loop", "batched"} and auto.strategy == min(timings, key=timings.get)
+    assert auto.evaluated.all()
+    np.testing.assert_allclose(auto.loss["test"], loop.loss["test"], rtol=1e-5, atol=0)
+    assert auto.loss["test"][4, 4] == loop.loss["test"][4, 4] == evaluate(model, *splits["test"], 40).loss  # the centre, exactly
+    assert_unchanged(model, before)
+
+
+def test_first_layer_reuse_switches_itself_off_beyond_its_memory_budget(monkeypatch):
+    import lmc_core.plane_eval as pe
+
+    monkeypatch.setattr(pe, "REUSE_BUDGET_BYTES", 1024)
+    model = mlp()
+    splits = {"test": data(64, seed=2)}
+    plane = random_plane(state_of(model), seed=0)
+    surf = evaluate_surface(model, plane, [0.0, 0.5], [0.0], splits, strategy="loop", reuse_first_layer=True)
+    ref = evaluate_surface(model, plane, [0.0, 0.5], [0.0], splits, strategy="loop")
+    assert surf.strategy == "loop" and surf.info["first_layer_reuse"].startswith("off (its cache would need")
+    np.testing.assert_array_equal(surf.loss["test"], ref.loss["test"])
