@@ -1,4 +1,4 @@
-# Two commands do all set-up on a fresh machine: `make test` and `make demo`.
+# Two commands do all set-up on a fresh machine: `make up` (the whole system) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install up test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+up: $(STAMP)
+	$(VENV)/bin/lmc up
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -29,6 +32,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_batched_copies.py
 	$(PY) benchmarks/bench_path.py
 	$(PY) benchmarks/bench_distill.py
+	$(PY) benchmarks/bench_surface.py
+	$(PY) benchmarks/bench_hessian.py
+	$(PY) benchmarks/bench_service.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs lmc-data .pytest_cache

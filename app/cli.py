@@ -1,4 +1,4 @@
-"""The `lmc` command: gathers the subcommands each layer owns (lmc_core: run, show, presets)."""
+"""The `lmc` command: gathers the subcommands each layer owns (lmc_core: run, show, presets; worker: worker; app: up, token)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import sys
 
 from lmc_core import __version__
 from lmc_core import cli as core_cli
+from worker import cli as worker_cli
+
+from app import token_cli, up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lmc-lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     core_cli.register(sub)
+    worker_cli.register(sub)
+    token_cli.register(sub)
+    up.register(sub)
     return parser
 
 

@@ -1,0 +1,141 @@
+"""Figure-ready JSON for the dashboard: interpolation curves, accuracy and barrier vs sparsity, surfaces, Hessian spectra.
+
+Arrays go out as float32: either plotly's typed arrays ({"dtype": "f4", "bdata": base64, "shape": "r, c"}, which
+plotly.js draws without parsing a list) or nested lists (null for NaN), as the request's `encoding` asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any, Literal
+
+import numpy as np
+
+from .jsonsafe import jsonsafe
+
+Encoding = Literal["typed", "list"]
+PLOTLY_DTYPES = {"float32": "f4", "float64": "f8", "int32": "i4", "int16": "i2", "int8": "i1", "uint8": "u1", "uint16": "u2", "uint32": "u4"}
+_PATH_KEY = re.compile(r"^path/(?P<mask>[^/]+)/k(?P<k>\d+)/p(?P<pair>\d+)$")
+_MASK_ID = re.compile(r"^(?P<source>.+)-k(?P<k>\d+)-r(?P<round>\d+)$")
+
+
+def encode(values: Any, encoding: Encoding, dtype: str = "float32") -> Any:
+    """Return `values` as a plotly typed array (little-endian `dtype`) or as nested lists with NaN as null."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=dtype))
+    if encoding == "list":
+        return jsonsafe(arr.tolist())
+    spec: dict[str, Any] = {"dtype": PLOTLY_DTYPES[dtype], "bdata": base64.b64encode(arr.astype(arr.dtype.newbyteorder("<")).tobytes()).decode()}
+    if arr.ndim > 1:
+        spec["shape"] = ", ".join(str(n) for n in arr.shape)  # plotly's own spelling
+    return spec
+
+
+def decode(value: Any) -> np.ndarray:
+    """Return the array that `encode` produced (either encoding); for clients and tests."""
+    if isinstance(value, dict):
+        dtype = {v: k for k, v in PLOTLY_DTYPES.items()}[value["dtype"]]
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(dtype).newbyteorder("<"))
+        shape = [int(n) for n in value["shape"].split(",")] if value.get("shape") else [arr.size]
+        return arr.reshape(shape)
+    return np.asarray([np.nan if v is None else v for v in np.ravel(np.asarray(value, dtype=object))], dtype=np.float64).reshape(np.shape(value))
+
+
+def parse_path_key(key: str) -> dict[str, Any] | None:
+    """Return {mask, source, round, rewind_step, pair} of a path stage key, or None when `key` is not one."""
+    m = _PATH_KEY.match(key)
+    if m is None:
+        return None
+    mask = m["mask"]
+    mm = _MASK_ID.match(mask)
+    source, rnd = (mm["source"], int(mm["round"])) if mm else (mask, 0)
+    return {"mask": mask, "source": source, "round": rnd, "rewind_step": int(m["k"]), "pair": int(m["pair"])}
+
+
+def interpolation(curves: list[tuple[str, dict[str, np.ndarray]]], table: list[dict[str, Any]], encoding: Encoding) -> dict[str, Any]:
+    """Return one curve per path stage: alphas and, per split, error and loss along theta(alpha), with source, round and sparsity."""
+    sparsity = {(row["mask"], row["rewind_step"]): row.get("sparsity") for row in table}
+    out = []
+    for key, arrays in curves:
+        meta = parse_path_key(key)
+        if meta is None:
+            continue
+        splits = sorted(k[len("error_"):] for k in arrays if k.startswith("error_"))
+        out.append({
+            "stage": key, **meta, "sparsity": sparsity.get((meta["mask"], meta["rewind_step"])),
+            "alphas": encode(arrays["alphas"], encoding),
+            "error": {s: encode(arrays[f"error_{s}"], encoding) for s in splits},
+            "loss": {s: encode(arrays[f"loss_{s}"], encoding) for s in splits},
+        })
+    out.sort(key=lambda c: (c["source"] != "dense", c["source"], c["rewind_step"], c["round"], c["pair"]))
+    return {"curves": out}
+
+
+_SERIES_FIELDS = ("round", "sparsity", "accuracy_mean", "error_barrier", "error_barrier_std", "loss_barrier", "loss_barrier_std",
+                  "training_points")
+
+
+def sparsity(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return accuracy and barriers vs sparsity, one series per (mask source, rewind step) in round order, and the rewind sweep."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    sweep: dict[str, list[dict[str, Any]]] = {}
+    for row in table:
+        if row.get("source") == "sweep":
+            sweep.setdefault(row["mask"], []).append(row)
+        else:
+            groups.setdefault((row["source"], row["rewind_step"]), []).append(row)
+    series = []
+    for (source, k), rows in sorted(groups.items()):
+        rows.sort(key=lambda r: r.get("round") or 0)
+        series.append({"source": source, "rewind_step": k, **{f: [r.get(f) for r in rows] for f in _SERIES_FIELDS}})
+    sweeps = []
+    for mask, rows in sorted(sweep.items()):
+        rows.sort(key=lambda r: r["rewind_step"])
+        sweeps.append({"mask": mask, "rewind_step": [r["rewind_step"] for r in rows], "error_barrier": [r.get("error_barrier") for r in rows],
+                       "error_barrier_std": [r.get("error_barrier_std") for r in rows], "loss_barrier": [r.get("loss_barrier") for r in rows],
+                       "accuracy_mean": [r.get("accuracy_mean") for r in rows]})
+    return jsonsafe({"series": series, "sweep": sweeps})
+
+
+def surface(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], split: str | None, encoding: Encoding) -> dict[str, Any] | str:
+    """Return a loss surface in plotly's orientation (z rows follow y, columns follow x) with the models' positions.
+
+    lmc_core stores grids as [len(xs), len(ys)]; the transpose here is what a heatmap or contour wants.
+    Returns a message (str) when `split` was not evaluated.
+    """
+    splits = sorted(k[len("loss_"):] for k in arrays if k.startswith("loss_"))
+    split = split or info.get("split") or (splits[0] if splits else None)
+    if split not in splits:
+        return f"the surface of {stage} was evaluated on {', '.join(splits) or 'no split'}, not {split!r}"
+    meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    points = meta.get("points") or info.get("points") or {}
+    return jsonsafe({
+        "stage": stage, "split": split, "splits": splits, "plane": info.get("plane"), "span": info.get("span"),
+        "resolution": info.get("resolution"), "loss_min": info.get("loss_min"), "loss_max": info.get("loss_max"),
+        "x": encode(arrays["xs"], encoding), "y": encode(arrays["ys"], encoding),
+        "loss": encode(np.asarray(arrays[f"loss_{split}"]).T, encoding), "error": encode(np.asarray(arrays[f"error_{split}"]).T, encoding),
+        "points": {name: [float(p[0]), float(p[1])] for name, p in points.items()},
+    })
+
+
+def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bins: int, encoding: Encoding) -> dict[str, Any]:
+    """Return top eigenvalues, trace with its standard error, the SLQ density and a histogram of the Hessian diagonal.
+
+    The histogram counts the unpruned entries only: in the masked subspace a pruned weight's entry is exactly 0.
+    """
+    density = None
+    if "density_grid" in arrays and "density" in arrays:
+        density = {"grid": encode(arrays["density_grid"], encoding), "values": encode(arrays["density"], encoding)}
+    histogram = None
+    if "diagonal" in arrays:
+        diag = np.asarray(arrays["diagonal"], dtype=np.float64)
+        active = diag[(diag != 0) & np.isfinite(diag)]
+        counts, edges = np.histogram(active, bins=bins) if active.size else (np.zeros(0, np.int64), np.zeros(0))
+        histogram = {"edges": encode(edges, encoding), "counts": encode(counts, encoding, dtype="int32"),
+                     "entries": int(active.size), "zeros": int(diag.size - active.size)}
+    keep = ("top_eigenvalues", "eigen_residuals", "eigen_converged", "trace", "trace_stderr", "trace_hvps", "parameters", "active",
+            "examples", "hvps", "diagonal", "mask", "k", "pair")
+    summary = {k: info[k] for k in keep if k in info}
+    summary["diagonal_stats"] = summary.pop("diagonal", None)
+    return jsonsafe({"stage": stage, **summary, "density": density, "diagonal_histogram": histogram})

@@ -1,0 +1,94 @@
+"""The gallery: publish a result or a figure (title, tags, notes), star it, list and filter; ids are permalinks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from .. import gallery, studies
+from ..deps import NOT_FOUND, READ_ERRORS, WRITE_ERRORS, Editor, Reader, SessionDep
+from ..errors import ApiError
+from ..models import GalleryEntry
+from ..schemas import GalleryCreate, GalleryOut, GalleryPage, GalleryUpdate
+
+router = APIRouter(prefix="/gallery", tags=["gallery"], responses=READ_ERRORS)
+EntryId = Annotated[str, Path(min_length=1, max_length=16, description="A gallery entry's permalink id.")]
+
+
+def _one(session: SessionDep, entry: GalleryEntry, viewer_id: int | None) -> dict[str, Any]:
+    return gallery.public(session, [entry], viewer_id)[0]
+
+
+@router.post("", status_code=201, response_model=GalleryOut, responses={**WRITE_ERRORS, **NOT_FOUND})
+def publish(body: GalleryCreate, session: SessionDep, user: Editor) -> dict[str, Any]:
+    """Publish a study's result or one of its figures to the gallery; the answer's id is the permalink."""
+    study = studies.get(session, body.study_id)
+    entry = gallery.publish(session, study, body, user.user_id)
+    return _one(session, entry, user.user_id)
+
+
+@router.get("", response_model=GalleryPage)
+def list_entries(
+    session: SessionDep,
+    viewer: Reader,
+    tag: Annotated[list[str] | None, Query(description="Entries carrying every one of these tags.")] = None,
+    study_id: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Annotated[Literal["result", "figure"] | None, Query()] = None,
+    figure: Annotated[Literal["interpolation", "sparsity", "surface", "hessian"] | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Case-insensitive substring of the title or notes.")] = None,
+    author: Annotated[str | None, Query(max_length=64)] = None,
+    starred: Annotated[bool, Query(description="Only entries the caller starred (needs a token).")] = False,
+    sort: Annotated[Literal["-created_at", "created_at", "-stars", "title"], Query()] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """List gallery entries, filtered, sorted (newest, oldest, most starred, title) and paginated."""
+    if starred and viewer.anonymous:
+        raise ApiError("starred=true lists the caller's stars, which needs a token", status=401, headers={"WWW-Authenticate": "Bearer"})
+    f = gallery.Filter(tags=tag, study_id=study_id, kind=kind, figure=figure, q=q, author=author, starred_by=viewer.user_id if starred else None)
+    rows, count = gallery.page(session, f, sort, limit, offset)
+    return {"data": gallery.public(session, rows, viewer.user_id), "count": count, "limit": limit, "offset": offset}
+
+
+@router.get("/{entry_id}", response_model=GalleryOut, responses=NOT_FOUND)
+def get_entry(entry_id: EntryId, session: SessionDep, viewer: Reader) -> dict[str, Any]:
+    """Return one gallery entry (the permalink)."""
+    return _one(session, gallery.get(session, entry_id), viewer.user_id)
+
+
+@router.patch("/{entry_id}", response_model=GalleryOut, responses={**WRITE_ERRORS, **NOT_FOUND})
+def update_entry(entry_id: EntryId, body: GalleryUpdate, session: SessionDep, user: Editor) -> dict[str, Any]:
+    """Change an entry's title, tags or notes (its author or an admin)."""
+    entry = gallery.get(session, entry_id)
+    if entry.author_id != user.user_id and not user.can("admin"):
+        raise ApiError("only the entry's author or an admin may edit it", status=403)
+    return _one(session, gallery.update(session, entry, body), user.user_id)
+
+
+@router.delete("/{entry_id}", status_code=204, responses={**WRITE_ERRORS, **NOT_FOUND})
+def delete_entry(entry_id: EntryId, session: SessionDep, user: Editor) -> None:
+    """Remove an entry from the gallery (its author or an admin); the study and its results stay."""
+    entry = gallery.get(session, entry_id)
+    if entry.author_id != user.user_id and not user.can("admin"):
+        raise ApiError("only the entry's author or an admin may delete it", status=403)
+    session.delete(entry)
+    session.commit()
+
+
+@router.post("/{entry_id}/star", response_model=GalleryOut, responses={**WRITE_ERRORS, **NOT_FOUND})
+def star(entry_id: EntryId, session: SessionDep, user: Editor) -> dict[str, Any]:
+    """Star an entry (idempotent)."""
+    entry = gallery.get(session, entry_id)
+    assert user.user_id is not None  # editors always have a user
+    gallery.star(session, entry, user.user_id, True)
+    return _one(session, entry, user.user_id)
+
+
+@router.delete("/{entry_id}/star", response_model=GalleryOut, responses={**WRITE_ERRORS, **NOT_FOUND})
+def unstar(entry_id: EntryId, session: SessionDep, user: Editor) -> dict[str, Any]:
+    """Remove the caller's star (idempotent)."""
+    entry = gallery.get(session, entry_id)
+    assert user.user_id is not None
+    gallery.star(session, entry, user.user_id, False)
+    return _one(session, entry, user.user_id)

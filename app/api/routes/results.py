@@ -1,0 +1,123 @@
+"""Results of a study: summary tables as JSON, arrays as npz files, artifacts by id, and figure-ready JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from .. import artifacts, figures, results
+from ..deps import NOT_FOUND, READ_ERRORS, Reader, SessionDep, SettingsDep
+from ..errors import NotFound
+from ..schemas import ArtifactOut, FigureOut, FiguresIndex, ResultsOut
+from .studies import StudyDep
+
+router = APIRouter(tags=["results"], responses={**READ_ERRORS, **NOT_FOUND})
+StageQuery = Annotated[str | None, Query(max_length=255, description="A stage key, e.g. path/imp-k0-r2/k0/p0; default: the first one.")]
+EncodingQuery = Annotated[Literal["typed", "list"], Query(description="Arrays as plotly typed arrays (float32, base64) or as lists.")]
+_FILE_RESPONSES = {200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+                   304: {"description": "Unchanged since the ETag in If-None-Match"}}
+
+
+def _send(request: Request, path: Path, media_type: str, filename: str) -> Response:
+    tag = artifacts.etag(path)
+    if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": tag})
+    # no-cache = revalidate every time: cheap with the ETag, and a rewritten run-level file is never served stale.
+    return FileResponse(path, media_type=media_type, filename=filename, headers={"ETag": tag, "Cache-Control": "private, no-cache"})
+
+
+@router.get("/studies/{study_id}/results", response_model=ResultsOut)
+def get_results(study: StudyDep, session: SessionDep) -> dict:
+    """Return the study's summary tables: one row per (mask source, rewind step, round), the analysis and synthetic-set tables."""
+    return results.public(session, study)
+
+
+@router.get("/studies/{study_id}/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(study: StudyDep, session: SessionDep) -> list[dict]:
+    """Return the files of the study's finished stages (weights, masks, arrays, stage.json), each with its download URL."""
+    return [{"id": a.id, "stage": a.stage, "name": a.name, "kind": a.kind, "bytes": a.bytes, "url": f"/api/artifacts/{a.id}"}
+            for a in artifacts.for_run(session, study.run_id)]
+
+
+@router.get("/artifacts/{artifact_id}", response_class=FileResponse, responses=_FILE_RESPONSES)
+def download_artifact(artifact_id: str, request: Request, session: SessionDep, settings: SettingsDep, _: Reader) -> Response:
+    """Download an artifact by id (ETag; 304 when If-None-Match matches)."""
+    row = artifacts.get(session, artifact_id)
+    path = artifacts.path_of(settings, row)
+    return _send(request, path, artifacts.MEDIA[row.kind], f"{row.stage.replace('/', '_') + '_' if row.stage else ''}{row.name}")
+
+
+@router.get("/studies/{study_id}/arrays/{kind}", response_class=FileResponse, responses=_FILE_RESPONSES)
+def download_arrays(kind: Literal["path", "surface", "hessian"], study: StudyDep, request: Request, session: SessionDep,
+                    settings: SettingsDep, stage: StageQuery = None) -> Response:
+    """Download a stage's arrays as npz: path (alphas, loss_/error_<split>), surface (xs, ys, grids) or hessian (density, diagonal)."""
+    key, path = results.stage_file(session, settings, study, stage, f"{kind}.npz")
+    return _send(request, path, "application/octet-stream", f"{study.run_id}_{key.replace('/', '_')}.npz")
+
+
+@router.get("/studies/{study_id}/stages/info", responses={200: {"description": "The stage.json of a finished stage"}})
+def stage_info(study: StudyDep, session: SessionDep, settings: SettingsDep,
+               stage: Annotated[str, Query(min_length=1, max_length=255, description="A stage key, e.g. copies/dense/k0/p0.")]) -> dict:
+    """Return a finished stage's stage.json (metrics, seeds, timings, barriers)."""
+    return results.stage_info(session, settings, study, stage)
+
+
+@router.get("/studies/{study_id}/figures", response_model=FiguresIndex)
+def figures_index(study: StudyDep, session: SessionDep) -> dict:
+    """Return which figures the study can draw now, and for surface and Hessian figures the stages to choose from."""
+    available = {}
+    if results.stages_with(session, study.run_id, "path.npz"):
+        available["interpolation"] = []
+    if results.public(session, study)["table"]:
+        available["sparsity"] = []
+    for name in ("surface", "hessian"):
+        stages = results.stages_with(session, study.run_id, f"{name}.npz")
+        if stages:
+            available[name] = stages
+    return {"study_id": study.id, "figures": available}
+
+
+@router.get("/studies/{study_id}/figures/interpolation", response_model=FigureOut)
+def interpolation_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, encoding: EncodingQuery = "typed") -> dict:
+    """Return every interpolation curve (error and loss along the path, per split) with its mask source, round and sparsity."""
+    stages = results.stages_with(session, study.run_id, "path.npz")
+    if not stages:
+        raise NotFound(f"study {study.id} has no finished path yet (status: {study.status})")
+    curves = [(key, results.load_arrays(results.stage_file(session, settings, study, key, "path.npz")[1])) for key in stages]
+    table = results.public(session, study)["table"]
+    return {"study_id": study.id, "figure": "interpolation", "encoding": encoding, **figures.interpolation(curves, table, encoding)}
+
+
+@router.get("/studies/{study_id}/figures/sparsity", response_model=FigureOut)
+def sparsity_figure(study: StudyDep, session: SessionDep) -> dict:
+    """Return accuracy and error/loss barriers vs sparsity, one series per mask source and rewind step, and the rewind sweep."""
+    table = results.public(session, study)["table"]
+    if not table:
+        raise NotFound(f"study {study.id} has no summary table yet (status: {study.status})")
+    return {"study_id": study.id, "figure": "sparsity", "encoding": "list", **figures.sparsity(table)}
+
+
+@router.get("/studies/{study_id}/figures/surface", response_model=FigureOut)
+def surface_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, stage: StageQuery = None,
+                   split: Annotated[Literal["train", "test"] | None, Query()] = None, encoding: EncodingQuery = "typed") -> dict:
+    """Return a loss surface (x, y, loss and error grids with rows along y) and the positions of the rewind point and both copies."""
+    key, path = results.stage_file(session, settings, study, stage, "surface.npz")
+    info = results.stage_info(session, settings, study, key)
+    data = figures.surface(key, results.load_arrays(path), info, split, encoding)
+    if isinstance(data, str):
+        raise NotFound(data)
+    return {"study_id": study.id, "figure": "surface", "encoding": encoding, **data}
+
+
+@router.get("/studies/{study_id}/figures/hessian", response_model=FigureOut)
+def hessian_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, stage: StageQuery = None,
+                   bins: Annotated[int, Query(ge=1, le=1000, description="Bins of the diagonal's histogram.")] = 50,
+                   encoding: EncodingQuery = "typed") -> dict:
+    """Return top eigenvalues, trace and its standard error, the spectral density and a histogram of the Hessian diagonal."""
+    key, path = results.stage_file(session, settings, study, stage, "hessian.npz")
+    info = results.stage_info(session, settings, study, key)
+    return {"study_id": study.id, "figure": "hessian", "encoding": encoding, **figures.hessian(key, results.load_arrays(path), info, bins, encoding)}
+

@@ -1,0 +1,314 @@
+"""Request and response bodies (pydantic v2): XCreate in, XPublic out, lists as {data, count, limit, offset}."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+def _no_nul(v: str) -> str:
+    # SQLite would store it, PostgreSQL refuses it: reject it the same way on both.
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Tag = Text
+FigureName = Literal["interpolation", "sparsity", "surface", "hessian"]
+
+
+def _clean_tags(v: list[str] | None) -> list[str] | None:
+    if v is None:
+        return None
+    out: list[str] = []
+    for tag in v:
+        tag = tag.strip()
+        if not tag or len(tag) > 64 or "\x00" in tag:
+            raise ValueError("a tag is 1 to 64 characters, without NUL")
+        if tag not in out:
+            out.append(tag)
+    return out
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- errors ---------------------------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong and what to do about it.")
+
+
+class FieldError(BaseModel):
+    loc: str = Field(description="Dotted path of the field, e.g. train.epochs or query.limit.")
+    msg: str
+    type: str
+
+
+class FieldErrorsOut(BaseModel):
+    detail: list[FieldError]
+    message: str = Field(description="All field errors in one line.")
+
+
+# ---- studies --------------------------------------------------------------------------------------------------
+
+_CONFIG_HELP = "A StudyConfig (JSON Schema: GET /api/schema/study); omitted fields take their defaults."
+_OVERRIDES_HELP = 'Dotted field paths set on top, e.g. {"train.epochs": 5, "pruning.rounds": 3}.'
+
+
+class StudyCreate(_In):
+    preset: Text | None = Field(None, description="Start from this preset (GET /api/presets); exclusive with `config`.")
+    config: dict[str, Any] | None = Field(None, description=_CONFIG_HELP)
+    overrides: dict[str, Any] = Field(default_factory=dict, description=_OVERRIDES_HELP)
+    name: Text | None = Field(None, min_length=1, max_length=200, description="The study's name (config.name); defaults to the config's.")
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    note: Text | None = Field(None, max_length=10_000, description="A first note attached to the study.")
+
+    _tags = field_validator("tags")(_clean_tags)
+
+
+class StudyClone(_In):
+    config: dict[str, Any] | None = Field(None, description="A partial StudyConfig merged into the source study's config.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description=_OVERRIDES_HELP)
+    name: Text | None = Field(None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=20, description="Tags of the clone; default: the source's.")
+
+    _tags = field_validator("tags")(_clean_tags)
+
+
+class StudyUpdate(_In):
+    name: Text | None = Field(None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=20)
+    archived: bool | None = None
+
+    _tags = field_validator("tags")(_clean_tags)
+
+
+class ValidationOut(BaseModel):
+    valid: bool = True
+    run_id: str = Field(description="Content hash of the config; studies with the same run id share results.")
+    name: str
+    config: dict[str, Any] = Field(description="The full config with every default filled in.")
+    existing: list[str] = Field(default_factory=list, description="Ids of studies that already have this run id.")
+
+
+class StudyOut(BaseModel):
+    id: str
+    name: str
+    run_id: str
+    preset: str | None
+    status: Literal["queued", "running", "finished", "failed", "cancelled"]
+    archived: bool
+    owner: str | None
+    parent_id: str | None
+    submitted: bool = Field(description="False while Redis has not accepted the study (it is submitted again by reconciliation).")
+    tags: list[str]
+    stages_done: int
+    stages_total: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class StudyDetail(StudyOut):
+    config: dict[str, Any]
+    progress: dict[str, Any] | None
+
+
+class StudiesPage(BaseModel):
+    data: list[StudyOut]
+    count: int = Field(description="Studies matching the filter, over all pages.")
+    limit: int
+    offset: int
+
+
+class NoteCreate(_In):
+    text: Text = Field(min_length=1, max_length=10_000)
+
+
+class NoteOut(BaseModel):
+    id: int
+    text: str
+    author: str | None
+    created_at: datetime
+
+
+class JobOut(BaseModel):
+    key: str
+    kind: str
+    status: str
+    step: int | None
+    total: int | None
+    eta_s: float | None
+    metrics: dict[str, Any] | None
+    message: str | None
+    error: str | None
+    worker: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class ProgressOut(BaseModel):
+    study_id: str
+    status: str
+    done: int
+    total: int
+    fraction: float | None = Field(description="done / total, or null before the plan is known.")
+    eta_s: float | None = Field(description="Longest remaining time among the running stages.")
+    running: list[JobOut]
+    failed: list[JobOut]
+    log_tail: list[str]
+    error: str | None
+    updated_at: datetime
+
+
+class CancelOut(BaseModel):
+    study: StudyOut
+    jobs_cancelled: int
+
+
+# ---- results --------------------------------------------------------------------------------------------------
+
+
+class ResultsOut(BaseModel):
+    study_id: str
+    run_id: str
+    status: str
+    available: bool = Field(description="False until a worker has written the study's summary.")
+    table: list[dict[str, Any]]
+    analysis: list[dict[str, Any]]
+    synthetic: list[dict[str, Any]]
+    stages: dict[str, str]
+    updated_at: datetime | None
+
+
+class ArtifactOut(BaseModel):
+    id: str
+    stage: str
+    name: str
+    kind: str
+    bytes: int
+    url: str
+
+
+class FigureOut(BaseModel):
+    """A figure's data; arrays are plotly typed arrays ({dtype, bdata, shape}) or lists, as `encoding` asked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    study_id: str
+    figure: str
+    encoding: Literal["typed", "list"]
+
+
+class FiguresIndex(BaseModel):
+    study_id: str
+    figures: dict[str, list[str]] = Field(description="Figure name -> the stages it can be drawn for ([] = the whole study).")
+
+
+# ---- presets, health, users -------------------------------------------------------------------------------------
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    run_id: str
+    config: dict[str, Any]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: dict[str, Any]
+    redis: dict[str, Any]
+    workers: int | None = Field(description="Live workers, or null when Redis does not answer.")
+    version: str
+
+
+class MeOut(BaseModel):
+    user: str | None
+    role: str | None
+    anonymous: bool
+
+
+class UserCreate(_In):
+    name: Text = Field(min_length=1, max_length=64)
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    tokens: int = Field(description="Tokens not revoked.")
+
+
+class TokenCreate(_In):
+    user: Text = Field(min_length=1, max_length=64, description="User name; created when missing.")
+    role: Literal["viewer", "editor", "admin"]
+
+
+class TokenOut(BaseModel):
+    id: int
+    user: str
+    role: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself, shown only this once; send it as 'Authorization: Bearer <token>'.")
+
+
+# ---- gallery --------------------------------------------------------------------------------------------------
+
+
+class GalleryCreate(_In):
+    study_id: Text = Field(min_length=1, max_length=64)
+    kind: Literal["result", "figure"] = "figure"
+    figure: FigureName | None = Field(None, description="Which figure, for kind 'figure'.")
+    stage: Text | None = Field(None, max_length=255, description="The stage a surface or Hessian figure shows, e.g. surface/imp-k0-r2/k0/p0.")
+    title: Text = Field(min_length=1, max_length=200)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    notes: Text = Field("", max_length=10_000)
+
+    _tags = field_validator("tags")(_clean_tags)
+
+
+class GalleryUpdate(_In):
+    title: Text | None = Field(None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=20)
+    notes: Text | None = Field(None, max_length=10_000)
+
+    _tags = field_validator("tags")(_clean_tags)
+
+
+class GalleryOut(BaseModel):
+    id: str = Field(description="The permalink id: GET /api/gallery/{id}.")
+    study_id: str
+    study_name: str
+    kind: str
+    figure: str | None
+    stage: str | None
+    title: str
+    notes: str
+    tags: list[str]
+    author: str | None
+    stars: int
+    starred: bool = Field(description="Whether the caller starred it.")
+    permalink: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class GalleryPage(BaseModel):
+    data: list[GalleryOut]
+    count: int
+    limit: int
+    offset: int

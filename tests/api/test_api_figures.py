@@ -1,0 +1,123 @@
+"""Figures and arrays of a real (tiny) run: npz files round-trip byte for byte; figure JSON equals the stored arrays."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from api_testkit import read_json
+from app.api.figures import decode
+from app.api.jsonsafe import jsonsafe
+
+
+@pytest.fixture(scope="module")
+def api(finished_api):
+    """The module's app holding the finished tiny study."""
+    return finished_api[0]
+
+
+@pytest.fixture(scope="module")
+def finished(finished_api):
+    """The finished tiny study, as GET /api/studies/{id} returns it."""
+    return finished_api[1]
+
+
+def _stages(run_dir) -> list[dict]:
+    return read_json(run_dir / "stages.json")
+
+
+def _arrays(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("kind", ["path", "surface", "hessian"])
+def test_arrays_round_trip_as_npz_with_etag(api, finished, run_dir, kind):
+    sid = finished["id"]
+    key = next(s["key"] for s in _stages(run_dir) if s["kind"] == kind)
+    r = api.get(f"/api/studies/{sid}/arrays/{kind}?stage={key}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    stored = _arrays(run_dir / "stages" / key / f"{kind}.npz")
+    with np.load(io.BytesIO(r.content), allow_pickle=False) as got:
+        assert sorted(got.files) == sorted(stored)
+        for name, arr in stored.items():
+            np.testing.assert_array_equal(got[name], arr)
+    etag = r.headers["etag"]
+    again = api.client.get(f"/api/studies/{sid}/arrays/{kind}?stage={key}", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    r = api.get(f"/api/studies/{sid}/arrays/{kind}?stage=path/../../etc")
+    assert r.status_code == 404 and key in r.json()["detail"]  # names the stages that exist
+
+
+def test_interpolation_figure_equals_the_paths(api, finished, run_dir):
+    paths = [s["key"] for s in _stages(run_dir) if s["kind"] == "path"]
+    table = read_json(run_dir / "summary.json")["table"]
+    for encoding in ("typed", "list"):
+        fig = api.get(f"/api/studies/{finished['id']}/figures/interpolation?encoding={encoding}").json()
+        assert fig["encoding"] == encoding and sorted(c["stage"] for c in fig["curves"]) == sorted(paths)
+        for curve in fig["curves"]:
+            stored = _arrays(run_dir / "stages" / curve["stage"] / "path.npz")
+            np.testing.assert_array_equal(decode(curve["alphas"]), stored["alphas"].astype(np.float32))
+            for split in ("test", "train"):
+                np.testing.assert_array_equal(decode(curve["error"][split]), stored[f"error_{split}"].astype(np.float32))
+                np.testing.assert_array_equal(decode(curve["loss"][split]), stored[f"loss_{split}"].astype(np.float32))
+            row = next(r for r in table if r["mask"] == curve["mask"] and r["rewind_step"] == curve["rewind_step"])
+            assert (curve["source"] in (row["source"], "dense"), curve["round"], curve["sparsity"]) == (True, row["round"], row["sparsity"])
+    typed = api.get(f"/api/studies/{finished['id']}/figures/interpolation").json()["curves"][0]["alphas"]
+    assert typed["dtype"] == "f4" and "shape" not in typed  # plotly's typed array spec for a 1-D array
+
+
+def test_sparsity_figure_follows_the_table(api, finished, run_dir):
+    table = read_json(run_dir / "summary.json")["table"]
+    fig = api.get(f"/api/studies/{finished['id']}/figures/sparsity").json()
+    assert {s["source"] for s in fig["series"]} == {"dense", "imp", "random", "distilled.dm"}
+    imp = next(s for s in fig["series"] if s["source"] == "imp")
+    rows = sorted((r for r in table if r["source"] == "imp"), key=lambda r: r["round"])
+    assert imp["round"] == [0, 1, 2]
+    assert imp["sparsity"] == [r["sparsity"] for r in rows] and imp["error_barrier"] == [r["error_barrier"] for r in rows]
+    assert imp["sparsity"][1] == pytest.approx(20.0, abs=0.05) and imp["sparsity"][2] == pytest.approx(36.0, abs=0.05)
+
+
+def test_surface_figure_equals_the_grid_and_marks_the_models(api, finished, run_dir):
+    key = next(s["key"] for s in _stages(run_dir) if s["kind"] == "surface")
+    stored = _arrays(run_dir / "stages" / key / "surface.npz")
+    info = read_json(run_dir / "stages" / key / "stage.json")
+    for encoding in ("typed", "list"):
+        fig = api.get(f"/api/studies/{finished['id']}/figures/surface?stage={key}&encoding={encoding}").json()
+        assert fig["stage"] == key and fig["split"] == "test"
+        np.testing.assert_array_equal(decode(fig["x"]), stored["xs"].astype(np.float32))
+        np.testing.assert_array_equal(decode(fig["loss"]), stored["loss_test"].T.astype(np.float32))  # rows follow y
+        np.testing.assert_array_equal(decode(fig["error"]), stored["error_test"].T.astype(np.float32))
+        assert fig["points"] == {k: [float(v[0]), float(v[1])] for k, v in info["points"].items()}
+        assert set(fig["points"]) == {"rewind", "A", "B"}
+    assert fig["loss_min"] == pytest.approx(float(np.nanmin(stored["loss_test"])))
+    assert api.get(f"/api/studies/{finished['id']}/figures/surface?split=train").status_code == 404
+
+
+def test_hessian_figure_equals_the_stage(api, finished, run_dir):
+    key = next(s["key"] for s in _stages(run_dir) if s["kind"] == "hessian")
+    stored = _arrays(run_dir / "stages" / key / "hessian.npz")
+    info = read_json(run_dir / "stages" / key / "stage.json")
+    fig = api.get(f"/api/studies/{finished['id']}/figures/hessian?bins=20").json()
+    assert fig["stage"] == key
+    assert fig["top_eigenvalues"] == info["top_eigenvalues"] and fig["trace"] == info["trace"]
+    assert fig["trace_stderr"] == info["trace_stderr"] and fig["diagonal_stats"] == info["diagonal"]
+    np.testing.assert_array_equal(decode(fig["density"]["values"]), stored["density"].astype(np.float32))
+    hist = fig["diagonal_histogram"]
+    counts = decode(hist["counts"])
+    nonzero = int(np.count_nonzero(stored["diagonal"]))
+    assert counts.sum() == hist["entries"] == nonzero and hist["zeros"] == stored["diagonal"].size - nonzero
+    assert len(counts) == 20 and decode(hist["edges"]).shape == (21,)
+    assert api.get(f"/api/studies/{finished['id']}/figures/hessian?bins=0").status_code == 422
+
+
+def test_stage_info_and_figure_index(api, finished, run_dir):
+    key = "copies/dense/k0/p0"
+    assert api.get(f"/api/studies/{finished['id']}/stages/info?stage={key}").json() == jsonsafe(read_json(run_dir / "stages" / key / "stage.json"))
+    figs = api.get(f"/api/studies/{finished['id']}/figures").json()["figures"]
+    assert set(figs) == {"interpolation", "sparsity", "surface", "hessian"}
+    assert figs["surface"] == [s["key"] for s in _stages(run_dir) if s["kind"] == "surface"]
+
+
