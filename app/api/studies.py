@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from lmc_core.config import StudyConfig
 
@@ -84,6 +84,8 @@ def page(session: Session, f: Filter, sort: str, limit: int, offset: int) -> tup
     column = getattr(Study, sort.lstrip("-"))
     order = column.desc() if sort.startswith("-") else column.asc()
     tie = Study.id.desc() if sort.startswith("-") else Study.id.asc()  # equal keys must not shuffle between pages
+    # The list never returns config or progress (kilobytes of JSON per row): do not load or parse them.
+    stmt = stmt.options(defer(Study.config), defer(Study.progress))
     rows = session.scalars(stmt.order_by(order, tie).limit(limit).offset(offset)).unique().all()
     return list(rows), count
 
