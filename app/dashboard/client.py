@@ -1,0 +1,180 @@
+"""The one module that talks to the LMC Lab API: httpx with timeouts, every failure turned into a message a person can read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 30.0
+
+
+class ApiError(Exception):
+    """A failed API call: the API's own message, the HTTP status (0 when the API did not answer) and any field errors."""
+
+    def __init__(self, message: str, status: int = 0, fields: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.fields = fields or []
+
+
+def message_of(response: httpx.Response) -> tuple[str, list[dict[str, Any]]]:
+    """Return (one line for people, field errors) from an error response in the API's shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:300] or response.reason_phrase}", []
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        if isinstance(detail, list):  # 422: {detail: [{loc, msg, type}], message}
+            return str(body.get("message") or "; ".join(f"{e.get('loc')}: {e.get('msg')}" for e in detail)), detail
+        if detail:
+            return str(detail), []
+    return f"HTTP {response.status_code}", []
+
+
+@dataclass
+class Client:
+    """A thin API client; `token` (optional) is sent as a Bearer token with every call."""
+
+    base_url: str
+    token: str | None = None
+    timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def request(self, method: str, path: str, *, params: Any = None, json: Any = None) -> httpx.Response:
+        """Return the response to `method path` (2xx or 304), raising ApiError with the API's message otherwise."""
+        url = self.base_url.rstrip("/") + path
+        try:
+            r = httpx.request(method, url, params=params, json=json, headers=self._headers(), timeout=self.timeout)
+        except httpx.TimeoutException:
+            raise ApiError(f"the API at {self.base_url} did not answer {method} {path} in time") from None
+        except httpx.HTTPError as err:
+            raise ApiError(f"cannot reach the API at {self.base_url} ({err.__class__.__name__}); is `lmc up` running?") from None
+        if r.status_code >= 400:
+            msg, fields = message_of(r)
+            if r.status_code == 401 and self.token:
+                msg = f"{msg} (the token in the header was refused: check it or clear it)"
+            raise ApiError(msg, r.status_code, fields)
+        return r
+
+    def get(self, path: str, **params: Any) -> Any:
+        """Return the JSON of GET `path` (None-valued params are left out)."""
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """Return the JSON of POST `path` (None for an empty answer)."""
+        r = self.request("POST", path, json=body)
+        return r.json() if r.content else None
+
+    def patch(self, path: str, body: Any) -> Any:
+        """Return the JSON of PATCH `path`."""
+        return self.request("PATCH", path, json=body).json()
+
+    def delete(self, path: str) -> Any:
+        """Return the JSON of DELETE `path` (None for 204)."""
+        r = self.request("DELETE", path)
+        return r.json() if r.content else None
+
+    def get_bytes(self, path: str, **params: Any) -> bytes:
+        """Return the body of GET `path` as bytes (npz and other files)."""
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).content
+
+    # ---- the calls the pages make, named after what they return
+
+    def me(self) -> dict[str, Any]:
+        """Return {user, role, anonymous} for the current token."""
+        return self.get("/api/me")
+
+    def health(self) -> dict[str, Any]:
+        """Return the service's health (database, Redis, workers, version)."""
+        return self.get("/api/health")
+
+    def studies(self, **params: Any) -> dict[str, Any]:
+        """Return one page of studies {data, count, limit, offset}."""
+        return self.get("/api/studies", **params)
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        """Return one study with its config and progress."""
+        return self.get(f"/api/studies/{study_id}")
+
+    def progress(self, study_id: str) -> dict[str, Any]:
+        """Return a study's live progress."""
+        return self.get(f"/api/studies/{study_id}/progress")
+
+    def jobs(self, study_id: str) -> list[dict[str, Any]]:
+        """Return a study's stage jobs."""
+        return self.get(f"/api/studies/{study_id}/jobs")
+
+    def results(self, study_id: str) -> dict[str, Any]:
+        """Return a study's summary tables."""
+        return self.get(f"/api/studies/{study_id}/results")
+
+    def figures_index(self, study_id: str) -> dict[str, list[str]]:
+        """Return {figure name: stages} of the figures a study can draw now."""
+        return self.get(f"/api/studies/{study_id}/figures")["figures"]
+
+    def figure(self, study_id: str, name: str, **params: Any) -> dict[str, Any]:
+        """Return the figure-ready JSON of one figure (typed arrays unless encoding='list')."""
+        return self.get(f"/api/studies/{study_id}/figures/{name}", **params)
+
+    def artifacts(self, study_id: str) -> list[dict[str, Any]]:
+        """Return the files of a study's finished stages."""
+        return self.get(f"/api/studies/{study_id}/artifacts")
+
+    def stage_info(self, study_id: str, stage: str) -> dict[str, Any]:
+        """Return a finished stage's stage.json."""
+        return self.get(f"/api/studies/{study_id}/stages/info", stage=stage)
+
+    def schema(self) -> dict[str, Any]:
+        """Return the JSON Schema of a study config."""
+        return self.get("/api/schema/study")
+
+    def presets(self) -> list[dict[str, Any]]:
+        """Return every preset with its full config."""
+        return self.get("/api/presets")
+
+    def validate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Return the API's verdict on a study body (raises ApiError with field errors when invalid)."""
+        return self.post("/api/studies/validate", body)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create and queue a study; return it."""
+        return self.post("/api/studies", body)
+
+    def clone(self, study_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create and queue a copy of a study with edits; return the new study."""
+        return self.post(f"/api/studies/{study_id}/clone", body)
+
+    def cancel(self, study_id: str) -> dict[str, Any]:
+        """Cancel a queued or running study."""
+        return self.post(f"/api/studies/{study_id}/cancel")
+
+    def update_study(self, study_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Rename, retag or (un)archive a study."""
+        return self.patch(f"/api/studies/{study_id}", body)
+
+    def gallery(self, **params: Any) -> dict[str, Any]:
+        """Return one page of gallery entries."""
+        return self.get("/api/gallery", **params)
+
+    def entry(self, entry_id: str) -> dict[str, Any]:
+        """Return one gallery entry."""
+        return self.get(f"/api/gallery/{entry_id}")
+
+    def publish(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Publish a figure or result to the gallery; return the entry (its id is the permalink)."""
+        return self.post("/api/gallery", body)
+
+    def star(self, entry_id: str, on: bool) -> dict[str, Any]:
+        """Star or unstar an entry; return it."""
+        return self.post(f"/api/gallery/{entry_id}/star") if on else self.delete(f"/api/gallery/{entry_id}/star")
+
+    def arrays(self, study_id: str, kind: str, stage: str | None = None) -> bytes:
+        """Return a stage's arrays as npz bytes (kind: path, surface or hessian)."""
+        return self.get_bytes(f"/api/studies/{study_id}/arrays/{kind}", stage=stage)

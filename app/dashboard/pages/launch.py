@@ -1,0 +1,196 @@
+"""Launch page: a form generated from the study config's JSON Schema, started from a preset or cloned from a study, checked by the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import ALL, Input, Output, State, dcc, html, no_update
+
+from .. import schema_form, ui, urlstate
+from ..client import ApiError
+
+DEFAULT_QUEUE = "lmc"
+SECTION_ORDER = ("name", "seed", "data", "model", "train", "pruning", "stability", "sweep", "synthetic", "analysis", "device")
+OPEN_SECTIONS = ("name", "train", "pruning")
+
+
+def layout(preset: str | None = None, clone: str | None = None, **_q) -> html.Div:
+    """Return the launch page; ?preset=NAME starts from a preset, ?clone=ID from a study's config."""
+    return html.Div(className="launch", children=[
+        dcc.Store(id="ln-base"),
+        dcc.Store(id="ln-url"),
+        html.Div(className="page-head", children=[html.H1("Launch a study"), html.Div(id="ln-source", className="meta")]),
+        html.Div("Reading needs no token; launching does: paste an editor token at the top right.", className="hint read-only-hint"),
+        html.Div(className="form-row", children=[
+            html.Label(["start from preset", dcc.Dropdown(id="ln-preset", value=preset if not clone else None, options=[preset] if preset and not clone else [], placeholder="(defaults)", className="dd")]),
+            html.Label(["or clone study", dcc.Input(id="ln-clone", value=clone or "", placeholder="study id", debounce=True, className="input")]),
+            html.Label(["queue", dcc.Dropdown(id="ln-queue", options=[{"label": f"{DEFAULT_QUEUE} (the service's queue)", "value": DEFAULT_QUEUE}],
+                                              value=DEFAULT_QUEUE, clearable=False, className="dd")]),
+            html.Label(["tags", dcc.Input(id="ln-tags", placeholder="comma,separated", className="input")]),
+        ]),
+        html.Div(id="ln-preset-help", className="hint"),
+        html.Div(className="launch-grid", children=[
+            ui.loading(html.Div(id="ln-form", className="schema-form")),
+            html.Aside(className="launch-side", children=[
+                ui.card("Check", html.Div(id="ln-validation", children=ui.empty("change a field, or press Check")),
+                        html.Button("Check with the API", id="ln-check", className="btn")),
+                ui.card("Estimate", html.Div(id="ln-estimate")),
+                ui.card("Launch", html.Div(id="ln-changes", className="hint"),
+                        ui.edit_only(html.Button("Launch study", id="ln-go", className="btn btn-primary")),
+                        html.Div(id="ln-result")),
+            ]),
+        ]),
+    ])
+
+
+def _input(f: schema_form.Field) -> Any:
+    fid = {"type": "cfg", "path": f.path, "kind": f.kind}
+    value = schema_form.show(f.kind, f.value)
+    if f.kind == "enum":
+        return dcc.Dropdown(id=fid, options=[{"label": str(o), "value": o} for o in f.options or []], value=value, clearable=f.nullable, className="dd")
+    if f.kind == "boolean":
+        return dcc.Checklist(id=fid, options=[{"label": "on", "value": "on"}], value=value, inline=True)
+    if f.kind in ("integer", "number"):
+        return dcc.Input(id=fid, type="number", value=value, debounce=True, step=1 if f.kind == "integer" else "any", className="input",
+                         placeholder="(none)" if f.nullable else None)
+    if f.kind == "json":
+        return dcc.Textarea(id=fid, value=value, className="textarea json", rows=1 if len(value) < 60 else 3)
+    return dcc.Input(id=fid, type="text", value=value, debounce=True, className="input", placeholder="(none)" if f.nullable else None)
+
+
+def form(schema: dict[str, Any], config: dict[str, Any]) -> list[Any]:
+    """Return the form's sections (one collapsible block per top-level key of the config)."""
+    sections: dict[str, list[Any]] = {}
+    for f in schema_form.fields(schema, config):
+        top = f.path.split(".")[0]
+        sections.setdefault(top, []).append(html.Div(className="field", children=[
+            html.Label(f.path.split(".", 1)[-1] if "." in f.path else f.path, title=f.description, className="field-name"),
+            _input(f),
+            html.Div(f.description, className="field-help") if f.description else None,
+            html.Div(id={"type": "cfg-msg", "path": f.path}, className="field-msg"),
+        ]))
+    order = [k for k in SECTION_ORDER if k in sections] + [k for k in sections if k not in SECTION_ORDER]
+    return [html.Details(open=k in OPEN_SECTIONS, className="form-section", children=[html.Summary(k), *sections[k]]) for k in order]
+
+
+def _values(states: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    values, bad = {}, {}
+    for s in states:
+        path, kind = s["id"]["path"], s["id"]["kind"]
+        try:
+            values[path] = schema_form.parse(kind, s.get("value"))
+        except ValueError as err:
+            bad[path] = str(err)
+    return values, bad
+
+
+def _body(base: dict[str, Any], values: dict[str, Any], tags: str | None) -> dict[str, Any]:
+    ov = schema_form.overrides(base["config"], values)
+    body: dict[str, Any] = {"overrides": ov}
+    if base.get("preset"):
+        body["preset"] = base["preset"]
+    else:
+        body["config"] = base["config"]
+    tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
+    if tag_list:
+        body["tags"] = tag_list
+    return body
+
+
+def register(app, api) -> None:
+    """Register the page and its callbacks."""
+    dash.register_page(__name__, path="/launch", layout=layout, title="Launch · LMC Lab", name="Launch")
+    urlstate.sync(app, "ln-url", {"preset": ("ln-preset", "value"), "clone": ("ln-clone", "value")})
+
+    @app.callback(Output("ln-preset", "options"), Input("ln-preset", "id"), State("token", "data"))
+    def presets(_id, token):
+        try:
+            return [{"label": p["name"], "value": p["name"], "title": p["description"]} for p in api(token).presets()]
+        except ApiError:
+            return []
+
+    @app.callback(Output("ln-form", "children"), Output("ln-base", "data"), Output("ln-source", "children"), Output("ln-preset-help", "children"),
+                  Input("ln-preset", "value"), Input("ln-clone", "value"), State("token", "data"))
+    def build(preset, clone, token):
+        client = api(token)
+        try:
+            schema = client.schema()
+            if clone:
+                src = client.study(clone.strip())
+                base = {"config": src["config"], "clone": src["id"], "preset": None}
+                source = ["cloning ", dcc.Link(src["name"], href=f"/study/{src['id']}"), f" (run {src['run_id']}): edit what should change"]
+                help_text = ""
+            elif preset:
+                p = next((p for p in client.presets() if p["name"] == preset), None)
+                if p is None:
+                    return ui.error(f"no preset {preset!r}"), None, "", ""
+                base = {"config": p["config"], "preset": preset, "clone": None}
+                source, help_text = f"from preset {preset} (run {p['run_id']})", p["description"]
+            else:
+                base = {"config": client.validate({"config": {}})["config"], "preset": None, "clone": None}
+                source, help_text = "from the defaults", ""
+        except ApiError as err:
+            return ui.error(err.message), None, "", ""
+        return form(schema, base["config"]), base, source, help_text
+
+    @app.callback(Output("ln-validation", "children"), Output("ln-estimate", "children"), Output("ln-changes", "children"),
+                  Output({"type": "cfg-msg", "path": ALL}, "children"),
+                  Input({"type": "cfg", "path": ALL, "kind": ALL}, "value"), Input("ln-check", "n_clicks"), Input("ln-base", "data"),
+                  State({"type": "cfg", "path": ALL, "kind": ALL}, "id"), State("ln-tags", "value"), State("token", "data"))
+    def check(vals, _n, base, ids, tags, token):
+        paths = [o["id"]["path"] for o in dash.ctx.outputs_list[3]]
+        msgs = {p: "" for p in paths}
+        if not base:
+            return ui.empty("loading the form…"), "", "", [""] * len(paths)
+        values, bad = _values([{"id": i, "value": v} for i, v in zip(ids, vals)])
+        if bad:
+            msgs.update(bad)
+            return ui.error("; ".join(f"{k}: {v}" for k, v in bad.items()), title="Fix first"), "", "", [msgs[p] for p in paths]
+        body = _body(base, values, tags)
+        changes = ", ".join(f"{k} = {v!r}" for k, v in body["overrides"].items()) or "no change"
+        try:
+            out = api(token).validate(body)
+        except ApiError as err:
+            for e in err.fields:
+                loc = str(e.get("loc", "")).removeprefix("config.").removeprefix("overrides.")
+                if loc in msgs:
+                    msgs[loc] = e.get("msg", "")
+            return ui.error(err.message), "", f"changes: {changes}", [msgs[p] for p in paths]
+        est = schema_form.estimate(out["config"])
+        existing = out.get("existing") or []
+        verdict = [html.Div(["valid · run id ", html.Code(out["run_id"])])]
+        if existing:
+            verdict.append(html.Div(["already run by ", *[dcc.Link(e, href=f"/study/{e}", className="mono") for e in existing[:3]],
+                                     " (finished stages will be reused)"], className="hint"))
+        estimate = html.Div([
+            html.Div(f"{est['epochs']} epochs × {est['rounds']} rounds × {est['mask_sources']} mask sources", className="big"),
+            html.Div(f"≈ {est['copy_trainings']} copy trainings ({est['pairs']} seed pair(s), {est['rewind_steps']} rewind step(s)), "
+                     f"{est['epoch_units']} epochs in all" + (f"; {est['synthetic_sets']} synthetic set(s) to make" if est["synthetic_sets"] else "")),
+        ])
+        return ui.ok(verdict), estimate, f"changes: {changes}", [msgs[p] for p in paths]
+
+    @app.callback(Output("ln-result", "children"), Output("nav", "href", allow_duplicate=True), Input("ln-go", "n_clicks"),
+                  State({"type": "cfg", "path": ALL, "kind": ALL}, "value"), State({"type": "cfg", "path": ALL, "kind": ALL}, "id"),
+                  State("ln-base", "data"), State("ln-tags", "value"), State("ln-queue", "value"), State("token", "data"), prevent_initial_call=True)
+    def go(n, vals, ids, base, tags, _queue, token):
+        if not n:  # inserted by the page container, not clicked
+            return no_update, no_update
+        # The API has no per-study queue yet: every study goes to the service's queue (LMC_QUEUE); see the report.
+        if not base:
+            return ui.error("the form is not ready"), no_update
+        values, bad = _values([{"id": i, "value": v} for i, v in zip(ids, vals)])
+        if bad:
+            return ui.error("; ".join(f"{k}: {v}" for k, v in bad.items()), title="Fix first"), no_update
+        body = _body(base, values, tags)
+        try:
+            client = api(token)
+            if base.get("clone"):
+                body.pop("config", None)
+                body.pop("preset", None)
+                study = client.clone(base["clone"], body)
+            else:
+                study = client.create(body)
+        except ApiError as err:
+            return ui.error(err.message), no_update
+        return ui.ok(["queued ", dcc.Link(study["name"], href=f"/study/{study['id']}")]), f"/study/{study['id']}"

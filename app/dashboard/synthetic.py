@@ -1,0 +1,50 @@
+"""The synthetic sets of a study: their scores against a random real subset and noise, and what they look like."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dash_table, html
+
+from . import figures, safetensors_np, ui
+from .client import ApiError, Client
+
+
+def score_rows(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return one table row per synthetic set: method, size, and mean ± std accuracy of fresh networks on it, a subset, noise."""
+    rows = []
+    for s in sets:
+        ev = s.get("evaluation") or {}
+
+        def score(name: str) -> str:
+            e = ev.get(name) or {}
+            return f"{e['mean']:.1f} ± {e.get('std') or 0:.1f}" if e.get("mean") is not None else "–"
+
+        rows.append({"set": s.get("set"), "method": s.get("method"), "images": s.get("decoded"), "real examples used": s.get("real_examples"),
+                     "synthetic (acc %)": score("synthetic"), "random real subset (acc %)": score("random_subset"), "noise (acc %)": score("noise")})
+    return rows
+
+
+def view(client: Client, study_id: str, sets: list[dict[str, Any]]) -> list[Any]:
+    """Return the sets' score table and one picture grid per set (images, or line plots for 1-D signals)."""
+    rows = score_rows(sets)
+    out: list[Any] = [dash_table.DataTable(data=rows, columns=[{"name": k, "id": k} for k in rows[0]], style_as_list_view=True,
+                                           style_cell={"fontFamily": "inherit", "padding": "4px 8px"}, style_header={"fontWeight": "600"})]
+    try:
+        files = {a["stage"]: a for a in client.artifacts(study_id) if a["name"] == "images.safetensors"}
+    except ApiError as err:
+        return out + [ui.error(err.message)]
+    for s in sets:
+        art = files.get(s.get("key") or f"synthetic/{s.get('set')}")
+        if art is None:
+            out.append(ui.empty(f"set {s.get('set')}: no stored images"))
+            continue
+        try:
+            tensors = safetensors_np.load(client.get_bytes(art["url"]))
+        except (ApiError, ValueError) as err:
+            out.append(ui.error(getattr(err, "message", str(err)), title=f"set {s.get('set')}"))
+            continue
+        fig = figures.synthetic_grid(tensors["images"], tensors["labels"], title=f"set {s.get('set')} ({s.get('method')}): a few per class")
+        out.append(ui.graph({"type": "synthetic-grid", "set": str(s.get("set"))}))
+        out[-1].figure = fig
+    return out

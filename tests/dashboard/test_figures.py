@@ -1,0 +1,195 @@
+"""Figure builders: typed arrays reach the browser, one colour per mask source everywhere, sparsity in percent, units on axes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from app.dashboard import figures, palette, preview, schema_form
+from app.dashboard.arrays import decode
+from app.dashboard.pages.compare import diff_rows
+from app.dashboard.pages.studies import key_results
+
+
+def typed(a) -> dict:
+    """Encode like the API: plotly typed array spec, float32 little-endian."""
+    a = np.ascontiguousarray(np.asarray(a, dtype="<f4"))
+    spec = {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode()}
+    if a.ndim > 1:
+        spec["shape"] = ", ".join(map(str, a.shape))
+    return spec
+
+
+def surface_payload(n: int = 101) -> dict:
+    xs = np.linspace(-1, 1, n)
+    loss = (xs[None, :] ** 2 + xs[:, None] ** 2 + 0.1).astype(np.float32)
+    return {"stage": "surface/imp-k0-r2/k0/p0", "split": "test", "x": typed(xs), "y": typed(xs), "loss": typed(loss), "error": typed(loss / 3),
+            "points": {"rewind": [0.0, 0.0], "A": [0.5, 0.0], "B": [0.2, 0.6]}}
+
+
+def sparsity_payload() -> dict:
+    def series(source, acc):
+        return {"source": source, "rewind_step": 0, "round": [0, 1, 2], "sparsity": [0.0, 20.0, 36.0], "accuracy_mean": acc,
+                "error_barrier": [5.0, 3.0, None], "error_barrier_std": [0.0, 0.5, 0.0], "loss_barrier": [0.1, 0.05, 0.02],
+                "loss_barrier_std": [0, 0, 0], "training_points": [0, 10, 20]}
+    return {"series": [series("imp", [97.0, 96.5, 96.0]), series("distilled.dm", [97.0, 96.0, 95.0]), series("random", [97.0, 95.0, 94.0])]}
+
+
+def curves_payload() -> list[dict]:
+    alphas = np.linspace(0, 1, 31)
+    out = []
+    for source in ("dense", "imp", "distilled.dm"):
+        for rnd in (0, 1, 2) if source != "dense" else (0,):
+            err = 0.2 + 0.1 * np.sin(np.pi * alphas) * (rnd + 1)
+            out.append({"stage": f"path/{source}-k0-r{rnd}/k0/p0", "mask": f"{source}-k0-r{rnd}", "source": source, "round": rnd, "rewind_step": 0,
+                        "pair": 0, "sparsity": 100 * (1 - 0.8 ** rnd), "alphas": typed(alphas),
+                        "error": {"test": typed(err), "train": typed(err - 0.05)}, "loss": {"test": typed(err * 3), "train": typed(err * 2)}})
+    return out
+
+
+def test_surface_101x101_goes_out_as_typed_arrays_not_lists():
+    data = surface_payload(101)
+    for fig in (figures.contour(data), figures.surface3d(data, log=True)):
+        js = json.loads(fig.to_json())
+        z = js["data"][0]["z"]
+        assert isinstance(z, dict) and "bdata" in z, "z must be a plotly typed array"
+        assert z["dtype"] == "f4" and z["shape"].replace(" ", "") == "101,101"
+        assert isinstance(js["data"][0]["x"], dict) and "bdata" in js["data"][0]["x"]
+        # 101 x 101 float32 = 40,804 bytes, base64 ~54 kB; a list of numbers would be several times larger
+        assert len(fig.to_json()) < 120_000
+    assert figures.has_typed_arrays(figures.contour(data))
+
+
+def test_surface_orientation_and_log_scale():
+    data = surface_payload(11)
+    x, y, z = figures.surface_grid(data, "loss", log=False)
+    assert z.dtype == np.float32 and z.shape == (11, 11)
+    _, _, zl = figures.surface_grid(data, "loss", log=True)
+    np.testing.assert_allclose(zl, np.log10(z), rtol=1e-5)
+    _, _, ze = figures.surface_grid(data, "error")
+    np.testing.assert_allclose(ze, decode(data["error"]) * 100, rtol=1e-6)  # error shown in %
+    fig = figures.surface3d(data, log=True)
+    assert "log10" in fig.layout.scene.zaxis.title.text
+
+
+def test_models_marked_and_cursor_trace_ready():
+    fig = figures.contour(surface_payload(21))
+    assert list(fig.data[1].text) == ["rewind", "A", "B"]
+    assert fig.data[2].name == "cursor" and len(fig.data[2].x) == 0
+
+
+def test_shared_colour_scale_spans_every_surface():
+    a, b = surface_payload(11), surface_payload(11)
+    b["loss"] = typed(decode(b["loss"]) * 10)
+    lo, hi = figures.shared_range([a, b])
+    assert lo == pytest.approx(0.1, rel=1e-5) and hi == pytest.approx(21.0, rel=1e-5)
+    f1, f2 = figures.contour(a, zrange=(lo, hi)), figures.contour(b, zrange=(lo, hi))
+    assert (f1.data[0].zmin, f1.data[0].zmax) == (f2.data[0].zmin, f2.data[0].zmax) == (lo, hi)
+
+
+def test_one_colour_per_mask_source_on_every_figure():
+    sp = figures.sparsity(sparsity_payload(), "error_barrier")
+    acc = figures.sparsity(sparsity_payload(), "accuracy_mean")
+    interp = figures.interpolation(curves_payload(), "error", ("test", "train"))
+    seen: dict[str, set[str]] = {}
+    for fig in (sp, acc, interp):
+        for tr in fig.data:
+            seen.setdefault(tr.legendgroup, set()).add(tr.line.color)
+    assert all(len(c) == 1 for c in seen.values()), seen
+    assert {s: next(iter(c)) for s, c in seen.items()} == {s: palette.colour(s) for s in seen}
+    assert len({palette.colour(s) for s in ("dense", "imp", "random", "distilled.dm", "subset.dm")}) == 5
+    assert palette.colour("distilled.mtt") == palette.colour("distilled.mtt")  # stable, not random per process
+
+
+def test_sparsity_axis_in_percent_with_units():
+    fig = figures.sparsity(sparsity_payload(), "error_barrier")
+    assert fig.layout.xaxis.ticksuffix == "%"
+    assert "%" in fig.layout.xaxis.title.text
+    assert "points" in fig.layout.yaxis.title.text
+    assert np.nanmax(np.asarray(fig.data[0].x, dtype=float)) == pytest.approx(36.0)  # percent, not a fraction
+    interp = figures.interpolation(curves_payload(), "error")
+    assert interp.layout.yaxis.ticksuffix == "%" and np.nanmax(np.asarray(interp.data[0].y)) > 1  # error in %
+
+
+def test_select_curves_filters_by_source_and_round():
+    curves = curves_payload()
+    chosen = figures.select_curves(curves, sources=["imp"], rounds=[2])
+    assert [c["stage"] for c in chosen] == ["path/imp-k0-r2/k0/p0"]
+    assert len(figures.select_curves(curves)) == len(curves)
+    assert "matches" in figures.interpolation([], "loss").layout.annotations[0].text
+
+
+def test_hessian_figures():
+    grid = np.linspace(0, 2, 50)
+    data = {"top_eigenvalues": [1.9, 1.2], "density": {"grid": typed(grid), "values": typed(np.exp(-grid))},
+            "diagonal_histogram": {"edges": typed(np.linspace(0, 1, 6)), "counts": {"dtype": "i4", "bdata": base64.b64encode(np.arange(5, dtype="<i4").tobytes()).decode()},
+                                   "entries": 10, "zeros": 3}}
+    spec = figures.spectrum(data)
+    assert spec.layout.yaxis.type == "log" and len(spec.data[0].x) == 50
+    hist = figures.diagonal_histogram(data)
+    assert list(hist.data[0].y) == [0, 1, 2, 3, 4]
+    rounds = figures.hessian_by_round([{"mask": "imp-k0-r1", "lambda_max": 2.0, "trace": 10.0, "trace_stderr": 0.5},
+                                       {"mask": "imp-k0-r2", "lambda_max": 3.0, "trace": 12.0, "trace_stderr": 0.5}])
+    assert list(rounds.data[0].x) == [1, 2] and rounds.data[0].line.color == palette.colour("imp")
+
+
+def test_synthetic_grid_images_and_signals():
+    signals = figures.synthetic_grid(np.random.default_rng(0).normal(size=(20, 1, 40)).astype(np.float32), np.repeat(np.arange(10), 2))
+    assert len(signals.data) == 20 and signals.data[0].type == "scatter"
+    images = figures.synthetic_grid(np.zeros((4, 1, 8, 8), np.float32), np.array([0, 0, 1, 1]))
+    assert images.data[0].type == "heatmap"
+
+
+def test_schema_form_round_trip():
+    schema = {"$defs": {"Train": {"properties": {"epochs": {"anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "null"}], "default": 20},
+                                                  "optimizer": {"enum": ["sgd", "adam"], "default": "sgd", "type": "string"},
+                                                  "milestones": {"type": "array", "items": {"type": "number"}}}}},
+              "properties": {"name": {"type": "string", "default": "study"}, "train": {"$ref": "#/$defs/Train"}}}
+    cfg = {"name": "s", "train": {"epochs": 20, "optimizer": "sgd", "milestones": [1.0]}}
+    fs = {f.path: f for f in schema_form.fields(schema, cfg)}
+    assert fs["train.epochs"].kind == "integer" and fs["train.epochs"].nullable
+    assert fs["train.optimizer"].kind == "enum" and fs["train.optimizer"].options == ["sgd", "adam"]
+    assert fs["train.milestones"].kind == "json"
+    values = {p: schema_form.parse(f.kind, schema_form.show(f.kind, f.value)) for p, f in fs.items()}
+    assert schema_form.nest(values) == cfg
+    values["train.epochs"] = 5
+    assert schema_form.overrides(cfg, values) == {"train.epochs": 5}
+    with pytest.raises(ValueError, match="JSON"):
+        schema_form.parse("json", "[1,")
+
+
+def test_estimate_counts_epochs_rounds_sources():
+    est = schema_form.estimate({"train": {"epochs": 20}, "pruning": {"mask_sources": ["dense", "imp", "random"], "rounds": 2, "rewind_steps": [0]},
+                                "stability": {"pairs": [[1, 2]]}})
+    assert (est["epochs"], est["rounds"], est["mask_sources"]) == (20, 2, 2)
+    assert est["copy_trainings"] == 2 * (1 + 2 * 2)
+
+
+def test_key_results_and_config_diff():
+    table = [{"source": "imp", "sparsity": 0.0, "accuracy_mean": 97.0, "error_barrier": 5.0},
+             {"source": "imp", "sparsity": 36.0, "accuracy_mean": 96.0, "error_barrier": 1.0},
+             {"source": "random", "sparsity": 36.0, "accuracy_mean": 94.0, "error_barrier": 7.5}]
+    assert key_results(table) == {"final_accuracy": 96.0, "largest_barrier": 7.5, "sparsity_reached": 36.0}
+    rows = diff_rows([{"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}], ["x", "y"], only_differences=True)
+    assert [r["field"] for r in rows] == ["b.c"]
+    assert len(diff_rows([{"a": 1}, {"a": 1}], ["x", "y"], only_differences=False)) == 1
+
+
+def test_previews_are_svg_without_a_browser():
+    svg = preview.svg({"figure": "surface"}, surface_payload(101))
+    assert svg.startswith("<svg") and svg.count("<rect") <= 2 + preview.MAX_CELLS ** 2
+    assert "<polyline" in preview.svg({"figure": "interpolation"}, {"curves": curves_payload()})
+    assert "no preview" in preview.placeholder()
+
+
+def test_dashboard_imports_no_torch_nor_lmc_core():
+    import subprocess
+
+    code = ("import sys; from app.dashboard import create_dash; create_dash('http://127.0.0.1:1'); "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m.startswith('lmc_core')]; print(bad); assert not bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
