@@ -13,6 +13,31 @@ POLL_MS = 2000
 PATH = "/study/<study_id>"
 
 
+_API = None  # set by register(): the anonymous client the layout prefetches with
+
+
+def _prefetch(study_id: str) -> dict:
+    """Return what the first callbacks would fetch (revision, figure index, results), read while the layout is built.
+
+    Without it a page waits for a chain of four callback round trips (poll -> revision -> index ->
+    stage choice) before the first figure request; with it every figure is requested at once.
+    Returns {} when anonymous reads are off or the API fails: the callbacks then fetch as usual.
+    """
+    if _API is None or not study_id:
+        return {}
+    try:
+        client = _API(None)
+        study, p = client.study(study_id), client.progress(study_id)
+        rev = f"{p.get('done')}:{study['status']}"
+        return {"rev": rev, "index": {**client.figures_index(study_id), "_rev": rev}, "results": client.results(study_id)}
+    except Exception:  # noqa: BLE001  (any failure: fall back to the callback chain)
+        return {}
+
+
+def _first(wanted: str | None, available: list[str]) -> str | None:
+    return wanted if wanted in available else (available[0] if available else wanted)
+
+
 def _keep(value: str | None) -> list[dict[str, str]]:
     # Dash 4 dropdowns drop a value missing from their options: offer the linked one until the real list arrives.
     return stages.options([value]) if value else []
@@ -22,11 +47,15 @@ def layout(study_id: str = "", **q) -> html.Div:
     """Return the study page for `study_id`; query parameters restore the view (sources, rounds, stages, toggles)."""
     sources = urlstate.many(q, "sources")
     rounds = urlstate.many(q, "rounds")
+    pre = _prefetch(study_id)
+    index = pre.get("index") or {}
+    surface = _first(urlstate.first(q, "surface"), index.get("surface") or [])
+    hessian = _first(urlstate.first(q, "hessian"), index.get("hessian") or [])
     return html.Div(className="study", children=[
         dcc.Store(id="st-id", data=study_id),
-        dcc.Store(id="st-rev"),
-        dcc.Store(id="st-index"),
-        dcc.Store(id="st-results"),
+        dcc.Store(id="st-rev", data=pre.get("rev")),
+        dcc.Store(id="st-index", data=pre.get("index")),
+        dcc.Store(id="st-results", data=pre.get("results")),
         dcc.Store(id="st-url"),
         dcc.Interval(id="st-poll", interval=POLL_MS, n_intervals=0),
         html.Div(className="page-head", children=[
@@ -52,14 +81,14 @@ def layout(study_id: str = "", **q) -> html.Div:
             html.Label(["splits", dcc.Checklist(id="st-splits", options=["test", "train"], value=urlstate.many(q, "splits") or ["test", "train"], inline=True)]),
         ]), ui.loading(ui.graph("st-interp"))),
         ui.card("2-D loss landscape", html.Div(className="controls", children=[
-            html.Label(["stage", dcc.Dropdown(id="st-surface-stage", value=urlstate.first(q, "surface"), options=_keep(urlstate.first(q, "surface")), clearable=False, className="dd-wide")]),
+            html.Label(["stage", dcc.Dropdown(id="st-surface-stage", value=surface, options=stages.options(index["surface"]) if index.get("surface") else _keep(surface), clearable=False, className="dd-wide")]),
             html.Label(["quantity", dcc.RadioItems(id="st-surface-q", options=["loss", "error"], value=urlstate.first(q, "sq", "loss"), inline=True)]),
             dcc.Checklist(id="st-log", options=[{"label": "log scale", "value": "log"}], value=["log"] if urlstate.first(q, "log") == "1" else [], inline=True),
         ]), html.Div(id="st-surface-msg"),
             html.Div(className="grid2", children=[ui.loading(ui.graph("st-contour")), ui.loading(ui.graph("st-surface3d"))]),
             html.P("Hover either plot: the red cross marks the same point on the other.", className="hint")),
         ui.card("Hessian", ui.loading(ui.graph("st-hessian-rounds")), html.Div(className="controls", children=[
-            html.Label(["stage", dcc.Dropdown(id="st-hessian-stage", value=urlstate.first(q, "hessian"), options=_keep(urlstate.first(q, "hessian")), clearable=False, className="dd-wide")]),
+            html.Label(["stage", dcc.Dropdown(id="st-hessian-stage", value=hessian, options=stages.options(index["hessian"]) if index.get("hessian") else _keep(hessian), clearable=False, className="dd-wide")]),
         ]), html.Div(id="st-hessian-numbers", className="numbers"),
             html.Div(className="grid2", children=[ui.loading(ui.graph("st-spectrum")), ui.loading(ui.graph("st-diagonal"))])),
         ui.card("Synthetic sets", ui.loading(html.Div(id="st-synthetic", children=ui.empty("no synthetic set yet")))),
@@ -113,6 +142,8 @@ def _meta(study: dict) -> list:
 
 def register(app, api) -> None:
     """Register the page and its callbacks."""
+    global _API
+    _API = api
     dash.register_page(__name__, path_template=PATH, layout=layout, title="Study · LMC Lab", name="Study")
     urlstate.sync(app, "st-url", {"sources": ("st-sources", "value"), "rounds": ("st-rounds", "value"), "quantity": ("st-quantity", "value"),
                                   "splits": ("st-splits", "value"), "surface": ("st-surface-stage", "value"), "sq": ("st-surface-q", "value"),
@@ -132,11 +163,14 @@ def register(app, api) -> None:
         return (study["name"], _meta(study), _progress_view(study, p), study["status"] in TERMINAL,
                 new_rev if new_rev != rev else no_update)
 
-    @app.callback(Output("st-index", "data"), Output("st-results", "data"), Input("st-rev", "data"), State("st-id", "data"), State("token", "data"))
-    def refresh(_rev, study_id, token):
+    @app.callback(Output("st-index", "data"), Output("st-results", "data"), Input("st-rev", "data"), State("st-id", "data"), State("token", "data"),
+                  State("st-index", "data"))
+    def refresh(rev, study_id, token, index):
+        if rev and index and index.get("_rev") == rev:  # the layout prefetched this revision already
+            return no_update, no_update
         try:
             client = api(token)
-            return client.figures_index(study_id), client.results(study_id)
+            return {**client.figures_index(study_id), "_rev": rev}, client.results(study_id)
         except ApiError as err:
             return {"error": err.message}, {"error": err.message}
 
@@ -187,8 +221,11 @@ def register(app, api) -> None:
         index = index or {}
         surf, hess = index.get("surface") or [], index.get("hessian") or []
         pub = [{"label": n, "value": n} for n in ("sparsity", "interpolation", "surface", "hessian") if n in index]
-        return (stages.options(surf), sstage if sstage in surf else (surf[0] if surf else None),
-                stages.options(hess), hstage if hstage in hess else (hess[0] if hess else None), pub)
+        new_s = sstage if sstage in surf else (surf[0] if surf else None)
+        new_h = hstage if hstage in hess else (hess[0] if hess else None)
+        # An unchanged value must not be re-sent: it would redraw the surface and spectrum a second time.
+        return (stages.options(surf), new_s if new_s != sstage else no_update,
+                stages.options(hess), new_h if new_h != hstage else no_update, pub)
 
     @app.callback(Output("st-contour", "figure"), Output("st-surface3d", "figure"), Output("st-surface-msg", "children"),
                   Input("st-surface-stage", "value"), Input("st-surface-q", "value"), Input("st-log", "value"),
