@@ -223,9 +223,9 @@ def register(app, api) -> None:
         pub = [{"label": n, "value": n} for n in ("sparsity", "interpolation", "surface", "hessian") if n in index]
         new_s = sstage if sstage in surf else (surf[0] if surf else None)
         new_h = hstage if hstage in hess else (hess[0] if hess else None)
-        # An unchanged value must not be re-sent: it would redraw the surface and spectrum a second time.
-        return (stages.options(surf), new_s if new_s != sstage else no_update,
-                stages.options(hess), new_h if new_h != hstage else no_update, pub)
+        # Always send the values: on page load Dash holds the surface and Hessian callbacks until this one answers,
+        # and a no_update here would leave them never called.
+        return stages.options(surf), new_s, stages.options(hess), new_h, pub
 
     @app.callback(Output("st-contour", "figure"), Output("st-surface3d", "figure"), Output("st-surface-msg", "children"),
                   Input("st-surface-stage", "value"), Input("st-surface-q", "value"), Input("st-log", "value"),
