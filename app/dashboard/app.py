@@ -44,10 +44,34 @@ def shell() -> html.Div:
     ])
 
 
+# plotly.js (4.8 MB) takes longer to evaluate than anything else on a page load. dcc.Graph uses window.Plotly when it
+# exists and only otherwise injects this same script once its own chunk has loaded, after the page's layout callbacks;
+# an async tag in the head starts it with the first request, so its evaluation overlaps the server round trips.
+INDEX = """<!DOCTYPE html>
+<html>
+    <head>
+        {%metas%}
+        <title>{%title%}</title>
+        {%favicon%}
+        <script async src="PREFIX_dash-component-suites/plotly/package_data/plotly.min.js"></script>
+        {%css%}
+    </head>
+    <body>
+        {%app_entry%}
+        <footer>
+            {%config%}
+            {%scripts%}
+            {%renderer%}
+        </footer>
+    </body>
+</html>"""
+
+
 def build(api_url: str) -> dash.Dash:
     """Return the configured Dash app."""
     app = dash.Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(STATIC), serve_locally=True,
                     suppress_callback_exceptions=True, title="LMC Lab", update_title=None, compress=False)
+    app.index_string = INDEX.replace("PREFIX", app.config.requests_pathname_prefix)
     api = Api(api_url)
     app.server.config["LMC_API_URL"] = api_url
     for page in PAGES:

@@ -153,16 +153,20 @@ def test_launch_watch_publish_permalink(browser, tmp_path, request):
         _shot(page, "study-running")
         page.wait_for_selector("#st-meta .badge-finished", timeout=STUDY_TIMEOUT_S * 1000)
 
-        # results drawn with data: curves, 2-D landscape (contour and 3-D surface), spectrum
-        _wait_graph(page, "st-interp", "x")
+        # results drawn with data, tab by tab: sparsity, curves, 2-D landscape (contour and 3-D surface), spectrum
         _wait_graph(page, "st-accuracy", "x")
+        page.click("#st-tab-paths")
+        _wait_graph(page, "st-interp", "x")
+        assert page.evaluate("document.querySelector('#st-interp .js-plotly-plot').data.length") >= 4
+        page.click("#st-tab-landscape")
         _wait_graph(page, "st-contour", "z")
         _wait_graph(page, "st-surface3d", "z")
-        _wait_graph(page, "st-spectrum", "x")
         assert page.evaluate("document.querySelector('#st-surface3d .js-plotly-plot').data[0].type") == "surface"
-        assert page.evaluate("document.querySelector('#st-interp .js-plotly-plot').data.length") >= 4
-        assert _graph_has_data(page, "st-hessian-rounds", "y")
+        assert "tab=landscape" in page.url
         _shot(page, "study-finished")
+        page.click("#st-tab-hessian")
+        _wait_graph(page, "st-spectrum", "x")
+        assert _graph_has_data(page, "st-hessian-rounds", "y")
 
         # publish the surface to the gallery
         page.click("#pub-figure")

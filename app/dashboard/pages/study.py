@@ -10,18 +10,21 @@ from ..client import ApiError
 
 TERMINAL = ("finished", "failed", "cancelled")
 POLL_MS = 2000
+FIRST_POLL_MS = 50
 PATH = "/study/<study_id>"
+TABS = ("sparsity", "paths", "landscape", "hessian", "synthetic")
 
 
 _API = None  # set by register(): the anonymous client the layout prefetches with
 
 
 def _prefetch(study_id: str) -> dict:
-    """Return what the first callbacks would fetch (revision, figure index, results), read while the layout is built.
+    """Return what the first callbacks would fetch (study, progress, revision, figure index, results), read while the
+    layout is built.
 
-    Without it a page waits for a chain of four callback round trips (poll -> revision -> index ->
-    stage choice) before the first figure request; with it every figure is requested at once.
-    Returns {} when anonymous reads are off or the API fails: the callbacks then fetch as usual.
+    Without it a page waits for a chain of callback round trips (poll -> revision -> index -> stage choice) before
+    the first figure request; with it every figure is requested at once. Returns {} when anonymous reads are off or
+    the API fails: the first poll then comes at once and the callbacks fetch as usual.
     """
     if _API is None or not study_id:
         return {}
@@ -29,13 +32,18 @@ def _prefetch(study_id: str) -> dict:
         client = _API(None)
         study, p = client.study(study_id), client.progress(study_id)
         rev = f"{p.get('done')}:{study['status']}"
-        return {"rev": rev, "index": {**client.figures_index(study_id), "_rev": rev}, "results": client.results(study_id)}
+        return {"study": study, "progress": p, "rev": rev, "index": {**client.figures_index(study_id), "_rev": rev},
+                "results": client.results(study_id)}
     except Exception:  # noqa: BLE001  (any failure: fall back to the callback chain)
         return {}
 
 
 def _first(wanted: str | None, available: list[str]) -> str | None:
     return wanted if wanted in available else (available[0] if available else wanted)
+
+
+def _publishable(index: dict) -> list[dict[str, str]]:
+    return [{"label": n, "value": n} for n in ("sparsity", "interpolation", "surface", "hessian") if n in index]
 
 
 def _keep(value: str | None) -> list[dict[str, str]]:
@@ -48,18 +56,24 @@ def layout(study_id: str = "", **q) -> html.Div:
     sources = urlstate.many(q, "sources")
     rounds = urlstate.many(q, "rounds")
     pre = _prefetch(study_id)
+    study = pre.get("study")
     index = pre.get("index") or {}
     surface = _first(urlstate.first(q, "surface"), index.get("surface") or [])
     hessian = _first(urlstate.first(q, "hessian"), index.get("hessian") or [])
+    tab = urlstate.first(q, "tab", "sparsity")
+    tab = tab if tab in TABS else "sparsity"
     return html.Div(className="study", children=[
         dcc.Store(id="st-id", data=study_id),
         dcc.Store(id="st-rev", data=pre.get("rev")),
         dcc.Store(id="st-index", data=pre.get("index")),
         dcc.Store(id="st-results", data=pre.get("results")),
         dcc.Store(id="st-url"),
-        dcc.Interval(id="st-poll", interval=POLL_MS, n_intervals=0),
+        # Not polled on load when the layout has the progress already: that poll would hold every figure for a round trip.
+        dcc.Interval(id="st-poll", interval=POLL_MS if study else FIRST_POLL_MS, n_intervals=0,
+                     disabled=bool(study) and study["status"] in TERMINAL),
         html.Div(className="page-head", children=[
-            html.Div([html.H1(id="st-title", children="Study"), html.Div(id="st-meta", className="meta")]),
+            html.Div([html.H1(id="st-title", children=study["name"] if study else "Study"),
+                      html.Div(id="st-meta", className="meta", children=_meta(study) if study else None)]),
             html.Div(className="actions", children=[
                 dcc.Link("Clone & edit", href=f"/launch?clone={study_id}", className="btn"),
                 dcc.Link("Compare", href=f"/compare?ids={study_id}", className="btn btn-ghost"),
@@ -69,31 +83,36 @@ def layout(study_id: str = "", **q) -> html.Div:
             ]),
         ]),
         html.Div(id="st-action-msg"),
-        ui.card("Progress", ui.loading(html.Div(id="st-progress", children=ui.empty("loading progress…"))), id="st-progress-card"),
-        ui.card("Accuracy and barrier vs sparsity", html.Div(className="controls", children=[
-            dcc.RadioItems(id="st-barrier", options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"}],
-                           value=urlstate.first(q, "barrier", "error_barrier"), inline=True),
-        ]), html.Div(className="grid2", children=[ui.loading(ui.graph("st-accuracy")), ui.loading(ui.graph("st-barrier-graph"))])),
-        ui.card("Interpolation curves", html.Div(className="controls", children=[
-            html.Label(["mask sources", dcc.Checklist(id="st-sources", value=sources or [], inline=True)]),
-            html.Label(["rounds", dcc.Checklist(id="st-rounds", value=[int(r) for r in rounds] if rounds else [], inline=True)]),
-            html.Label(["quantity", dcc.RadioItems(id="st-quantity", options=["error", "loss"], value=urlstate.first(q, "quantity", "error"), inline=True)]),
-            html.Label(["splits", dcc.Checklist(id="st-splits", options=["test", "train"], value=urlstate.many(q, "splits") or ["test", "train"], inline=True)]),
-        ]), ui.loading(ui.graph("st-interp"))),
-        ui.card("2-D loss landscape", html.Div(className="controls", children=[
-            html.Label(["stage", dcc.Dropdown(id="st-surface-stage", value=surface, options=stages.options(index["surface"]) if index.get("surface") else _keep(surface), clearable=False, className="dd-wide")]),
-            html.Label(["quantity", dcc.RadioItems(id="st-surface-q", options=["loss", "error"], value=urlstate.first(q, "sq", "loss"), inline=True)]),
-            dcc.Checklist(id="st-log", options=[{"label": "log scale", "value": "log"}], value=["log"] if urlstate.first(q, "log") == "1" else [], inline=True),
-        ]), html.Div(id="st-surface-msg"),
-            html.Div(className="grid2", children=[ui.loading(ui.graph("st-contour")), ui.loading(ui.graph("st-surface3d"))]),
-            html.P("Hover either plot: the red cross marks the same point on the other.", className="hint")),
-        ui.card("Hessian", ui.loading(ui.graph("st-hessian-rounds")), html.Div(className="controls", children=[
-            html.Label(["stage", dcc.Dropdown(id="st-hessian-stage", value=hessian, options=stages.options(index["hessian"]) if index.get("hessian") else _keep(hessian), clearable=False, className="dd-wide")]),
-        ]), html.Div(id="st-hessian-numbers", className="numbers"),
-            html.Div(className="grid2", children=[ui.loading(ui.graph("st-spectrum")), ui.loading(ui.graph("st-diagonal"))])),
-        ui.card("Synthetic sets", ui.loading(html.Div(id="st-synthetic", children=ui.empty("no synthetic set yet")))),
+        ui.card("Progress", ui.loading(html.Div(id="st-progress", children=_progress_view(study, pre["progress"]) if study else ui.empty("loading progress…"))), id="st-progress-card"),
+        # Tabs mount only the chosen tab's graphs: each view draws two to three figures instead of ten, and the
+        # others' data still arrives with the page, so switching tabs draws without a round trip.
+        dcc.Tabs(id="st-tab", value=tab, className="tabs", children=[
+            dcc.Tab(label="Sparsity", value="sparsity", id="st-tab-sparsity", children=[ui.card("Accuracy and barrier vs sparsity", html.Div(className="controls", children=[
+                dcc.RadioItems(id="st-barrier", options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"}],
+                               value=urlstate.first(q, "barrier", "error_barrier"), inline=True),
+            ]), html.Div(className="grid2", children=[ui.loading(ui.graph("st-accuracy")), ui.loading(ui.graph("st-barrier-graph"))]))]),
+            dcc.Tab(label="Interpolation", value="paths", id="st-tab-paths", children=[ui.card("Interpolation curves", html.Div(className="controls", children=[
+                html.Label(["mask sources", dcc.Checklist(id="st-sources", value=sources or [], inline=True)]),
+                html.Label(["rounds", dcc.Checklist(id="st-rounds", value=[int(r) for r in rounds] if rounds else [], inline=True)]),
+                html.Label(["quantity", dcc.RadioItems(id="st-quantity", options=["error", "loss"], value=urlstate.first(q, "quantity", "error"), inline=True)]),
+                html.Label(["splits", dcc.Checklist(id="st-splits", options=["test", "train"], value=urlstate.many(q, "splits") or ["test", "train"], inline=True)]),
+            ]), ui.loading(ui.graph("st-interp")))]),
+            dcc.Tab(label="Landscape", value="landscape", id="st-tab-landscape", children=[ui.card("2-D loss landscape", html.Div(className="controls", children=[
+                html.Label(["stage", dcc.Dropdown(id="st-surface-stage", value=surface, options=stages.options(index["surface"]) if index.get("surface") else _keep(surface), clearable=False, className="dd-wide")]),
+                html.Label(["quantity", dcc.RadioItems(id="st-surface-q", options=["loss", "error"], value=urlstate.first(q, "sq", "loss"), inline=True)]),
+                dcc.Checklist(id="st-log", options=[{"label": "log scale", "value": "log"}], value=["log"] if urlstate.first(q, "log") in ("log", "1") else [], inline=True),
+            ]), html.Div(id="st-surface-msg"),
+                html.Div(className="grid2", children=[ui.loading(ui.graph("st-contour")), ui.loading(ui.graph("st-surface3d"))]),
+                html.P("Hover either plot: the red cross marks the same point on the other.", className="hint"))]),
+            dcc.Tab(label="Hessian", value="hessian", id="st-tab-hessian", children=[ui.card("Hessian", ui.loading(ui.graph("st-hessian-rounds")), html.Div(className="controls", children=[
+                html.Label(["stage", dcc.Dropdown(id="st-hessian-stage", value=hessian, options=stages.options(index["hessian"]) if index.get("hessian") else _keep(hessian), clearable=False, className="dd-wide")]),
+            ]), html.Div(id="st-hessian-numbers", className="numbers"),
+                html.Div(className="grid2", children=[ui.loading(ui.graph("st-spectrum")), ui.loading(ui.graph("st-diagonal"))]))]),
+            dcc.Tab(label="Synthetic sets", value="synthetic", id="st-tab-synthetic", children=[
+                ui.card("Synthetic sets", ui.loading(html.Div(id="st-synthetic", children=ui.empty("no synthetic set yet"))))]),
+        ]),
         ui.edit_only(ui.card("Publish to the gallery", html.Div(className="form-row", children=[
-            html.Label(["figure", dcc.Dropdown(id="pub-figure", options=[], placeholder="which figure", className="dd")]),
+            html.Label(["figure", dcc.Dropdown(id="pub-figure", options=_publishable(index), placeholder="which figure", className="dd")]),
             html.Label(["title", dcc.Input(id="pub-title", type="text", placeholder="a title for the gallery card", className="input-wide")]),
             html.Label(["tags", dcc.Input(id="pub-tags", type="text", placeholder="comma,separated", className="input")]),
         ]), dcc.Textarea(id="pub-notes", placeholder="notes (what the figure shows, what to look at)", className="textarea"),
@@ -147,24 +166,28 @@ def register(app, api) -> None:
     dash.register_page(__name__, path_template=PATH, layout=layout, title="Study · LMC Lab", name="Study")
     urlstate.sync(app, "st-url", {"sources": ("st-sources", "value"), "rounds": ("st-rounds", "value"), "quantity": ("st-quantity", "value"),
                                   "splits": ("st-splits", "value"), "surface": ("st-surface-stage", "value"), "sq": ("st-surface-q", "value"),
-                                  "log": ("st-log", "value"), "hessian": ("st-hessian-stage", "value"), "barrier": ("st-barrier", "value")})
+                                  "log": ("st-log", "value"), "hessian": ("st-hessian-stage", "value"), "barrier": ("st-barrier", "value"),
+                                  "tab": ("st-tab", "value")})
 
     @app.callback(Output("st-title", "children"), Output("st-meta", "children"), Output("st-progress", "children"),
-                  Output("st-poll", "disabled"), Output("st-rev", "data"),
-                  Input("st-poll", "n_intervals"), State("st-id", "data"), State("token", "data"), State("st-rev", "data"))
+                  Output("st-poll", "disabled"), Output("st-rev", "data"), Output("st-poll", "interval"),
+                  Input("st-poll", "n_intervals"), State("st-id", "data"), State("token", "data"), State("st-rev", "data"),
+                  prevent_initial_call=True)
     def poll(_n, study_id, token, rev):
         try:
             client = api(token)
             study = client.study(study_id)
             p = client.progress(study_id)
         except ApiError as err:
-            return "Study", "", ui.error(err.message), err.status == 404, no_update
+            return "Study", "", ui.error(err.message), err.status == 404, no_update, POLL_MS
         new_rev = f"{p.get('done')}:{study['status']}"
         return (study["name"], _meta(study), _progress_view(study, p), study["status"] in TERMINAL,
-                new_rev if new_rev != rev else no_update)
+                new_rev if new_rev != rev else no_update, POLL_MS)
 
+    # Not on load: the layout's prefetch holds this revision's index, or the first poll (at once when it does not)
+    # changes the revision. An initial call answering no_update would also keep the callbacks it held from ever running.
     @app.callback(Output("st-index", "data"), Output("st-results", "data"), Input("st-rev", "data"), State("st-id", "data"), State("token", "data"),
-                  State("st-index", "data"))
+                  State("st-index", "data"), prevent_initial_call=True)
     def refresh(rev, study_id, token, index):
         if rev and index and index.get("_rev") == rev:  # the layout prefetched this revision already
             return no_update, no_update
@@ -186,45 +209,39 @@ def register(app, api) -> None:
             return figures.empty(err.message), figures.empty(err.message)
         return figures.sparsity(data, "accuracy_mean"), figures.sparsity(data, metric)
 
+    # One callback fills the choices and draws the curves: split in two, the figure waited for the choices' round trip.
+    # The checklists are both its inputs and outputs (a circular callback Dash allows within one callback).
     @app.callback(Output("st-sources", "options"), Output("st-sources", "value"), Output("st-rounds", "options"), Output("st-rounds", "value"),
-                  Input("st-index", "data"), State("st-sources", "value"), State("st-rounds", "value"), State("st-sources", "options"),
-                  State("st-rounds", "options"), State("st-id", "data"), State("token", "data"))
-    def interp_options(index, sources, rounds, old_sources, old_rounds, study_id, token):
+                  Output("st-interp", "figure"),
+                  Input("st-sources", "value"), Input("st-rounds", "value"), Input("st-quantity", "value"), Input("st-splits", "value"),
+                  Input("st-index", "data"), State("st-sources", "options"), State("st-rounds", "options"), State("st-id", "data"),
+                  State("token", "data"))
+    def interp(sources, rounds, quantity, splits, index, old_sources, old_rounds, study_id, token):
         if not index or "interpolation" not in index:
-            return [], no_update, [], no_update
-        try:
-            curves = api(token).figure(study_id, "interpolation", encoding="list")["curves"]
-        except ApiError:
-            return [], no_update, [], no_update
-        all_sources = sorted({c["source"] for c in curves}, key=lambda s: (s != "dense", s))
-        all_rounds = sorted({c["round"] for c in curves})
-        keep_s, keep_r = _grow(sources, old_sources, all_sources), _grow(rounds, old_rounds, all_rounds)
-        return ([{"label": html.Span(palette.label(s), style={"color": palette.colour(s)}), "value": s} for s in all_sources], keep_s,
-                [{"label": f"r{r}", "value": r} for r in all_rounds], keep_r)
-
-    @app.callback(Output("st-interp", "figure"), Input("st-sources", "value"), Input("st-rounds", "value"), Input("st-quantity", "value"),
-                  Input("st-splits", "value"), Input("st-index", "data"), State("st-id", "data"), State("token", "data"))
-    def interp(sources, rounds, quantity, splits, index, study_id, token):
-        if not index or "interpolation" not in index:
-            return figures.empty("no path has finished yet")
+            return [], no_update, [], no_update, figures.empty("no path has finished yet")
         try:
             curves = api(token).figure(study_id, "interpolation")["curves"]
         except ApiError as err:
-            return figures.empty(err.message)
-        chosen = figures.select_curves(curves, sources or None, rounds or None)
-        return figures.interpolation(chosen, quantity, splits or ["test"])
+            return [], no_update, [], no_update, figures.empty(err.message)
+        all_sources = sorted({c["source"] for c in curves}, key=lambda s: (s != "dense", s))
+        all_rounds = sorted({c["round"] for c in curves})
+        keep_s, keep_r = _grow(sources, old_sources, all_sources), _grow(rounds, old_rounds, all_rounds)
+        chosen = figures.select_curves(curves, keep_s or None, keep_r or None)
+        return ([{"label": html.Span(palette.label(s), style={"color": palette.colour(s)}), "value": s} for s in all_sources], keep_s,
+                [{"label": f"r{r}", "value": r} for r in all_rounds], keep_r, figures.interpolation(chosen, quantity, splits or ["test"]))
 
     @app.callback(Output("st-surface-stage", "options"), Output("st-surface-stage", "value"),
                   Output("st-hessian-stage", "options"), Output("st-hessian-stage", "value"), Output("pub-figure", "options"),
-                  Input("st-index", "data"), State("st-surface-stage", "value"), State("st-hessian-stage", "value"))
+                  Input("st-index", "data"), State("st-surface-stage", "value"), State("st-hessian-stage", "value"), prevent_initial_call=True)
     def stage_options(index, sstage, hstage):
         index = index or {}
         surf, hess = index.get("surface") or [], index.get("hessian") or []
-        pub = [{"label": n, "value": n} for n in ("sparsity", "interpolation", "surface", "hessian") if n in index]
+        pub = _publishable(index)
         new_s = sstage if sstage in surf else (surf[0] if surf else None)
         new_h = hstage if hstage in hess else (hess[0] if hess else None)
-        # Always send the values: on page load Dash holds the surface and Hessian callbacks until this one answers,
-        # and a no_update here would leave them never called.
+        # Not called on page load (the layout fills the choices from its prefetched index, and an initial call would hold
+        # the surface and Hessian callbacks for a round trip); called whenever the index changes. Always send the values:
+        # a no_update would leave the callbacks that wait on them never called.
         return stages.options(surf), new_s, stages.options(hess), new_h, pub
 
     @app.callback(Output("st-contour", "figure"), Output("st-surface3d", "figure"), Output("st-surface-msg", "children"),
