@@ -8,6 +8,7 @@ import json
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 
 from . import figures
@@ -73,6 +74,29 @@ def to_csv(entry: dict[str, Any], data: dict[str, Any]) -> str:
             for i, r in enumerate(s["round"]):
                 w.writerow([s["source"], s["rewind_step"], r, s["sparsity"][i], s["accuracy_mean"][i], s["error_barrier"][i], s["loss_barrier"][i],
                             s["training_points"][i]])
+    return out.getvalue()
+
+
+def to_npz(client: Client, entry: dict[str, Any], data: dict[str, Any]) -> bytes | None:
+    """Return the entry's raw arrays as npz bytes, at the precision the study stored them; None for table figures.
+
+    An interpolation entry overlays many paths: every path's arrays go into one file, named `<stage>/<array>`
+    ("/" in stage keys becomes "__"), with `stages` listing the stage keys in the figure's order.
+    """
+    kind = npz_kind(entry)
+    if kind is None:
+        return None
+    if kind != "path":
+        return client.arrays(entry["study_id"], kind, entry.get("stage"))
+    merged: dict[str, np.ndarray] = {}
+    stages = [c["stage"] for c in data.get("curves", [])]
+    for stage in stages:
+        with np.load(io.BytesIO(client.arrays(entry["study_id"], "path", stage)), allow_pickle=False) as z:
+            for name in z.files:
+                merged[f"{stage.replace('/', '__')}/{name}"] = z[name]
+    merged["stages"] = np.asarray(stages, dtype=str)
+    out = io.BytesIO()
+    np.savez_compressed(out, **merged)
     return out.getvalue()
 
 

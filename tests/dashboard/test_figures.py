@@ -193,3 +193,31 @@ def test_dashboard_imports_no_torch_nor_lmc_core():
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m.startswith('lmc_core')]; print(bad); assert not bad")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_interpolation_npz_holds_every_path_at_stored_precision():
+    import io
+
+    from app.dashboard import published
+
+    paths = {}
+    for i, stage in enumerate(("path/imp-k0-r1/k0/p0", "path/random-k0-r1/k0/p0")):
+        alphas = np.linspace(0, 1, 31)
+        paths[stage] = {"alphas": alphas, "error_test": np.float64(0.1 * (i + 1)) + np.sin(np.pi * alphas) / 3}
+
+    class FakeClient:
+        def arrays(self, study_id, kind, stage=None):
+            assert kind == "path" and stage in paths, "each path is fetched from the API by its own stage key"
+            buf = io.BytesIO()
+            np.savez(buf, **paths[stage])
+            return buf.getvalue()
+
+    entry = {"study_id": "s1", "figure": "interpolation"}
+    data = {"curves": [{"stage": k} for k in paths]}
+    with np.load(io.BytesIO(published.to_npz(FakeClient(), entry, data)), allow_pickle=False) as z:
+        assert list(z["stages"]) == list(paths)
+        for stage, arrays in paths.items():
+            for name, a in arrays.items():
+                got = z[f"{stage.replace('/', '__')}/{name}"]
+                assert got.dtype == np.float64 and np.array_equal(got, a)
+    assert published.to_npz(FakeClient(), {"study_id": "s1", "figure": "sparsity"}, {}) is None

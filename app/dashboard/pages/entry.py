@@ -84,13 +84,12 @@ def register(app, api) -> None:
             stem = f"lmc_{entry['study_id'][:8]}_{entry.get('figure') or 'result'}_{entry_id}"
             if what == "en-bundle":
                 return dict(content=json.dumps(published.bundle(client, entry), indent=2, default=str), filename=f"{stem}_bundle.json"), ""
-            if what == "en-npz":
-                kind = published.npz_kind(entry)
-                if kind is None:
-                    return dash.no_update, ui.error("this figure summarises tables; download its CSV instead", title="npz")
-                blob = client.arrays(entry["study_id"], kind, entry.get("stage"))
-                return dcc.send_bytes(blob, f"{stem}.npz"), ""
             data = published.figure_data(client, entry)
+            if what == "en-npz":
+                blob = published.to_npz(client, entry, data)
+                if blob is None:
+                    return dash.no_update, ui.error("this figure summarises tables; download its CSV instead", title="npz")
+                return dcc.send_bytes(blob, f"{stem}.npz"), ""
             if what == "en-csv":
                 return dict(content=published.to_csv(entry, data), filename=f"{stem}.csv"), ""
             return dict(content=published.to_html(published.build(entry, data)), filename=f"{stem}.html"), ""
