@@ -18,9 +18,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-url", default=os.environ.get("LMC_API_URL", DEFAULT_API_URL),
                    help=f"the LMC Lab API (default: $LMC_API_URL or {DEFAULT_API_URL})")
     p.add_argument("--debug", action="store_true", help="Dash dev tools and reloading (never on a shared host)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("LMC_DASHBOARD_THREADS", "16")),
+                   help="request threads (default 16: a study page sends about ten callbacks at once)")
     args = p.parse_args(argv)
     app = create_dash(args.api_url)
-    app.run(host=args.host, port=args.port, debug=args.debug, dev_tools_ui=args.debug, dev_tools_props_check=args.debug)
+    if args.debug:
+        app.run(host=args.host, port=args.port, debug=True)
+        return
+    from waitress import serve  # noqa: PLC0415
+
+    print(f"LMC Lab dashboard on http://{args.host}:{args.port} (API {args.api_url})", flush=True)
+    serve(app.server, host=args.host, port=args.port, threads=args.threads, ident="lmc-dashboard")
 
 
 if __name__ == "__main__":
