@@ -42,7 +42,7 @@ from .defaults import DEFAULT_QUEUE, FAILURE_TTL, JOB_TIMEOUT, PLAN_TIMEOUT, RES
 __all__ = [
     "DEFAULT_QUEUE", "JOB_TIMEOUT", "RESULT_TTL", "SERIALIZER", "PLAN_FUNC", "STAGE_FUNC",
     "connect", "plan_job_id", "stage_job_id", "run_dir", "submit_study", "enqueue_stages", "study_status",
-    "cancel_study", "requeue_abandoned", "reconcile_study", "live_workers", "worker_alive", "reap_dead_workers", "append_log",
+    "cancel_study", "requeue_abandoned", "reconcile_study", "live_workers", "workers_per_queue", "queue_summary", "worker_alive", "reap_dead_workers", "append_log",
 ]
 
 # JSON, not pickle: job payloads are plain config dicts, and unpickling what sits in Redis would run code.
@@ -553,6 +553,27 @@ def live_workers(conn: redis.Redis) -> list[dict[str, Any]]:
                     "hostname": w.hostname, "birth": _iso(w.birth_date), "last_heartbeat": _iso(w.last_heartbeat),
                     "successful_jobs": w.successful_job_count, "failed_jobs": w.failed_job_count})
     return sorted(out, key=lambda d: d["name"])
+
+
+def workers_per_queue(conn: redis.Redis) -> dict[str, int]:
+    """Return {queue name: number of live workers listening on it} (a worker on several queues counts for each)."""
+    counts: dict[str, int] = {}
+    for w in Worker.all(connection=conn, serializer=SERIALIZER):
+        if worker_alive(conn, w.name):
+            for name in w.queue_names():
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def queue_summary(conn: redis.Redis, names: Iterable[str]) -> list[dict[str, Any]]:
+    """Return one dict per queue in `names`: name, workers (live worker names), busy (how many run a job now), queued (jobs waiting to start)."""
+    workers = live_workers(conn)
+    out = []
+    for name in names:
+        mine = [w for w in workers if name in w["queues"]]
+        out.append({"name": name, "workers": [w["name"] for w in mine], "busy": sum(1 for w in mine if w["current_job"]),
+                    "queued": _queue(conn, name).count})
+    return out
 
 
 # ---- recovery -------------------------------------------------------------------------------------

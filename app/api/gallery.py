@@ -10,8 +10,10 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from .errors import FieldErrors, NotFound
-from .models import GalleryEntry, GalleryStar, GalleryTag, Job, Result, Study, User, utcnow
+from . import thumbnails
+from .models import GalleryEntry, GalleryStar, GalleryTag, GalleryThumbnail, Job, Result, Study, User, utcnow
 from .schemas import GalleryCreate, GalleryUpdate
+from .thumbnails import Png
 
 # Surface and Hessian figures show one stage; the others summarise the whole study.
 STAGE_FIGURES = {"surface": "surface/", "hessian": "hessian/"}
@@ -51,12 +53,17 @@ def _check_figure(session: Session, study: Study, body: GalleryCreate) -> None:
         raise FieldErrors(errors, "cannot publish: " + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
 
 
-def publish(session: Session, study: Study, body: GalleryCreate, author_id: int | None) -> GalleryEntry:
-    """Return a new gallery entry for `study`, committed; 422 naming the bad field when figure and stage do not fit."""
+def publish(session: Session, study: Study, body: GalleryCreate, author_id: int | None, thumbnail: Png | None = None) -> GalleryEntry:
+    """Return a new gallery entry for `study` (with its checked PNG thumbnail, if any), committed in one transaction;
+    422 naming the bad field when figure and stage do not fit."""
     _check_figure(session, study, body)
     entry = GalleryEntry(id=new_id(), study_id=study.id, kind=body.kind, figure=body.figure, stage=body.stage, title=body.title,
                          notes=body.notes, author_id=author_id, tags=[GalleryTag(name=t) for t in body.tags])
     session.add(entry)
+    if thumbnail is not None:
+        session.flush()  # the thumbnail row refers to the entry
+        session.add(GalleryThumbnail(entry_id=entry.id, png=thumbnail.data, width=thumbnail.width, height=thumbnail.height,
+                                     bytes=len(thumbnail.data), sha256=thumbnail.sha256))
     session.commit()
     return entry
 
@@ -140,7 +147,7 @@ def page(session: Session, f: Filter, sort: str, limit: int, offset: int) -> tup
 
 
 def public(session: Session, entries: list[GalleryEntry], viewer_id: int | None) -> list[dict[str, Any]]:
-    """Return the entries as GalleryOut expects them, with star counts and whether `viewer_id` starred each."""
+    """Return the entries as GalleryOut expects them, with star counts, whether `viewer_id` starred each, and their thumbnails."""
     ids = [e.id for e in entries]
     counts: dict[str, int] = {}
     mine: set[str] = set()
@@ -148,9 +155,10 @@ def public(session: Session, entries: list[GalleryEntry], viewer_id: int | None)
         counts = dict(session.execute(select(GalleryStar.entry_id, func.count()).where(GalleryStar.entry_id.in_(ids)).group_by(GalleryStar.entry_id)).all())
         if viewer_id is not None:
             mine = set(session.scalars(select(GalleryStar.entry_id).where(GalleryStar.entry_id.in_(ids), GalleryStar.user_id == viewer_id)))
+    pictures = thumbnails.meta(session, ids)
     return [{
         "id": e.id, "study_id": e.study_id, "study_name": e.study.name, "kind": e.kind, "figure": e.figure, "stage": e.stage,
         "title": e.title, "notes": e.notes, "tags": sorted(t.name for t in e.tags), "author": e.author.name if e.author else None,
-        "stars": counts.get(e.id, 0), "starred": e.id in mine, "permalink": f"/api/gallery/{e.id}",
+        "stars": counts.get(e.id, 0), "starred": e.id in mine, "permalink": f"/api/gallery/{e.id}", "thumbnail": pictures.get(e.id),
         "created_at": e.created_at, "updated_at": e.updated_at,
     } for e in entries]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Named constraints let Alembic's batch mode (SQLite) find and alter them; unnamed ones cannot be dropped by name.
@@ -101,6 +101,12 @@ class Study(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     stages_done: Mapped[int] = mapped_column(Integer, default=0)
     stages_total: Mapped[int] = mapped_column(Integer, default=0)
+    # None only for rows made before queues were chosen per study; the sync fills them with LMC_QUEUE on start.
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Key results, copied from the results table by the sync (app.api.key_results) so the study list stays one query.
+    final_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)  # %, mean of the copies, main source's last round
+    largest_barrier: Mapped[float | None] = mapped_column(Float, nullable=True)  # test error barrier, percentage points
+    sparsity_reached: Mapped[float | None] = mapped_column(Float, nullable=True)  # %, of that same round
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -214,4 +220,18 @@ class GalleryStar(Base):
 
     entry_id: Mapped[str] = mapped_column(ForeignKey("gallery_entries.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class GalleryThumbnail(Base):
+    """A gallery entry's PNG card picture (checked by app.api.thumbnails); a table of its own so listings never load the bytes."""
+
+    __tablename__ = "gallery_thumbnails"
+
+    entry_id: Mapped[str] = mapped_column(ForeignKey("gallery_entries.id", ondelete="CASCADE"), primary_key=True)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))  # the ETag
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import artifacts
+from . import artifacts, key_results
 from .errors import NotFound
 from .jsonsafe import jsonsafe
 from .models import Artifact, Result, Study, utcnow
@@ -27,14 +27,15 @@ def read_summary(settings: Settings, run_id: str) -> dict[str, Any] | None:
 
 
 def store_summary(session: Session, study: Study, summary: dict[str, Any]) -> bool:
-    """Upsert the study's results row from `summary` (not committed); return True when something changed."""
+    """Upsert the study's results row from `summary` and its key-result columns (not committed); return True when something changed."""
     fields = {key: summary.get(key) or ([] if key != "stages" else {}) for key in ("table", "analysis", "synthetic", "stages")}
+    changed = key_results.apply(study, fields["table"])
     row = session.get(Result, study.id)
     if row is None:
         session.add(Result(study_id=study.id, run_id=study.run_id, **fields))
         return True
     if all(getattr(row, k) == v for k, v in fields.items()):
-        return False
+        return changed
     for key, value in fields.items():
         setattr(row, key, value)
     row.updated_at = utcnow()

@@ -56,6 +56,8 @@ class FieldErrorsOut(BaseModel):
 
 # ---- studies --------------------------------------------------------------------------------------------------
 
+_QUEUE_HELP = "The RQ queue its jobs go to (GET /api/queues lists the allowed ones, LMC_QUEUE and LMC_QUEUES); default: LMC_QUEUE."
+QueueName = Annotated[Text, Field(min_length=1, max_length=64)]
 _CONFIG_HELP = "A StudyConfig (JSON Schema: GET /api/schema/study); omitted fields take their defaults."
 _OVERRIDES_HELP = 'Dotted field paths set on top, e.g. {"train.epochs": 5, "pruning.rounds": 3}.'
 
@@ -67,6 +69,7 @@ class StudyCreate(_In):
     name: Text | None = Field(None, min_length=1, max_length=200, description="The study's name (config.name); defaults to the config's.")
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     note: Text | None = Field(None, max_length=10_000, description="A first note attached to the study.")
+    queue: QueueName | None = Field(None, description=_QUEUE_HELP)
 
     _tags = field_validator("tags")(_clean_tags)
 
@@ -76,8 +79,13 @@ class StudyClone(_In):
     overrides: dict[str, Any] = Field(default_factory=dict, description=_OVERRIDES_HELP)
     name: Text | None = Field(None, min_length=1, max_length=200)
     tags: list[Tag] | None = Field(None, max_length=20, description="Tags of the clone; default: the source's.")
+    queue: QueueName | None = Field(None, description="The clone's queue; default: the source's (when still allowed), else LMC_QUEUE.")
 
     _tags = field_validator("tags")(_clean_tags)
+
+
+class StudyRetry(_In):
+    queue: QueueName | None = Field(None, description="Run the retry on another queue (e.g. one with bigger GPUs); default: the study's own.")
 
 
 class StudyUpdate(_In):
@@ -109,6 +117,10 @@ class StudyOut(BaseModel):
     tags: list[str]
     stages_done: int
     stages_total: int
+    queue: str | None = Field(description="The RQ queue the study's jobs go to.")
+    final_accuracy: float | None = Field(description="Test accuracy (%, mean of the copies) at the main mask source's last finished round.")
+    largest_barrier: float | None = Field(description="Largest test error barrier of the study, in percentage points.")
+    sparsity_reached: float | None = Field(description="Sparsity (%) of the subnetwork final_accuracy was measured on.")
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -160,12 +172,21 @@ class ProgressOut(BaseModel):
     done: int
     total: int
     fraction: float | None = Field(description="done / total, or null before the plan is known.")
-    eta_s: float | None = Field(description="Longest remaining time among the running stages.")
+    eta_s: float | None = Field(description="Seconds left: median finished-stage duration x stages left / live workers on the study's queue "
+                                            "(at most one per stage left); null before a stage has finished or while no worker listens.")
     running: list[JobOut]
     failed: list[JobOut]
     log_tail: list[str]
     error: str | None
     updated_at: datetime
+
+
+class QueueOut(BaseModel):
+    name: str
+    default: bool = Field(description="True for LMC_QUEUE, where studies that name no queue go.")
+    workers: list[str] | None = Field(description="Names of the live workers listening on it; null when Redis does not answer.")
+    busy: int | None = Field(description="How many of those workers are running a job now.")
+    queued: int | None = Field(description="Jobs waiting on the queue for a worker.")
 
 
 class CancelOut(BaseModel):
@@ -269,6 +290,13 @@ class TokenCreated(TokenOut):
 # ---- gallery --------------------------------------------------------------------------------------------------
 
 
+# Base64 of the largest PNG any setting could allow is checked in app.api.thumbnails; this bound only keeps absurd
+# strings out of validation (the request-size limit, LMC_MAX_REQUEST_BYTES, stops most of them earlier).
+THUMBNAIL_CHARS = 16_000_000
+_THUMBNAIL_HELP = ("A PNG card picture as base64, optionally as a data URL (data:image/png;base64,...), as Plotly.toImage gives it; "
+                   "checked: PNG signature, IHDR, at most LMC_MAX_THUMBNAIL_BYTES and LMC_MAX_THUMBNAIL_SIDE pixels a side.")
+
+
 class GalleryCreate(_In):
     study_id: Text = Field(min_length=1, max_length=64)
     kind: Literal["result", "figure"] = "figure"
@@ -277,8 +305,21 @@ class GalleryCreate(_In):
     title: Text = Field(min_length=1, max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     notes: Text = Field("", max_length=10_000)
+    thumbnail: str | None = Field(None, max_length=THUMBNAIL_CHARS, description=_THUMBNAIL_HELP)
 
     _tags = field_validator("tags")(_clean_tags)
+
+
+class ThumbnailIn(_In):
+    png: str = Field(min_length=1, max_length=THUMBNAIL_CHARS, description=_THUMBNAIL_HELP)
+
+
+class ThumbnailOut(BaseModel):
+    url: str = Field(description="GET it for the PNG (ETag; 304 when If-None-Match matches).")
+    width: int
+    height: int
+    bytes: int
+    etag: str
 
 
 class GalleryUpdate(_In):
@@ -302,6 +343,7 @@ class GalleryOut(BaseModel):
     author: str | None
     stars: int
     starred: bool = Field(description="Whether the caller starred it.")
+    thumbnail: ThumbnailOut | None = Field(description="The PNG card picture, when one was sent; null: draw a preview from the figure's data.")
     permalink: str
     created_at: datetime
     updated_at: datetime

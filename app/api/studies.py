@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, defer
@@ -14,8 +14,11 @@ from lmc_core.config import StudyConfig
 from .errors import NotFound
 from .models import Job, Note, Study, StudyTag, User, utcnow
 
-SORTS = ("created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "status", "-status")
-Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "status", "-status"]
+Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "status", "-status",
+               "final_accuracy", "-final_accuracy", "largest_barrier", "-largest_barrier", "sparsity_reached", "-sparsity_reached"]
+SORTS = get_args(Sort)
+# Key results are None until a round finishes; such studies go last whichever the direction (both backends alike).
+NULLS_LAST = ("final_accuracy", "largest_barrier", "sparsity_reached")
 
 
 def new_id() -> str:
@@ -23,11 +26,11 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def create(session: Session, cfg: StudyConfig, *, preset: str | None, owner_id: int | None, tags: list[str],
+def create(session: Session, cfg: StudyConfig, *, preset: str | None, owner_id: int | None, tags: list[str], queue: str | None = None,
            note: str | None = None, parent_id: str | None = None) -> Study:
-    """Return a new queued study for `cfg`, committed with its tags and first note (all or nothing)."""
+    """Return a new queued study for `cfg` on `queue` (None: LMC_QUEUE, filled in by the sync), committed with its tags and first note."""
     study = Study(id=new_id(), name=cfg.name, run_id=cfg.run_id(), preset=preset, config=cfg.model_dump(mode="json"),
-                  status="queued", archived=False, owner_id=owner_id, parent_id=parent_id, submitted=False,
+                  status="queued", archived=False, owner_id=owner_id, parent_id=parent_id, submitted=False, queue=queue,
                   stages_done=0, stages_total=0, tags=[StudyTag(name=t) for t in tags])
     session.add(study)
     if note:
@@ -56,6 +59,14 @@ class Filter:
     archived: bool | None = False
     owner: str | None = None
     run_id: str | None = None
+    queue: str | None = None
+    # Key-result ranges, inclusive; a bound excludes studies without that result yet.
+    accuracy_min: float | None = None
+    accuracy_max: float | None = None
+    barrier_min: float | None = None
+    barrier_max: float | None = None
+    sparsity_min: float | None = None
+    sparsity_max: float | None = None
 
 
 def _filtered(f: Filter) -> Select[Any]:
@@ -74,6 +85,14 @@ def _filtered(f: Filter) -> Select[Any]:
         stmt = stmt.where(Study.owner_id.in_(select(User.id).where(User.name == f.owner)))
     if f.run_id is not None:
         stmt = stmt.where(Study.run_id == f.run_id)
+    if f.queue is not None:
+        stmt = stmt.where(Study.queue == f.queue)
+    for column, low, high in ((Study.final_accuracy, f.accuracy_min, f.accuracy_max), (Study.largest_barrier, f.barrier_min, f.barrier_max),
+                              (Study.sparsity_reached, f.sparsity_min, f.sparsity_max)):
+        if low is not None:
+            stmt = stmt.where(column >= low)
+        if high is not None:
+            stmt = stmt.where(column <= high)
     return stmt
 
 
@@ -83,6 +102,8 @@ def page(session: Session, f: Filter, sort: str, limit: int, offset: int) -> tup
     count = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     column = getattr(Study, sort.lstrip("-"))
     order = column.desc() if sort.startswith("-") else column.asc()
+    if sort.lstrip("-") in NULLS_LAST:
+        order = order.nulls_last()
     tie = Study.id.desc() if sort.startswith("-") else Study.id.asc()  # equal keys must not shuffle between pages
     # The list never returns config or progress (kilobytes of JSON per row): do not load or parse them.
     stmt = stmt.options(defer(Study.config), defer(Study.progress))
@@ -125,7 +146,8 @@ def public(study: Study) -> dict[str, Any]:
         "id": study.id, "name": study.name, "run_id": study.run_id, "preset": study.preset, "status": study.status,
         "archived": study.archived, "owner": study.owner.name if study.owner else None, "parent_id": study.parent_id,
         "submitted": study.submitted, "tags": sorted(t.name for t in study.tags), "stages_done": study.stages_done,
-        "stages_total": study.stages_total, "error": study.error, "created_at": study.created_at, "updated_at": study.updated_at,
+        "stages_total": study.stages_total, "queue": study.queue, "final_accuracy": study.final_accuracy,
+        "largest_barrier": study.largest_barrier, "sparsity_reached": study.sparsity_reached, "error": study.error, "created_at": study.created_at, "updated_at": study.updated_at,
         "started_at": study.started_at, "finished_at": study.finished_at,
     }
 

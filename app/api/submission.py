@@ -33,7 +33,7 @@ def submit(session: Session, conn: redis.Redis, study: Study, settings: Settings
     sync task's reconciliation submits it once Redis answers.
     """
     try:
-        job_id = wq.submit_study(conn, study.id, study.config, str(settings.artifact_root), settings.queue)
+        job_id = wq.submit_study(conn, study.id, study.config, str(settings.artifact_root), study.queue or settings.queue)
     except REDIS_DOWN as err:
         log.warning("study %s recorded but not submitted: %s", study.id, err)
         raise unavailable(err, f"study {study.id} is recorded as queued but not yet submitted; it will be submitted "

@@ -1,9 +1,11 @@
 """The sync task: the API process is the only SQL writer, so it mirrors Redis and the artifact root into the database.
 
 Each tick: (1) when Redis is new to us (first contact, or its server run id changed: a restart, possibly empty)
-or every `RECONCILE_EVERY_S`, requeue jobs of dead workers and resubmit unfinished studies that lost their jobs;
-(2) submit studies Redis never accepted (it was down when they were created); (3) copy each active study's
-status, stage jobs, progress, summary tables and new artifacts into the database.
+or every `RECONCILE_EVERY_S`, requeue jobs of dead workers and resubmit unfinished studies that lost their jobs,
+each on its own queue; (2) submit studies Redis never accepted (it was down when they were created); (3) copy each
+active study's status, stage jobs, progress (with an ETA from finished-stage durations and the live workers on its
+queue), summary tables, key results and new artifacts into the database. The first tick of a process also fills
+what rows older than a column lack (queue, key results), which needs no Redis.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import queue as wq
 
-from . import artifacts, results
+from . import artifacts, key_results, progress, results
 from .jsonsafe import jsonsafe
 from .models import ACTIVE_STATES, Job, Study, utcnow
 from .settings import Settings
@@ -69,11 +71,22 @@ class Syncer:
         self.last_reconcile = 0.0
         self.redis_ok: bool | None = None
         self._seen: dict[str, str] = {}  # study id -> digest of the last mirrored status, to skip identical writes
+        self._upgraded = False  # rows older than the queue and key-result columns have been filled
+
+    def queue_of(self, study: Study) -> str:
+        """Return the queue a study's jobs go to: its own, or LMC_QUEUE for rows that predate the choice."""
+        return study.queue or self.settings.queue
 
     # ---- the tick -------------------------------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
         """Return what one round of reconciliation, submission and mirroring did; Redis outages are logged, not raised."""
         report: dict[str, Any] = {"redis": True, "reconciled": None, "submitted": [], "mirrored": 0}
+        if not self._upgraded:
+            try:
+                report["upgraded"] = self.upgrade_rows()
+                self._upgraded = True
+            except Exception:  # the store may be briefly unreachable at start-up: try again next tick
+                log.exception("could not fill the queue and key results of older studies; retrying next tick")
         try:
             server = str(self.conn.info("server").get("run_id"))
             if server != self.redis_id or time.monotonic() - self.last_reconcile > RECONCILE_EVERY_S:
@@ -91,6 +104,14 @@ class Syncer:
             self.redis_ok = False
         return report
 
+    def upgrade_rows(self) -> dict[str, int]:
+        """Return how many older studies got their queue (LMC_QUEUE, where they were submitted) and key results filled."""
+        with self.sessions() as session:
+            queued = session.execute(update(Study).where(Study.queue.is_(None)).values(queue=self.settings.queue)).rowcount
+            session.commit()
+            filled = key_results.backfill(session)
+        return {"queue": queued or 0, "key_results": filled}
+
     # ---- reconciliation -------------------------------------------------------------------------------------
     def _active(self, session: Session) -> list[Study]:
         return list(session.scalars(select(Study).where(Study.status.in_(ACTIVE_STATES)).order_by(Study.created_at)))
@@ -104,9 +125,9 @@ class Syncer:
                 try:
                     if study.submitted:
                         job_id = wq.reconcile_study(self.conn, study.id, study.config, study.run_id, str(self.settings.artifact_root),
-                                                    self.settings.queue)
+                                                    self.queue_of(study))
                     else:
-                        job_id = wq.submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.settings.queue)
+                        job_id = wq.submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
                 except REDIS_DOWN:
                     raise
                 except Exception:  # e.g. a damaged stages.json: reconcile the other studies anyway
@@ -131,7 +152,7 @@ class Syncer:
         with self.sessions() as session:
             pending = session.scalars(select(Study).where(Study.status.in_(ACTIVE_STATES), Study.submitted.is_(False))).all()
             for study in pending:
-                job_id = wq.submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.settings.queue)
+                job_id = wq.submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
                 self._mark_submitted(session, study.id, job_id)
                 done.append(study.id)
         return done
@@ -142,10 +163,11 @@ class Syncer:
         changed = 0
         with self.sessions() as session:
             studies = session.scalars(select(Study).where(Study.status.in_(ACTIVE_STATES), Study.submitted.is_(True))).all()
+            workers = wq.workers_per_queue(self.conn) if studies else {}  # once per tick: it reads every worker's key
             for study in studies:
                 try:
                     status = wq.study_status(self.conn, study.id, study.run_id, str(self.settings.artifact_root))
-                    changed += self.apply(session, study, status)
+                    changed += self.apply(session, study, status, workers.get(self.queue_of(study), 0))
                 except REDIS_DOWN:
                     raise
                 except Exception:  # one study's damaged files must not stop the others from being mirrored
@@ -166,9 +188,14 @@ class Syncer:
             artifacts.scan(session, self.settings, study.run_id, done)
         session.commit()
 
-    def apply(self, session: Session, study: Study, status: dict[str, Any]) -> bool:
-        """Write one study's status (state, stage jobs, progress, summary, artifacts) into the database; return True if it changed."""
-        digest = hashlib.sha256(json.dumps(status, sort_keys=True, default=str).encode()).hexdigest()
+    def apply(self, session: Session, study: Study, status: dict[str, Any], workers: int | None = None) -> bool:
+        """Write one study's status (state, stage jobs, progress, summary, artifacts) into the database; return True if it changed.
+
+        `workers`: live workers on the study's queue (counted here when None), for the ETA.
+        """
+        if workers is None:
+            workers = wq.workers_per_queue(self.conn).get(self.queue_of(study), 0)
+        digest = hashlib.sha256(json.dumps([status, workers], sort_keys=True, default=str).encode()).hexdigest()
         if self._seen.get(study.id) == digest:
             return False
         stages = status.get("stages") or []
@@ -178,15 +205,15 @@ class Syncer:
         plan = status.get("plan_job") or {}
         error = next((s.get("error") for s in failed if s.get("error")), None) or plan.get("error")
         running = [s for s in stages if s.get("status") == "running"]
-        etas = [e for e in (_float(s.get("eta_s")) for s in running) if e is not None]
-        progress = {
+        progress_ = {
             "state": state, "done": int(status.get("done") or 0), "total": int(status.get("total") or 0),
-            "counts": status.get("counts") or {}, "eta_s": max(etas) if etas else None,
+            "counts": status.get("counts") or {}, "eta_s": progress.estimate_eta(stages, workers) if state in ACTIVE_STATES else None,
+            "workers": workers,
             "running": [{k: s.get(k) for k in ("key", "kind", "step", "total", "eta_s", "metrics", "message", "worker")} for s in running],
             "log_tail": [str(x) for x in (status.get("log_tail") or [])][-LOG_TAIL:], "updated_at": utcnow().isoformat(),
         }
-        values: dict[str, Any] = {"status": state, "progress": jsonsafe(progress), "stages_done": progress["done"],
-                                  "stages_total": progress["total"], "error": error if state == "failed" else None, "updated_at": utcnow()}
+        values: dict[str, Any] = {"status": state, "progress": jsonsafe(progress_), "stages_done": progress_["done"],
+                                  "stages_total": progress_["total"], "error": error if state == "failed" else None, "updated_at": utcnow()}
         if state in ("running", *TERMINAL) and study.started_at is None:
             values["started_at"] = utcnow()
         if state in TERMINAL:

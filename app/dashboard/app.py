@@ -45,15 +45,16 @@ def shell() -> html.Div:
 
 
 # plotly.js (4.8 MB) takes longer to evaluate than anything else on a page load. dcc.Graph uses window.Plotly when it
-# exists and only otherwise injects this same script once its own chunk has loaded, after the page's layout callbacks;
-# an async tag in the head starts it with the first request, so its evaluation overlaps the server round trips.
+# exists and only otherwise injects the script once its own chunk has loaded, after the page's layout callbacks; an
+# async tag in the head starts it with the first request, so its evaluation overlaps the server round trips. The URL
+# carries plotly's version and is cached as immutable (routes.py), so a returning visitor does not even revalidate it.
 INDEX = """<!DOCTYPE html>
 <html>
     <head>
         {%metas%}
         <title>{%title%}</title>
         {%favicon%}
-        <script async src="PREFIX_dash-component-suites/plotly/package_data/plotly.min.js"></script>
+        <script async src="PLOTLY_SRC"></script>
         {%css%}
     </head>
     <body>
@@ -71,7 +72,9 @@ def build(api_url: str) -> dash.Dash:
     """Return the configured Dash app."""
     app = dash.Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(STATIC), serve_locally=True,
                     suppress_callback_exceptions=True, title="LMC Lab", update_title=None, compress=False)
-    app.index_string = INDEX.replace("PREFIX", app.config.requests_pathname_prefix)
+    from . import routes  # noqa: PLC0415  (Flask routes need the app's server)
+
+    app.index_string = INDEX.replace("PLOTLY_SRC", app.config.requests_pathname_prefix + routes.PLOTLY_JS.lstrip("/"))
     api = Api(api_url)
     app.server.config["LMC_API_URL"] = api_url
     for page in PAGES:
@@ -102,6 +105,5 @@ def build(api_url: str) -> dash.Dash:
         role = me.get("role")
         return f"{me.get('user')} ({role})", "can-edit" if role in EDIT_ROLES else "read-only", foot
 
-    from . import routes  # noqa: PLC0415  (Flask routes need the app's server)
     routes.install(app.server, api)
     return app

@@ -69,11 +69,12 @@ class Client:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def request(self, method: str, path: str, *, params: Any = None, json: Any = None) -> httpx.Response:
+    def request(self, method: str, path: str, *, params: Any = None, json: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
         """Return the response to `method path` (2xx or 304), raising ApiError with the API's message otherwise."""
         url = self.base_url.rstrip("/") + path
         try:
-            r = _pool(self.base_url).request(method, url, params=params, json=json, headers=self._headers(), timeout=self.timeout)
+            r = _pool(self.base_url).request(method, url, params=params, json=json, headers={**self._headers(), **(headers or {})},
+                                             timeout=self.timeout)
         except httpx.TimeoutException:
             raise ApiError(f"the API at {self.base_url} did not answer {method} {path} in time") from None
         except httpx.HTTPError as err:
@@ -173,6 +174,14 @@ class Client:
         """Create and queue a copy of a study with edits; return the new study."""
         return self.post(f"/api/studies/{study_id}/clone", body)
 
+    def retry(self, study_id: str, queue: str | None = None) -> dict[str, Any]:
+        """Run a failed or cancelled study again in place (finished stages are reused); return it."""
+        return self.post(f"/api/studies/{study_id}/retry", {"queue": queue} if queue else None)
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Return the queues a study may name, each with its live workers and waiting jobs."""
+        return self.get("/api/queues")
+
     def cancel(self, study_id: str) -> dict[str, Any]:
         """Cancel a queued or running study."""
         return self.post(f"/api/studies/{study_id}/cancel")
@@ -196,6 +205,11 @@ class Client:
     def star(self, entry_id: str, on: bool) -> dict[str, Any]:
         """Star or unstar an entry; return it."""
         return self.post(f"/api/gallery/{entry_id}/star") if on else self.delete(f"/api/gallery/{entry_id}/star")
+
+    def thumbnail(self, entry_id: str, etag: str | None = None) -> tuple[bytes | None, str | None]:
+        """Return (PNG bytes, ETag) of an entry's thumbnail; the bytes are None when it is unchanged since `etag` (304)."""
+        r = self.request("GET", f"/api/gallery/{entry_id}/thumbnail.png", headers={"If-None-Match": etag} if etag else None)
+        return (None if r.status_code == 304 else r.content), r.headers.get("etag")
 
     def arrays(self, study_id: str, kind: str, stage: str | None = None) -> bytes:
         """Return a stage's arrays as npz bytes (kind: path, surface or hessian)."""

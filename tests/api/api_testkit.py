@@ -168,6 +168,51 @@ class TestApp:
         engine.dispose()
 
 
+def worker_config(seed: int = 0) -> dict[str, Any]:
+    """Return a 13-stage study (dense, IMP and random masks, one round, a surface and a Hessian each) a burst worker runs in seconds.
+
+    `seed` changes the run id, so tests on the two backends (one artifact root) do not share finished stages.
+    """
+    return {
+        "name": "api-worker-test", "seed": seed,
+        "data": {"name": "mnist1d", "augmentation": "shift", "max_shift": 3},
+        "model": {"arch": "mlp", "hidden": [32, 32]},
+        "train": {"lr": 0.1, "batch_size": 32, "epochs": 2, "schedule": "cosine"},
+        "pruning": {"mask_sources": ["dense", "imp", "random"], "rounds": 1, "rewind_steps": [0]},
+        "stability": {"pairs": [[100, 101]], "alphas": 5},
+        "analysis": {"rounds": [1], "surface": {"plane": "copies", "resolution": 5, "examples": 200},
+                     "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 20, "density_runs": 1, "density_steps": 10,
+                                 "diagonal_samples": 5}},
+    }
+
+
+def burst(queues: tuple[str, ...] = ("lmc",), max_jobs: int | None = None) -> None:
+    """Run the jobs of `queues` on the API tests' Redis with a real forking LmcWorker in this process until they are empty."""
+    import torch
+
+    import worker.jobs  # noqa: F401  (loaded once here, so forked jobs do not import it)
+    from worker.queue import connect
+    from worker.runner import make_worker
+
+    w = make_worker(connect(REDIS_URL), list(queues), name=f"api-test-{uuid.uuid4().hex[:8]}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        w.work(burst=True, logging_level="WARNING", max_jobs=max_jobs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def stage_mtimes(run_dir: Path) -> dict[str, int]:
+    """Return {stage key: mtime in ns} of every file of every finished stage (a recomputed stage rewrites its files)."""
+    out = {}
+    for info in run_dir.glob("stages/**/stage.json"):
+        stage = info.parent
+        for f in stage.iterdir():
+            out[f"{stage.relative_to(run_dir / 'stages')}/{f.name}"] = f.stat().st_mtime_ns
+    return out
+
+
 def read_json(path: Path) -> Any:
     """Return a JSON file's content."""
     return json.loads(path.read_text())

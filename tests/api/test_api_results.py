@@ -72,8 +72,9 @@ def test_a_failed_stage_keeps_its_error_and_what_finished(api, run_dir, rconn):
     with api.sessions() as s:
         syncer.apply(s, s.get(Study, study["id"]), running)
     prog = api.get(f"/api/studies/{study['id']}/progress").json()
-    assert prog["status"] == "running" and prog["eta_s"] == 42.0 and prog["log_tail"] == ["12:00:00 something happened"]
-    assert [(j["key"], j["step"], j["total"]) for j in prog["running"]] == [(broken["key"], 3, 10)]
+    assert prog["status"] == "running" and prog["log_tail"] == ["12:00:00 something happened"]
+    assert [(j["key"], j["step"], j["total"], j["eta_s"]) for j in prog["running"]] == [(broken["key"], 3, 10, 42.0)]
+    assert prog["eta_s"] is None  # the study's ETA needs a live worker on its queue (test_api_eta.py); the stage reports its own
     with api.sessions() as s:
         syncer.apply(s, s.get(Study, study["id"]), status)
     got = api.get(f"/api/studies/{study['id']}").json()

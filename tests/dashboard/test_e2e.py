@@ -1,5 +1,6 @@
 """End to end in a real browser: `lmc up`, set the token, launch `smoke` from the Launch page, watch it finish, check the
-curves, surface and spectrum are drawn with data, publish a figure, open its permalink as an anonymous visitor, stop."""
+curves, surface and spectrum are drawn with data, publish a figure (its card shows the PNG the browser rendered), open its
+permalink as an anonymous visitor, stop."""
 
 from __future__ import annotations
 
@@ -183,7 +184,17 @@ def test_launch_watch_publish_permalink(browser, tmp_path, request):
         page.wait_for_selector(".gcard", timeout=30_000)
         assert "smoke surface (E2E)" in page.inner_text("#ga-cards")
         page.wait_for_function("Array.from(document.querySelectorAll('img.thumb')).every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+        # the card shows the PNG the browser rendered when publishing (Plotly.toImage, 480x320), not the drawn SVG preview
+        assert page.evaluate("[...document.querySelectorAll('img.thumb-png')].map(i => [i.naturalWidth, i.naturalHeight])") == [[480, 320]]
         _shot(page, "gallery")
+
+        # the studies table shows the study's key results, mirrored by the API's sync: accuracy %, barrier points, sparsity %
+        page.goto(up.url + "/?sort=-final_accuracy")
+        page.wait_for_function("""() => {
+            const cell = c => document.querySelector(`#sl-table td[data-dash-column="${c}"]`);
+            return ['final_accuracy', 'largest_barrier', 'sparsity_reached'].every(c => cell(c) && /^-?\\d+\\.\\d+$/.test(cell(c).innerText.trim()));
+        }""", timeout=30_000)
+        assert page.inner_text('#sl-table td[data-dash-column="sparsity_reached"]').strip() == "36.0"  # smoke: 2 rounds, 1 - 0.8^2
 
         # the permalink as an anonymous visitor: a new context without the token sees the figure, not the editing controls
         anon = browser.new_context(viewport={"width": 1400, "height": 1000})

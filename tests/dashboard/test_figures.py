@@ -12,7 +12,6 @@ import pytest
 from app.dashboard import figures, palette, preview, schema_form
 from app.dashboard.arrays import decode
 from app.dashboard.pages.compare import diff_rows
-from app.dashboard.pages.studies import key_results
 
 
 def typed(a) -> dict:
@@ -169,11 +168,7 @@ def test_estimate_counts_epochs_rounds_sources():
     assert est["copy_trainings"] == 2 * (1 + 2 * 2)
 
 
-def test_key_results_and_config_diff():
-    table = [{"source": "imp", "sparsity": 0.0, "accuracy_mean": 97.0, "error_barrier": 5.0},
-             {"source": "imp", "sparsity": 36.0, "accuracy_mean": 96.0, "error_barrier": 1.0},
-             {"source": "random", "sparsity": 36.0, "accuracy_mean": 94.0, "error_barrier": 7.5}]
-    assert key_results(table) == {"final_accuracy": 96.0, "largest_barrier": 7.5, "sparsity_reached": 36.0}
+def test_config_diff():
     rows = diff_rows([{"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}], ["x", "y"], only_differences=True)
     assert [r["field"] for r in rows] == ["b.c"]
     assert len(diff_rows([{"a": 1}, {"a": 1}], ["x", "y"], only_differences=False)) == 1

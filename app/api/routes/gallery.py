@@ -1,16 +1,17 @@
-"""The gallery: publish a result or a figure (title, tags, notes), star it, list and filter; ids are permalinks."""
+"""The gallery: publish a result or a figure (title, tags, notes, a PNG thumbnail), star it, list and filter; ids are permalinks."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from .. import gallery, studies
-from ..deps import NOT_FOUND, READ_ERRORS, WRITE_ERRORS, Editor, Reader, SessionDep
+from .. import gallery, studies, thumbnails
+from ..auth import Principal
+from ..deps import NOT_FOUND, READ_ERRORS, WRITE_ERRORS, Editor, Reader, SessionDep, SettingsDep
 from ..errors import ApiError
 from ..models import GalleryEntry
-from ..schemas import GalleryCreate, GalleryOut, GalleryPage, GalleryUpdate
+from ..schemas import GalleryCreate, GalleryOut, GalleryPage, GalleryUpdate, ThumbnailIn
 
 router = APIRouter(prefix="/gallery", tags=["gallery"], responses=READ_ERRORS)
 EntryId = Annotated[str, Path(min_length=1, max_length=16, description="A gallery entry's permalink id.")]
@@ -20,11 +21,17 @@ def _one(session: SessionDep, entry: GalleryEntry, viewer_id: int | None) -> dic
     return gallery.public(session, [entry], viewer_id)[0]
 
 
+def _own(entry: GalleryEntry, user: Principal, what: str) -> None:
+    if entry.author_id != user.user_id and not user.can("admin"):
+        raise ApiError(f"only the entry's author or an admin may {what}", status=403)
+
+
 @router.post("", status_code=201, response_model=GalleryOut, responses={**WRITE_ERRORS, **NOT_FOUND})
-def publish(body: GalleryCreate, session: SessionDep, user: Editor) -> dict[str, Any]:
-    """Publish a study's result or one of its figures to the gallery; the answer's id is the permalink."""
+def publish(body: GalleryCreate, session: SessionDep, settings: SettingsDep, user: Editor) -> dict[str, Any]:
+    """Publish a study's result or one of its figures to the gallery, optionally with a PNG thumbnail; the answer's id is the permalink."""
     study = studies.get(session, body.study_id)
-    entry = gallery.publish(session, study, body, user.user_id)
+    png = thumbnails.from_base64(body.thumbnail, settings, "thumbnail") if body.thumbnail else None  # checked before anything is written
+    entry = gallery.publish(session, study, body, user.user_id, png)
     return _one(session, entry, user.user_id)
 
 
@@ -61,8 +68,7 @@ def get_entry(entry_id: EntryId, session: SessionDep, viewer: Reader) -> dict[st
 def update_entry(entry_id: EntryId, body: GalleryUpdate, session: SessionDep, user: Editor) -> dict[str, Any]:
     """Change an entry's title, tags or notes (its author or an admin)."""
     entry = gallery.get(session, entry_id)
-    if entry.author_id != user.user_id and not user.can("admin"):
-        raise ApiError("only the entry's author or an admin may edit it", status=403)
+    _own(entry, user, "edit it")
     return _one(session, gallery.update(session, entry, body), user.user_id)
 
 
@@ -70,8 +76,7 @@ def update_entry(entry_id: EntryId, body: GalleryUpdate, session: SessionDep, us
 def delete_entry(entry_id: EntryId, session: SessionDep, user: Editor) -> None:
     """Remove an entry from the gallery (its author or an admin); the study and its results stay."""
     entry = gallery.get(session, entry_id)
-    if entry.author_id != user.user_id and not user.can("admin"):
-        raise ApiError("only the entry's author or an admin may delete it", status=403)
+    _own(entry, user, "delete it")
     session.delete(entry)
     session.commit()
 
@@ -92,3 +97,37 @@ def unstar(entry_id: EntryId, session: SessionDep, user: Editor) -> dict[str, An
     assert user.user_id is not None
     gallery.star(session, entry, user.user_id, False)
     return _one(session, entry, user.user_id)
+
+
+_PNG_RESPONSES = {200: {"content": {"image/png": {}}, "description": "The PNG"}, 304: {"description": "Unchanged since the ETag in If-None-Match"}}
+
+
+@router.get("/{entry_id}/thumbnail.png", response_class=Response, responses={**NOT_FOUND, **_PNG_RESPONSES})
+def get_thumbnail(entry_id: EntryId, request: Request, session: SessionDep, _: Reader) -> Response:
+    """Return the entry's PNG thumbnail (ETag; 304 when If-None-Match matches); 404 when it has none."""
+    gallery.get(session, entry_id)
+    row = thumbnails.get(session, entry_id)
+    tag = thumbnails.etag(row)
+    # no-cache = revalidate every time: a replaced thumbnail is never shown stale, and the ETag makes revalidation cheap.
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(row.png, media_type="image/png", headers=headers)
+
+
+@router.put("/{entry_id}/thumbnail", response_model=GalleryOut, responses={**WRITE_ERRORS, **NOT_FOUND})
+def put_thumbnail(entry_id: EntryId, body: ThumbnailIn, session: SessionDep, settings: SettingsDep, user: Editor) -> dict[str, Any]:
+    """Set or replace an entry's PNG thumbnail (its author or an admin), e.g. for entries a script published."""
+    entry = gallery.get(session, entry_id)
+    _own(entry, user, "change its thumbnail")
+    thumbnails.put(session, entry, thumbnails.from_base64(body.png, settings, "png"))
+    return _one(session, entry, user.user_id)
+
+
+@router.delete("/{entry_id}/thumbnail", status_code=204, responses={**WRITE_ERRORS, **NOT_FOUND})
+def delete_thumbnail(entry_id: EntryId, session: SessionDep, user: Editor) -> None:
+    """Remove an entry's thumbnail (its author or an admin): its card shows the drawn preview again; 404 when it has none."""
+    entry = gallery.get(session, entry_id)
+    _own(entry, user, "remove its thumbnail")
+    if not thumbnails.remove(session, entry):
+        thumbnails.get(session, entry_id)  # raises the 404 that says there is none

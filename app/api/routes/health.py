@@ -1,4 +1,4 @@
-"""Health of the service (database, Redis, live workers) and the list of workers."""
+"""Health of the service (database, Redis, live workers), the list of workers, and the queues a study may choose."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from sqlalchemy import text
 from lmc_core import __version__
 from worker import queue as wq
 
-from ..deps import QUEUE_DOWN, READ_ERRORS, Reader, RedisDep, SessionDep
-from ..schemas import HealthOut
+from .. import queues
+from ..deps import QUEUE_DOWN, READ_ERRORS, Reader, RedisDep, SessionDep, SettingsDep
+from ..schemas import HealthOut, QueueOut
 from ..submission import REDIS_DOWN, unavailable
 
 router = APIRouter(tags=["health"])
@@ -43,3 +44,9 @@ def list_workers(conn: RedisDep, _: Reader) -> list[dict[str, Any]]:
         return wq.live_workers(conn)
     except REDIS_DOWN as err:
         raise unavailable(err, "the workers cannot be listed") from None
+
+
+@router.get("/queues", response_model=list[QueueOut], responses=READ_ERRORS)
+def list_queues(conn: RedisDep, settings: SettingsDep, _: Reader) -> list[dict[str, Any]]:
+    """Return the queues a study may name (LMC_QUEUE first), each with its live workers and waiting jobs (null when Redis is down)."""
+    return queues.summary(conn, settings)

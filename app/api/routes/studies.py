@@ -1,4 +1,5 @@
-"""Studies: create (from a preset or a config), validate, list, get, clone, cancel, archive, tag, note; jobs and live progress."""
+"""Studies: create (from a preset or a config, on a chosen queue), validate, list, get, clone, cancel, retry, archive, tag, note;
+jobs and live progress."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from .. import configs, limits, progress, studies, submission
+from .. import configs, limits, progress, queues, studies, submission
 from ..deps import (BODY_ERRORS, CONFLICT, NOT_FOUND, QUEUE_DOWN, READ_ERRORS, TOO_MANY, WRITE_ERRORS, Editor, Reader, RedisDep, SessionDep,
                     SettingsDep, json_errors)
 from ..errors import Conflict
 from ..models import Study, utcnow
 from ..schemas import (CancelOut, JobOut, NoteCreate, NoteOut, ProgressOut, StudiesPage, StudyClone, StudyCreate, StudyDetail, StudyOut,
-                       StudyUpdate, ValidationOut)
+                       StudyRetry, StudyUpdate, ValidationOut)
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=READ_ERRORS)
 StudyId = Annotated[str, Path(min_length=1, max_length=64, description="A study id (GET /api/studies lists them).")]
@@ -35,11 +36,13 @@ StudyDep = Annotated[Study, Depends(existing)]
 
 @router.post("", status_code=201, response_model=StudyDetail, responses={**WRITE_ERRORS, **NOT_FOUND, **TOO_MANY, **QUEUE_DOWN})
 def create_study(body: StudyCreate, session: SessionDep, conn: RedisDep, settings: SettingsDep, user: Editor) -> dict:
-    """Create a study from a preset or a config (plus dotted overrides) and queue it; 503 if Redis is down (the study stays queued)."""
+    """Create a study from a preset or a config (plus dotted overrides) and queue it on `queue` (default LMC_QUEUE);
+    503 if Redis is down (the study stays queued)."""
+    queue = queues.choose(settings, body.queue)
     cfg = configs.build(body.preset, body.config, body.overrides, body.name)
     limits.check_config(cfg, settings)
     limits.check_active_studies(session, user.user_id, settings)
-    study = studies.create(session, cfg, preset=body.preset, owner_id=user.user_id, tags=body.tags, note=body.note)
+    study = studies.create(session, cfg, preset=body.preset, owner_id=user.user_id, tags=body.tags, note=body.note, queue=queue)
     submission.submit(session, conn, study, settings)
     return studies.detail(study)
 
@@ -63,14 +66,23 @@ def list_studies(
     preset: Annotated[str | None, Query(max_length=64)] = None,
     owner: Annotated[str | None, Query(max_length=64, description="User name of the study's creator.")] = None,
     run_id: Annotated[str | None, Query(max_length=32)] = None,
+    queue: Annotated[str | None, Query(max_length=64, description="Studies submitted to this queue.")] = None,
+    accuracy_min: Annotated[float | None, Query(ge=0, le=100, description="final_accuracy at least this (%).")] = None,
+    accuracy_max: Annotated[float | None, Query(ge=0, le=100, description="final_accuracy at most this (%).")] = None,
+    barrier_min: Annotated[float | None, Query(ge=-100, le=100, description="largest_barrier at least this (points).")] = None,
+    barrier_max: Annotated[float | None, Query(ge=-100, le=100, description="largest_barrier at most this (points).")] = None,
+    sparsity_min: Annotated[float | None, Query(ge=0, le=100, description="sparsity_reached at least this (%).")] = None,
+    sparsity_max: Annotated[float | None, Query(ge=0, le=100, description="sparsity_reached at most this (%).")] = None,
     archived: Annotated[Literal["false", "true", "any"], Query(description="Hide archived studies (false), show only them (true), or both.")] = "false",
     sort: Annotated[studies.Sort, Query(description="Field to sort by; a leading '-' sorts descending.")] = "-created_at",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict:
-    """List studies, filtered, sorted and paginated ({data, count, limit, offset})."""
-    f = studies.Filter(status=list(status) if status else None, tags=tag, q=q, preset=preset, owner=owner, run_id=run_id,
-                       archived=None if archived == "any" else archived == "true")
+    """List studies, filtered, sorted and paginated ({data, count, limit, offset}); key results (final accuracy, largest barrier,
+    sparsity reached) sort with studies lacking them last, and their *_min / *_max bounds leave those out."""
+    f = studies.Filter(status=list(status) if status else None, tags=tag, q=q, preset=preset, owner=owner, run_id=run_id, queue=queue,
+                       archived=None if archived == "any" else archived == "true", accuracy_min=accuracy_min, accuracy_max=accuracy_max,
+                       barrier_min=barrier_min, barrier_max=barrier_max, sparsity_min=sparsity_min, sparsity_max=sparsity_max)
     rows, count = studies.page(session, f, sort, limit, offset)
     return {"data": [studies.public(s) for s in rows], "count": count, "limit": limit, "offset": offset}
 
@@ -119,13 +131,15 @@ def unarchive_study(study_id: StudyId, session: SessionDep, _: Editor) -> dict:
 @router.post("/{study_id}/clone", status_code=201, response_model=StudyDetail,
              responses={**WRITE_ERRORS, **NOT_FOUND, **TOO_MANY, **QUEUE_DOWN})
 def clone_study(study_id: StudyId, body: StudyClone, session: SessionDep, conn: RedisDep, settings: SettingsDep, user: Editor) -> dict:
-    """Create and queue a new study from this one's config with edits (a partial config and/or dotted overrides)."""
+    """Create and queue a new study from this one's config with edits (a partial config and/or dotted overrides), on the source's
+    queue unless `queue` names another."""
     source = studies.get(session, study_id)
+    queue = queues.choose(settings, body.queue, fallback=source.queue)
     cfg = configs.derive(source.config, body.config, body.overrides, body.name)
     limits.check_config(cfg, settings)
     limits.check_active_studies(session, user.user_id, settings)
     tags = body.tags if body.tags is not None else [t.name for t in source.tags]
-    study = studies.create(session, cfg, preset=source.preset, owner_id=user.user_id, tags=tags, parent_id=source.id)
+    study = studies.create(session, cfg, preset=source.preset, owner_id=user.user_id, tags=tags, parent_id=source.id, queue=queue)
     submission.submit(session, conn, study, settings)
     return studies.detail(study)
 
@@ -142,6 +156,35 @@ def cancel_study(study_id: StudyId, session: SessionDep, conn: RedisDep, _: Edit
     studies.touch(study)
     session.commit()
     return {"study": studies.public(study), "jobs_cancelled": n}
+
+
+RETRYABLE = ("failed", "cancelled")
+
+
+@router.post("/{study_id}/retry", response_model=StudyDetail, responses={**WRITE_ERRORS, **NOT_FOUND, **CONFLICT, **TOO_MANY, **QUEUE_DOWN})
+def retry_study(study_id: StudyId, session: SessionDep, conn: RedisDep, settings: SettingsDep, _: Editor,
+                body: StudyRetry | None = None) -> dict:
+    """Run a failed or cancelled study again in place: same id, run id and run directory, so finished stages are reused and
+    only the unfinished ones run; optionally on another queue. 409 for queued, running or finished studies."""
+    study = studies.get(session, study_id)
+    if study.status not in RETRYABLE:
+        hint = ("its results are complete; clone it to run a changed config" if study.status == "finished"
+                else "it is still active; cancel it first to restart it")
+        raise Conflict(f"study {study.id} is {study.status}; only failed or cancelled studies can be retried ({hint})", state=study.status)
+    queue = queues.choose(settings, body.queue if body else None, fallback=study.queue)
+    limits.check_active_studies(session, study.owner_id, settings)  # it becomes active again, for its owner
+    study.status, study.queue, study.error, study.finished_at = "queued", queue, None, None
+    study.submitted, study.plan_job_id = False, None  # until Redis accepts it; the sync resubmits otherwise
+    if study.progress:
+        study.progress = {**study.progress, "state": "queued", "eta_s": None}
+    # The stages that failed or were stopped will run again: show them as pending until the queue reports on them.
+    for job in studies.jobs(session, study.id):
+        if job.status in ("failed", "stopped", "cancelled"):
+            job.status, job.error, job.step, job.total, job.eta_s = "pending", None, None, None, None
+    studies.touch(study)
+    session.commit()
+    submission.submit(session, conn, study, settings)
+    return studies.detail(study)
 
 
 @router.get("/{study_id}/notes", response_model=list[NoteOut], responses=NOT_FOUND)

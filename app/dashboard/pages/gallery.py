@@ -1,4 +1,4 @@
-"""Gallery page: the team's published figures as cards (preview, title, tags, notes, stars, author), filtered and searched."""
+"""Gallery page: the team's published figures as cards (PNG thumbnail or drawn preview, title, tags, notes, stars, author), filtered and searched."""
 
 from __future__ import annotations
 
@@ -30,10 +30,20 @@ def layout(**q) -> html.Div:
     ])
 
 
+def picture(e: dict) -> html.Img:
+    """Return the card's picture: the PNG the publisher's browser rendered when there is one, else the SVG drawn from the data."""
+    thumb = e.get("thumbnail")
+    if thumb:
+        # The ETag in the URL makes each picture its own URL: cached for good, and a replaced one is fetched anew.
+        version = str(thumb.get("etag") or "").strip('"')
+        return html.Img(src=f"/thumbnail/{e['id']}.png?v={version}", alt=f"thumbnail of {e['title']}", className="thumb thumb-png")
+    return html.Img(src=f"/preview/{e['id']}.svg", alt=f"preview of {e['title']}", className="thumb")
+
+
 def card(e: dict) -> html.Article:
     """Return one gallery card."""
     return html.Article(className="gcard", children=[
-        dcc.Link(html.Img(src=f"/preview/{e['id']}.svg", alt=f"preview of {e['title']}", className="thumb"), href=f"/gallery/{e['id']}"),
+        dcc.Link(picture(e), href=f"/gallery/{e['id']}"),
         html.Div(className="gcard-body", children=[
             dcc.Link(e["title"], href=f"/gallery/{e['id']}", className="gcard-title"),
             html.Div([html.Span(e.get("figure") or e["kind"], className="tag tag-kind"), *[html.Span(t, className="tag") for t in e.get("tags", [])]]),

@@ -10,13 +10,12 @@ from dash import ALL, Input, Output, State, dcc, html, no_update
 from .. import schema_form, ui, urlstate
 from ..client import ApiError
 
-DEFAULT_QUEUE = "lmc"
 SECTION_ORDER = ("name", "seed", "data", "model", "train", "pruning", "stability", "sweep", "synthetic", "analysis", "device")
 OPEN_SECTIONS = ("name", "train", "pruning")
 
 
-def layout(preset: str | None = None, clone: str | None = None, **_q) -> html.Div:
-    """Return the launch page; ?preset=NAME starts from a preset, ?clone=ID from a study's config."""
+def layout(preset: str | None = None, clone: str | None = None, queue: str | None = None, **_q) -> html.Div:
+    """Return the launch page; ?preset=NAME starts from a preset, ?clone=ID from a study's config, ?queue=NAME picks the queue."""
     return html.Div(className="launch", children=[
         dcc.Store(id="ln-base"),
         dcc.Store(id="ln-url"),
@@ -25,8 +24,9 @@ def layout(preset: str | None = None, clone: str | None = None, **_q) -> html.Di
         html.Div(className="form-row", children=[
             html.Label(["start from preset", dcc.Dropdown(id="ln-preset", value=preset if not clone else None, options=[preset] if preset and not clone else [], placeholder="(defaults)", className="dd")]),
             html.Label(["or clone study", dcc.Input(id="ln-clone", value=clone or "", placeholder="study id", debounce=True, className="input")]),
-            html.Label(["queue", dcc.Dropdown(id="ln-queue", options=[{"label": f"{DEFAULT_QUEUE} (the service's queue)", "value": DEFAULT_QUEUE}],
-                                              value=DEFAULT_QUEUE, clearable=False, className="dd")]),
+            # Filled from GET /api/queues; a linked queue is offered until then (Dash drops a value missing from the options).
+            html.Label(["queue", dcc.Dropdown(id="ln-queue", options=[{"label": queue, "value": queue}] if queue else [], value=queue,
+                                              clearable=False, placeholder="the service's default", className="dd")]),
             html.Label(["tags", dcc.Input(id="ln-tags", placeholder="comma,separated", className="input")]),
         ]),
         html.Div(id="ln-preset-help", className="hint"),
@@ -98,10 +98,38 @@ def _body(base: dict[str, Any], values: dict[str, Any], tags: str | None) -> dic
     return body
 
 
+def queue_label(q: dict[str, Any]) -> str:
+    """Return a queue as the dropdown shows it: name, whether it is the default, its live workers and waiting jobs."""
+    bits = [q["name"] + (" (default)" if q.get("default") else "")]
+    workers = q.get("workers")
+    if workers is None:
+        bits.append("workers unknown (Redis does not answer)")
+    elif not workers:
+        bits.append("no worker listening: studies wait until one starts")
+    else:
+        bits.append(f"{len(workers)} worker{'s' if len(workers) != 1 else ''}, {q.get('busy') or 0} busy")
+    if q.get("queued"):
+        bits.append(f"{q['queued']} job{'s' if q['queued'] != 1 else ''} waiting")
+    return " · ".join(bits)
+
+
 def register(app, api) -> None:
     """Register the page and its callbacks."""
     dash.register_page(__name__, path="/launch", layout=layout, title="Launch · LMC Lab", name="Launch")
-    urlstate.sync(app, "ln-url", {"preset": ("ln-preset", "value"), "clone": ("ln-clone", "value")})
+    urlstate.sync(app, "ln-url", {"preset": ("ln-preset", "value"), "clone": ("ln-clone", "value"), "queue": ("ln-queue", "value")})
+
+    @app.callback(Output("ln-queue", "options"), Output("ln-queue", "value"), Input("ln-base", "data"), State("ln-queue", "value"),
+                  State("token", "data"))
+    def queues(base, current, token):
+        try:
+            rows = api(token).queues()
+        except ApiError:
+            return no_update, no_update  # the API's default queue is used when the form sends none
+        names = [q["name"] for q in rows]
+        default = next((q["name"] for q in rows if q["default"]), names[0] if names else None)
+        # The user's (or the link's) choice first, then the cloned study's queue, then the service's default.
+        value = next((v for v in (current, (base or {}).get("queue"), default) if v in names), None)
+        return [{"label": queue_label(q), "value": q["name"]} for q in rows], value
 
     @app.callback(Output("ln-preset", "options"), Input("ln-preset", "id"), State("token", "data"))
     def presets(_id, token):
@@ -118,7 +146,7 @@ def register(app, api) -> None:
             schema = client.schema()
             if clone:
                 src = client.study(clone.strip())
-                base = {"config": src["config"], "clone": src["id"], "preset": None}
+                base = {"config": src["config"], "clone": src["id"], "preset": None, "queue": src.get("queue")}
                 source = ["cloning ", dcc.Link(src["name"], href=f"/study/{src['id']}"), f" (run {src['run_id']}): edit what should change"]
                 help_text = ""
             elif preset:
@@ -173,16 +201,17 @@ def register(app, api) -> None:
     @app.callback(Output("ln-result", "children"), Output("nav", "href", allow_duplicate=True), Input("ln-go", "n_clicks"),
                   State({"type": "cfg", "path": ALL, "kind": ALL}, "value"), State({"type": "cfg", "path": ALL, "kind": ALL}, "id"),
                   State("ln-base", "data"), State("ln-tags", "value"), State("ln-queue", "value"), State("token", "data"), prevent_initial_call=True)
-    def go(n, vals, ids, base, tags, _queue, token):
+    def go(n, vals, ids, base, tags, queue, token):
         if not n:  # inserted by the page container, not clicked
             return no_update, no_update
-        # The API has no per-study queue yet: every study goes to the service's queue (LMC_QUEUE); see the report.
         if not base:
             return ui.error("the form is not ready"), no_update
         values, bad = _values([{"id": i, "value": v} for i, v in zip(ids, vals)])
         if bad:
             return ui.error("; ".join(f"{k}: {v}" for k, v in bad.items()), title="Fix first"), no_update
         body = _body(base, values, tags)
+        if queue:
+            body["queue"] = queue
         try:
             client = api(token)
             if base.get("clone"):

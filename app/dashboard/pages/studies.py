@@ -7,57 +7,72 @@ from typing import Any
 
 import dash
 from dash import Input, Output, State, dash_table, dcc, html, no_update
+from dash.dash_table.Format import Format, Scheme
 
 from .. import ui, urlstate
-from ..client import ApiError, Client
+from ..client import ApiError
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 COLUMNS = OrderedDict([
     ("name", "study"), ("status", "status"), ("preset", "preset"), ("owner", "owner"), ("tags", "tags"), ("progress", "stages"),
-    ("final_accuracy", "final accuracy (%)"), ("largest_barrier", "largest error barrier (pt)"), ("sparsity_reached", "sparsity reached (%)"),
-    ("created", "created"), ("run_id", "run id"), ("id", "id"),
+    ("final_accuracy", "final accuracy (%)"), ("largest_barrier", "largest error barrier (points)"), ("sparsity_reached", "sparsity reached (%)"),
+    ("created", "created"), ("queue", "queue"), ("run_id", "run id"), ("id", "id"),
 ])
 DEFAULT_COLUMNS = ["name", "status", "preset", "owner", "tags", "progress", "final_accuracy", "largest_barrier", "sparsity_reached", "created"]
-_summaries: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+NUMERIC = {"final_accuracy": 2, "largest_barrier": 2, "sparsity_reached": 1}  # column -> decimals shown
+# Table column -> the API's sort field: these sort over every study, not just the rows shown; the others sort the rows at hand.
+API_SORT_FIELD = {"name": "name", "status": "status", "created": "created_at", "final_accuracy": "final_accuracy",
+                  "largest_barrier": "largest_barrier", "sparsity_reached": "sparsity_reached"}
+DEFAULT_SORT = "-created_at"
 
 
-def key_results(table: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return a study's headline numbers: accuracy at the highest sparsity reached, the largest error barrier, that sparsity."""
-    rows = [r for r in table if r.get("source") != "sweep" and r.get("sparsity") is not None]
-    if not rows:
-        return {"final_accuracy": None, "largest_barrier": None, "sparsity_reached": None}
-    top = max(r["sparsity"] for r in rows)
-    finals = [r["accuracy_mean"] for r in rows if r["sparsity"] == top and r.get("accuracy_mean") is not None]
-    barriers = [r["error_barrier"] for r in table if r.get("error_barrier") is not None]
-    return {"final_accuracy": round(max(finals), 2) if finals else None, "largest_barrier": round(max(barriers), 2) if barriers else None,
-            "sparsity_reached": round(top, 1)}
-
-
-def _summary(client: Client, s: dict[str, Any]) -> dict[str, Any]:
-    # One results call per study, remembered until the study changes: the list endpoint has no result columns.
-    key = (s["id"], s["updated_at"])
-    if key not in _summaries:
-        try:
-            _summaries[key] = key_results(client.results(s["id"])["table"]) if s["stages_done"] else key_results([])
-        except ApiError:
-            return key_results([])
-        while len(_summaries) > 2000:
-            _summaries.popitem(last=False)
-    return _summaries[key]
-
-
-def row(client: Client, s: dict[str, Any]) -> dict[str, Any]:
-    """Return one table row for a study."""
+def row(s: dict[str, Any]) -> dict[str, Any]:
+    """Return one table row for a study; its key results come with the list (the API's sync keeps them on the study row)."""
     return {"id": s["id"], "name": f"[{s['name']}](/study/{s['id']})", "status": ui.badge_html(s["status"]), "preset": s.get("preset") or "",
             "owner": s.get("owner") or "", "tags": ", ".join(s.get("tags", [])), "progress": f"{s['stages_done']}/{s['stages_total']}",
-            "created": s["created_at"][:16].replace("T", " "), "run_id": s["run_id"], "status_text": s["status"], **_summary(client, s)}
+            "created": s["created_at"][:16].replace("T", " "), "run_id": s["run_id"], "status_text": s["status"],
+            "queue": s.get("queue") or "", **{k: s.get(k) for k in NUMERIC}}
+
+
+def sort_param(sort_by: list[dict[str, str]] | None) -> str:
+    """Return the API's sort parameter for the table's sort (newest first when the column is not one the API sorts)."""
+    field = API_SORT_FIELD.get((sort_by or [{}])[0].get("column_id", ""))
+    if field is None:
+        return DEFAULT_SORT
+    return ("-" if sort_by[0].get("direction") == "desc" else "") + field
+
+
+def sort_by_of(param: str | None) -> list[dict[str, str]]:
+    """Return the table's sort_by for an API sort parameter from the URL (?sort=-final_accuracy)."""
+    field = (param or "").lstrip("-")
+    column = next((c for c, f in API_SORT_FIELD.items() if f == field), None)
+    return [{"column_id": column, "direction": "desc" if param.startswith("-") else "asc"}] if column and param else []
+
+
+def sort_rows(rows: list[dict[str, Any]], sort_by: list[dict[str, str]] | None) -> list[dict[str, Any]]:
+    """Return the rows sorted by a column the API does not sort (blank values last), or as they came."""
+    if not sort_by or sort_by[0].get("column_id") in API_SORT_FIELD:
+        return rows
+    col, desc = sort_by[0]["column_id"], sort_by[0].get("direction") == "desc"
+    filled = sorted((r for r in rows if r.get(col) not in (None, "")), key=lambda r: str(r[col]).lower(), reverse=desc)
+    return filled + [r for r in rows if r.get(col) in (None, "")]
+
+
+def _column(c: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": COLUMNS[c], "id": c}
+    if c in ("name", "status"):
+        spec["presentation"] = "markdown"
+    if c in NUMERIC:  # the values are already in % and points; the headers say which
+        spec.update(type="numeric", format=Format(precision=NUMERIC[c], scheme=Scheme.fixed, nully="–"))
+    return spec
 
 
 def layout(**q) -> html.Div:
-    """Return the studies table; ?q=, ?status=, ?tag=, ?archived=, ?cols= restore the view."""
+    """Return the studies table; ?q=, ?status=, ?tag=, ?archived=, ?cols=, ?sort= restore the view."""
     cols = urlstate.many(q, "cols") or DEFAULT_COLUMNS
     return html.Div(className="studies", children=[
         dcc.Store(id="sl-url"),
+        dcc.Store(id="sl-sort", data=urlstate.first(q, "sort")),
         dcc.Store(id="sl-rev", data=0),
         dcc.Interval(id="sl-poll", interval=5000),
         html.Div(className="page-head", children=[html.H1("Studies"), html.Div(id="sl-count", className="meta"),
@@ -82,7 +97,8 @@ def layout(**q) -> html.Div:
         ])),
         html.Div(id="sl-error"),
         ui.loading(dash_table.DataTable(
-            id="sl-table", data=[], columns=[], row_selectable="multi", selected_rows=[], sort_action="native", filter_action="native",
+            id="sl-table", data=[], columns=[], row_selectable="multi", selected_rows=[], sort_action="custom", sort_mode="single",
+            sort_by=sort_by_of(urlstate.first(q, "sort")), filter_action="native",
             page_size=25, export_format="csv", export_headers="display", markdown_options={"html": True, "link_target": "_self"},
             style_as_list_view=True, style_cell={"fontFamily": "inherit", "padding": "6px 10px", "textAlign": "left"},
             style_header={"fontWeight": "600", "backgroundColor": "#f6f7f9"},
@@ -95,21 +111,25 @@ def register(app, api) -> None:
     """Register the page and its callbacks."""
     dash.register_page(__name__, path="/", layout=layout, title="Studies · LMC Lab", name="Studies")
     urlstate.sync(app, "sl-url", {"q": ("sl-q", "value"), "status": ("sl-status", "value"), "tag": ("sl-tag", "value"),
-                                  "archived": ("sl-archived", "value"), "cols": ("sl-cols", "value")})
+                                  "archived": ("sl-archived", "value"), "cols": ("sl-cols", "value"), "sort": ("sl-sort", "data")})
+
+    @app.callback(Output("sl-sort", "data"), Input("sl-table", "sort_by"), prevent_initial_call=True)
+    def remember_sort(sort_by):
+        # The URL keeps the sort as the API spells it (?sort=-final_accuracy); a column the API does not sort is not kept.
+        param = sort_param(sort_by)
+        return None if param == DEFAULT_SORT else param
 
     @app.callback(Output("sl-table", "data"), Output("sl-table", "columns"), Output("sl-count", "children"), Output("sl-error", "children"),
                   Input("sl-q", "value"), Input("sl-status", "value"), Input("sl-tag", "value"), Input("sl-archived", "value"),
-                  Input("sl-cols", "value"), Input("sl-rev", "data"), Input("sl-poll", "n_intervals"), State("token", "data"))
-    def table(q, status, tag, archived, cols, _rev, _n, token):
-        client = api(token)
-        try:
-            page = client.studies(q=q or None, status=status or None, tag=tag or None, archived=archived, limit=200)
+                  Input("sl-cols", "value"), Input("sl-table", "sort_by"), Input("sl-rev", "data"), Input("sl-poll", "n_intervals"),
+                  State("token", "data"))
+    def table(q, status, tag, archived, cols, sort_by, _rev, _n, token):
+        try:  # one query: the key results are columns of the study list
+            page = api(token).studies(q=q or None, status=status or None, tag=tag or None, archived=archived, sort=sort_param(sort_by), limit=200)
         except ApiError as err:
             return [], [], "", ui.error(err.message)
-        rows = [row(client, s) for s in page["data"]]
-        columns = [{"name": COLUMNS[c], "id": c, **({"presentation": "markdown"} if c in ("name", "status") else {}),
-                    **({"type": "numeric"} if c in ("final_accuracy", "largest_barrier", "sparsity_reached") else {})}
-                   for c in COLUMNS if c in (cols or DEFAULT_COLUMNS)]
+        rows = sort_rows([row(s) for s in page["data"]], sort_by)
+        columns = [_column(c) for c in COLUMNS if c in (cols or DEFAULT_COLUMNS)]
         msg = "" if rows else ui.empty("no study matches; launch one from the Launch page")
         return rows, columns, f"{page['count']} studies", msg
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dash
 from dash import Input, Output, Patch, State, dcc, html, no_update
 
@@ -12,6 +14,9 @@ TERMINAL = ("finished", "failed", "cancelled")
 POLL_MS = 2000
 FIRST_POLL_MS = 50
 PATH = "/study/<study_id>"
+# The graph holding each publishable figure on this page (rendered as the gallery card's PNG), and the picture's size.
+THUMB_GRAPHS = {"sparsity": "st-barrier-graph", "interpolation": "st-interp", "surface": "st-contour", "hessian": "st-spectrum"}
+THUMB_SIZE = (480, 320)
 TABS = ("sparsity", "paths", "landscape", "hessian", "synthetic")
 
 
@@ -313,17 +318,50 @@ def register(app, api) -> None:
             if dash.ctx.triggered_id == "st-cancel":
                 out = api(token).cancel(study_id)
                 return ui.ok(f"cancelled; {out.get('jobs_cancelled', 0)} job(s) stopped"), no_update, False
-            new = api(token).clone(study_id, {})
-            return no_update, f"/study/{new['id']}", no_update
+            # Retry runs this study again in place (same run directory): finished stages are reused, only the rest runs.
+            # A study that is still active or already finished gets the API's 409, which says what to do instead.
+            study = api(token).retry(study_id)
+            return ui.ok(f"queued again on {study.get('queue') or 'the default queue'}: finished stages are reused, "
+                         "only the unfinished ones run"), no_update, False  # polling resumes
         except ApiError as err:
             return ui.error(err.message), no_update, no_update
 
-    @app.callback(Output("pub-msg", "children"), Input("pub-go", "n_clicks"), State("pub-figure", "value"), State("pub-title", "value"),
+    # Publishing, step 1 in the browser: render the chosen figure (Plotly.toImage, PNG, THUMB_SIZE) for the gallery card.
+    # The figure comes from its graph's `figure` property, so it renders even when its tab is not shown. The request, with
+    # the picture as a data URL, goes through a data-* property of the message box, which carries it to step 2 on the
+    # server. A figure not drawn yet, or one that fails to render, is published without a picture (the card draws a preview).
+    names = list(THUMB_GRAPHS)
+    app.clientside_callback(
+        f"""async function(n, figure, ...figs) {{
+            if (!n) return window.dash_clientside.no_update;
+            const out = {{n: n, figure: figure || null, png: null, error: null}};
+            const fig = figure ? figs[{json.dumps(names)}.indexOf(figure)] : null;
+            if (fig && fig.data && fig.data.length && window.Plotly) {{
+                const [w, h] = [{THUMB_SIZE[0]}, {THUMB_SIZE[1]}];
+                try {{
+                    out.png = await window.Plotly.toImage({{data: fig.data, layout: Object.assign({{}}, fig.layout, {{width: w, height: h}})}},
+                                                          {{format: 'png', width: w, height: h}});
+                }} catch (e) {{
+                    out.error = String(e);
+                }}
+            }}
+            return JSON.stringify(out);
+        }}""",
+        Output("pub-msg", "data-request"), Input("pub-go", "n_clicks"), State("pub-figure", "value"),
+        *[State(THUMB_GRAPHS[name], "figure") for name in names], prevent_initial_call=True)
+
+    @app.callback(Output("pub-msg", "children"), Input("pub-msg", "data-request"), State("pub-title", "value"),
                   State("pub-tags", "value"), State("pub-notes", "value"), State("st-surface-stage", "value"), State("st-hessian-stage", "value"),
                   State("st-id", "data"), State("token", "data"), prevent_initial_call=True)
-    def publish(n, figure, title, tags, notes, sstage, hstage, study_id, token):
-        if not n:
+    def publish(request, title, tags, notes, sstage, hstage, study_id, token):
+        # Step 2 on the server: publish the entry, with the browser's PNG as its thumbnail when step 1 made one.
+        try:
+            req = json.loads(request) if request else None
+        except ValueError:
+            req = None
+        if not req:
             return no_update
+        figure = req.get("figure")
         if not figure:
             return ui.error("choose the figure to publish", title="Publish")
         body = {"study_id": study_id, "kind": "figure", "figure": figure, "title": (title or "").strip() or f"{figure} figure",
@@ -332,12 +370,23 @@ def register(app, api) -> None:
             body["stage"] = sstage
         elif figure == "hessian":
             body["stage"] = hstage
+        if req.get("png"):
+            body["thumbnail"] = req["png"]
         try:
             entry = api(token).publish(body)
         except ApiError as err:
-            return ui.error(err.message)
+            if not (body.get("thumbnail") and any(e.get("loc") == "thumbnail" for e in err.fields)):
+                return ui.error(err.message)
+            # The picture was refused (e.g. over the server's size limit): the entry is still worth publishing, with a drawn preview.
+            body.pop("thumbnail")
+            try:
+                entry = api(token).publish(body)
+            except ApiError as err2:
+                return ui.error(err2.message)
+            req["error"] = err.message
+        note = "" if entry.get("thumbnail") else f"  (no thumbnail: {req.get('error') or 'the figure is not drawn yet'}; the card shows a drawn preview)"
         return ui.ok(["published: ", dcc.Link(entry["title"], href=f"/gallery/{entry['id']}", id="pub-permalink"),
-                      html.Span(f"  (permalink /gallery/{entry['id']})", className="mono")])
+                      html.Span(f"  (permalink /gallery/{entry['id']})", className="mono"), html.Span(note, className="hint")])
 
 
 def _grow(chosen: list | None, old_options: list | None, now: list) -> list:
