@@ -2,7 +2,9 @@
 
 - final accuracy: the test accuracy (mean of the copies, %) at the last finished round of the main mask source;
 - sparsity reached: the sparsity (%) of that same subnetwork, so the two read together;
-- largest barrier: the largest test error barrier (percentage points) of any row of the table: the study's worst instability.
+- largest barrier: the largest test error barrier (percentage points) of the main mask source's subnetworks, over every
+  round and rewind step: how unstable the study's subnetworks get. (The dense network at k = 0 is left out unless it is
+  the main source: it is the reference every study shares, large by design, and would decide every sort.)
 
 The main mask source is the first one in `pruning.mask_sources` that is not `dense` (dense alone when it is the only
 one); with several rewind steps, the first of `pruning.rewind_steps` that reached that round. Rows are the worker's
@@ -38,12 +40,12 @@ def _number(value: Any) -> float | None:
 def compute(table: list[dict[str, Any]], config: dict[str, Any] | None) -> dict[str, float | None]:
     """Return {final_accuracy, largest_barrier, sparsity_reached}; None for what the table cannot tell yet."""
     out: dict[str, float | None] = dict.fromkeys(FIELDS)
-    barriers = [b for b in (_number(r.get("error_barrier")) for r in table) if b is not None]
-    out["largest_barrier"] = max(barriers) if barriers else None
     main = main_source(config)
     rows = [r for r in table if r.get("source") == main and isinstance(r.get("round"), int)]
     if not rows:
         return out
+    barriers = [b for b in (_number(r.get("error_barrier")) for r in rows) if b is not None]
+    out["largest_barrier"] = max(barriers) if barriers else None
     last = max(r["round"] for r in rows)
     at_last = [r for r in rows if r["round"] == last]
     steps = list(((config or {}).get("pruning") or {}).get("rewind_steps") or [])

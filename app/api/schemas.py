@@ -119,7 +119,7 @@ class StudyOut(BaseModel):
     stages_total: int
     queue: str | None = Field(description="The RQ queue the study's jobs go to.")
     final_accuracy: float | None = Field(description="Test accuracy (%, mean of the copies) at the main mask source's last finished round.")
-    largest_barrier: float | None = Field(description="Largest test error barrier of the study, in percentage points.")
+    largest_barrier: float | None = Field(description="Largest test error barrier of the main mask source's subnetworks (every round and rewind step), in percentage points.")
     sparsity_reached: float | None = Field(description="Sparsity (%) of the subnetwork final_accuracy was measured on.")
     error: str | None
     created_at: datetime

@@ -156,9 +156,11 @@ def test_launch_watch_publish_permalink(browser, tmp_path, request):
 
         # results drawn with data, tab by tab: sparsity, curves, 2-D landscape (contour and 3-D surface), spectrum
         _wait_graph(page, "st-accuracy", "x")
+        _shot(page, "study-sparsity")
         page.click("#st-tab-paths")
         _wait_graph(page, "st-interp", "x")
         assert page.evaluate("document.querySelector('#st-interp .js-plotly-plot').data.length") >= 4
+        _shot(page, "study-interpolation")
         page.click("#st-tab-landscape")
         _wait_graph(page, "st-contour", "z")
         _wait_graph(page, "st-surface3d", "z")
@@ -168,6 +170,7 @@ def test_launch_watch_publish_permalink(browser, tmp_path, request):
         page.click("#st-tab-hessian")
         _wait_graph(page, "st-spectrum", "x")
         assert _graph_has_data(page, "st-hessian-rounds", "y")
+        _shot(page, "study-hessian")
 
         # publish the surface to the gallery
         page.click("#pub-figure")
@@ -195,6 +198,7 @@ def test_launch_watch_publish_permalink(browser, tmp_path, request):
             return ['final_accuracy', 'largest_barrier', 'sparsity_reached'].every(c => cell(c) && /^-?\\d+\\.\\d+$/.test(cell(c).innerText.trim()));
         }""", timeout=30_000)
         assert page.inner_text('#sl-table td[data-dash-column="sparsity_reached"]').strip() == "36.0"  # smoke: 2 rounds, 1 - 0.8^2
+        _shot(page, "studies")
 
         # the permalink as an anonymous visitor: a new context without the token sees the figure, not the editing controls
         anon = browser.new_context(viewport={"width": 1400, "height": 1000})

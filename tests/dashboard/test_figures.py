@@ -129,6 +129,11 @@ def test_hessian_figures():
                                    "entries": 10, "zeros": 3}}
     spec = figures.spectrum(data)
     assert spec.layout.yaxis.type == "log" and len(spec.data[0].x) == 50
+    # one dotted mark per top eigenvalue; only the largest is labelled (an empty label would read "new text")
+    assert sorted(sh.x0 for sh in spec.layout.shapes) == [1.2, 1.9]
+    assert [a.text for a in spec.layout.annotations] == ["λ1"]
+    deep = {"top_eigenvalues": [], "density": {"grid": typed(grid), "values": typed(np.where(grid < 1, 1.0, 1e-20))}}
+    assert min(figures.spectrum(deep).data[0].y) == pytest.approx(1e-6), "troughs are floored six decades under the peak"
     hist = figures.diagonal_histogram(data)
     assert list(hist.data[0].y) == [0, 1, 2, 3, 4]
     rounds = figures.hessian_by_round([{"mask": "imp-k0-r1", "lambda_max": 2.0, "trace": 10.0, "trace_stderr": 0.5},
