@@ -192,8 +192,14 @@ def surface3d(data: dict[str, Any], quantity: str = "loss", log: bool = False, z
                                colorbar=dict(title=dict(text=z_title(quantity, log), side="right")),
                                hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>%{z:.4g}<extra></extra>"))
     pts = _points(data)
+    on_surface = [_nearest_z(x, y, z, *p) for p in pts.values()]
+    finite = z[np.isfinite(z)]
+    # Lifted 3 % of the z range so the surface does not hide them; hover shows the surface's value.
+    lift = 0.03 * float(finite.max() - finite.min()) if finite.size else 0.0
     fig.add_trace(go.Scatter3d(x=f32([p[0] for p in pts.values()]), y=f32([p[1] for p in pts.values()]),
-                               z=f32([_nearest_z(x, y, z, *p) for p in pts.values()]), text=list(pts), mode="markers+text", name="models",
+                               z=f32([v + lift for v in on_surface]), customdata=f32(on_surface), text=list(pts),
+                               hovertemplate="%{text}: x %{x:.3g}, y %{y:.3g}<br>%{customdata:.4g}<extra></extra>",
+                               mode="markers+text", name="models",
                                marker=dict(size=5, color=[POINT_STYLE.get(n, ("circle", "#fff"))[1] for n in pts], line=dict(color="#000", width=1)),
                                showlegend=False))
     fig.add_trace(go.Scatter3d(x=f32([]), y=f32([]), z=f32([]), mode="markers", name="cursor", showlegend=False, hoverinfo="skip",

@@ -79,6 +79,12 @@ def test_models_marked_and_cursor_trace_ready():
     fig = figures.contour(surface_payload(21))
     assert list(fig.data[1].text) == ["rewind", "A", "B"]
     assert fig.data[2].name == "cursor" and len(fig.data[2].x) == 0
+    s3 = figures.surface3d(surface_payload(21))
+    z = decode(s3.data[0].z)
+    for px, py, pz, true_z in zip(decode(s3.data[1].x), decode(s3.data[1].y), decode(s3.data[1].z), decode(s3.data[1].customdata)):
+        i, j = np.abs(decode(s3.data[0].y) - py).argmin(), np.abs(decode(s3.data[0].x) - px).argmin()
+        assert true_z == pytest.approx(z[i, j]), "hover shows the surface's value at the model"
+        assert pz > true_z, "the marker sits above the surface, not hidden under it"
 
 
 def test_shared_colour_scale_spans_every_surface():
