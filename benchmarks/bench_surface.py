@@ -21,7 +21,13 @@ Timing: every (tool, repeat) is a fresh subprocess pinned to 2 threads, tools in
 of the repeats; the timed region is the surface call only (models, plane and data are built
 before it; one untimed warm-up forward for every tool). LMC Lab is timed with the loop and
 batched strategies and with strategy="auto" (both timed on the first grid points, the faster kept),
-each with and without first-layer reuse; the speed-up is reported for the fastest and for auto. Integrity: does the user's model come back with
+each with and without first-layer reuse; the speed-up is reported for the fastest and for auto. On the CNN
+"loop"/"batched"/"auto" run the fused plan (lmc_core.fused_chain: BatchNorm folded, ReLU fused into the
+convolutions, 4 points per grouped convolution for "batched"); "loop-unfused" is the module forward
+per point (fused=False), the ablation. LMC Lab keeps glibc's freed memory in the heap while a surface
+is evaluated (heap.roomy_heap: ~4,000 page faults per CNN forward otherwise);
+"loss_landscapes+heap" times the baseline under the same allocator setting, so the share of the
+speed-up that comes from the allocator alone is visible. Integrity: does the user's model come back with
 the same parameters, buffers and requires_grad flags (loss-landscapes with its default
 deepcopy_model=False; LMC Lab always)?
 
@@ -51,6 +57,7 @@ OURS = {
     "batched+first": ("batched", True),
     "auto": ("auto", False),  # what a user gets: both strategies timed on the first points, the faster kept
     "auto+first": ("auto", True),
+    "loop-unfused": ("loop", False, False),  # ablation: the module forward per point (fused=False)
 }
 BASELINE = {"m-mlp": 0.84, "cnn": 5.8}  # loss-landscapes random_plane seconds measured before (issue text), for reference
 TARGET = {"m-mlp": 2.5, "cnn": 3.0}
@@ -100,6 +107,8 @@ def _ll_models(model, plane, r: float = RADIUS):
 
 
 def worker(task: dict) -> dict:
+    import contextlib
+
     H.pin_threads()
     import numpy as np
     import torch
@@ -110,19 +119,24 @@ def worker(task: dict) -> dict:
         import loss_landscapes
         import loss_landscapes.metrics
 
+        from lmc_core.heap import roomy_heap
+
         start, end1, end2 = _ll_models(model, plane)
         metric = loss_landscapes.metrics.Loss(torch.nn.CrossEntropyLoss(), x, y)
-        with H.Timer() as t:
+        # ablation "loss_landscapes+heap": the baseline under the allocator setting LMC Lab uses (heap.roomy_heap)
+        heap = roomy_heap() if task.get("heap") else contextlib.nullcontext()
+        with heap, H.Timer() as t:
             vals = loss_landscapes.planar_interpolation(start, end1, end2, metric, steps=steps, deepcopy_model=True)
         np.save(task["out"], np.asarray(vals, dtype=np.float64))
         return {"seconds": t.s, "rss_mb": H.peak_rss_mb()}
     if task["tool"] == "ours":
         from lmc_core.landscape import evaluate_surface
 
-        strategy, reuse = task["strategy"], task["reuse"]
+        strategy, reuse, fused = task["strategy"], task["reuse"], task.get("fused", True)
         a, b_even, b_odd = staggered(steps)
         data = {"eval": (x, y)}
-        kw = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x), strategy=strategy, reuse_first_layer=reuse)
+        kw = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x), strategy=strategy, reuse_first_layer=reuse,
+                  fused=fused)
         with H.Timer() as t:
             even = evaluate_surface(model, plane, a[0::2], b_even, data, **kw)
             odd = evaluate_surface(model, plane, a[1::2], b_odd, data, **kw)
@@ -130,7 +144,7 @@ def worker(task: dict) -> dict:
         vals[0::2] = even.loss["eval"]
         vals[1::2] = odd.loss["eval"]
         np.save(task["out"], vals)
-        return {"seconds": t.s, "rss_mb": H.peak_rss_mb(), "strategy": even.strategy}
+        return {"seconds": t.s, "rss_mb": H.peak_rss_mb(), "strategy": even.strategy, "fused": even.info.get("fused")}
     if task["tool"] == "integrity":
         return integrity(task, model, x, y, plane)
     raise ValueError(task["tool"])
@@ -197,8 +211,11 @@ def run_model(kind: str, repeats: int, with_ll: bool, tmp: Path) -> dict:
     tasks = {}
     if with_ll:
         tasks["loss_landscapes"] = {**base, "name": f"{kind}/loss_landscapes", "tool": "loss_landscapes", "out": str(tmp / f"{kind}_ll.npy")}
-    for key, (strategy, reuse) in OURS.items():
-        tasks[key] = {**base, "name": f"{kind}/{key}", "tool": "ours", "strategy": strategy, "reuse": reuse, "out": str(tmp / f"{kind}_{key}.npy")}
+        tasks["loss_landscapes+heap"] = {**base, "name": f"{kind}/loss_landscapes+heap", "tool": "loss_landscapes", "heap": True,
+                                         "out": str(tmp / f"{kind}_llh.npy")}
+    for key, (strategy, reuse, *rest) in OURS.items():
+        tasks[key] = {**base, "name": f"{kind}/{key}", "tool": "ours", "strategy": strategy, "reuse": reuse, "fused": rest[0] if rest else True,
+                      "out": str(tmp / f"{kind}_{key}.npy")}
     # Gate first (one untimed-for-the-ratio run each, which also checks every variant), then the timed repeats.
     runs = H.interleaved(SCRIPT, tasks, repeats)
     vals = {k: np.load(t["out"]) for k, t in tasks.items()}
@@ -218,6 +235,8 @@ def run_model(kind: str, repeats: int, with_ll: bool, tmp: Path) -> dict:
         }
         if key in ("auto", "auto+first"):
             res[f"{key}_picked"] = [r["strategy"] for r in runs[key]]
+        if key in OURS:
+            res["variants"][key]["fused"] = sorted({str(r.get("fused")) for r in runs[key]})
     res["loss_range"] = [float(ref.min()), float(ref.max())]
     res["integrity"] = H.run_worker(SCRIPT, {**base, "name": f"{kind}/integrity", "tool": "integrity", "with_ll": with_ll})
     ours = {k: v for k, v in res["variants"].items() if k in OURS}
@@ -230,6 +249,7 @@ def run_model(kind: str, repeats: int, with_ll: bool, tmp: Path) -> dict:
         res["speedup_auto"] = ll / ours["auto"]["seconds"]
         res["speedup_auto_first"] = ll / ours["auto+first"]["seconds"]
         res["gate_all"] = all(v["gate"] for v in ours.values())
+        res["speedup_best_vs_heap_baseline"] = res["variants"]["loss_landscapes+heap"]["seconds"] / ours[best]["seconds"]
     return res
 
 
@@ -291,6 +311,8 @@ def main() -> None:
         summary[f"{k}_ours_best_s"] = round(ours[res["best"]]["seconds"], 4)
         if with_ll:
             summary[f"{k}_loss_landscapes_s"] = round(res["variants"]["loss_landscapes"]["seconds"], 4)
+            summary[f"{k}_loss_landscapes_heap_s"] = round(res["variants"]["loss_landscapes+heap"]["seconds"], 4)
+            summary[f"{k}_speedup_vs_loss_landscapes_heap"] = round(res["speedup_best_vs_heap_baseline"], 3)
             summary[f"{k}_speedup_vs_loss_landscapes"] = round(res["speedup_best"], 3)
             summary[f"{k}_speedup_auto_vs_loss_landscapes"] = round(res["speedup_auto"], 3)
             summary[f"{k}_speedup_auto_first_layer_vs_loss_landscapes"] = round(res["speedup_auto_first"], 3)

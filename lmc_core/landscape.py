@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .connectivity import STRATEGIES, apply_mask, calibration_batches, choose_strategy, chunk_size, resolve_bn_mode
+from .heap import roomy_heap
 from .plane_eval import PlaneEvaluator
 from .pruning import Masks, State
 from .seeding import generator
@@ -600,6 +601,7 @@ def evaluate_surface(
     chunk: int | None = None,
     callback: Callable[[int, int, Surface], None] | None = None,
     reuse_first_layer: bool = False,
+    fused: bool = True,
 ) -> Surface:
     """Return loss and error at every (xs[i], ys[j]) of `plane`, per split of `data`, evaluated coarse to fine.
 
@@ -619,6 +621,11 @@ def evaluate_surface(
     each point's output as z0 + a z1 + b z2 (exact up to rounding, since the layer is linear in its
     weights and the masks are fixed); it refuses models with parameters or statistics before that
     layer, and switches itself off (noted in `info`) when the cache would exceed 512 MiB.
+    `fused` (float32 conv nets whose forward is a chain of Conv2d/BatchNorm/ReLU/pool/Flatten/Linear,
+    see `fused_chain`; not with `reuse_first_layer`) evaluates with running-statistics BatchNorm folded
+    into the convolutions, ReLU fused into them and, for strategy "batched", several points per grouped
+    convolution; values equal the module's up to float32 rounding and the centre is evaluated by the
+    module itself (bit-exact); `info["fused"]` says whether it ran ("on", "off" or why not).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -642,8 +649,15 @@ def evaluate_surface(
             if k in worker_base:
                 worker_base[k] = v.detach().to(worker_base[k].device, worker_base[k].dtype)
     batches = calibration_batches(calibration, bn_batches, bn_batch_size) if mode == "reestimate" else []
+    with roomy_heap():
+        return _evaluate_surface(model, plane, xs, ys, data, use_masks, mode, worker_base, batches, bn_batch_size, batch_size,
+                                 strategy, chunk, callback, reuse_first_layer, fused)
+
+
+def _evaluate_surface(model, plane, xs, ys, data, use_masks, mode, worker_base, batches, bn_batch_size, batch_size,
+                      strategy, chunk, callback, reuse_first_layer, fused) -> Surface:
     evaluator = PlaneEvaluator(model, plane.centre, plane.d1, plane.d2, plane.dtypes, masks=use_masks, mode=mode, base=worker_base,
-                               buffers_at=plane.buffers_at, calibration=batches, reuse_first_layer=reuse_first_layer)
+                               buffers_at=plane.buffers_at, calibration=batches, reuse_first_layer=reuse_first_layer, fused=fused)
     evaluator.prepare(data, batch_size)
     rows_batch = min(batch_size, max(len(x) for x, _ in data.values()))
     stack = int(chunk) if chunk is not None else chunk_size(dict(evaluator.worker.state_dict()), rows_batch)
@@ -659,6 +673,7 @@ def evaluate_surface(
     elif mode == "endpoint":
         info["bn"] = {"statistics": "centre" if plane.buffers else "template"}
     info["first_layer_reuse"] = evaluator.reuse_note
+    info["fused"] = evaluator.plan_note
     surface = Surface(xs=xs, ys=ys, loss=loss, error=error, bn_mode=mode, strategy=strategy, kind=plane.kind, info=info,
                       points=dict(plane.points), done=done_mask)
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from . import fused_chain
 from .connectivity import bn_buffer_keys, make_worker
 from .models import prunable_modules
 from .pruning import Masks, State
@@ -33,8 +34,7 @@ from .pruning import Masks, State
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Row = dict[str, tuple[float, float]]
 REUSE_BUDGET_BYTES = 512 * 2**20  # cached first-layer parts (3 per batch); beyond this, reuse is switched off
-
-
+GROUP_POINTS = 4  # points per fused forward (strategy "batched" on a fused conv net)
 class _Injected(nn.Module):
     """Stands in for the first Conv/Linear: returns the pre-computed output `z` of the current point."""
 
@@ -91,7 +91,7 @@ class PlaneEvaluator:
 
     def __init__(self, model: nn.Module, centre: State, d1: State, d2: State, dtypes: dict[str, torch.dtype], *,
                  masks: Masks | None, mode: str, base: State, buffers_at=None, calibration: Sequence[torch.Tensor] = (),
-                 reuse_first_layer: bool = False):
+                 reuse_first_layer: bool = False, fused: bool = True):
         self.mode = mode
         self.buffers_at = buffers_at
         self.calibration = list(calibration)
@@ -132,6 +132,15 @@ class PlaneEvaluator:
         self.reuse_note = "off"
         if reuse_first_layer:
             self._setup_reuse(centre, d1, d2, masks, dtypes)
+        self.plan: list | None = None
+        self.plan_note = "off"
+        if fused and self.reuse is None:
+            self.plan = fused_chain.build(self.worker)
+            if self.plan is not None:
+                self.plan_params = fused_chain.param_names(self.plan)
+                self.plan_buffers = fused_chain.bn_buffer_names(self.plan)
+                self.plan_rows: dict[int, int] = {}
+                self.plan_note = "pending"
 
     # ---- first-layer reuse ------------------------------------------------------------------
     def _setup_reuse(self, centre: State, d1: State, d2: State, masks: Masks, dtypes: dict[str, torch.dtype]) -> None:
@@ -174,7 +183,9 @@ class PlaneEvaluator:
         return captured[0]
 
     def prepare(self, splits: Splits, batch_size: int) -> None:
-        """Cache the first layer's three parts for every batch of `splits` and of the calibration set (when reuse is on and fits)."""
+        """Check the fused plan on the first batch (when there is one); cache the first layer's parts (when reuse is on and fits)."""
+        if self.plan is not None:
+            self._check_plan(splits, batch_size)
         if self.reuse is None:
             return
         batches = [xb for x, y in splits.values() for xb, _ in self._batches(x, y, batch_size)] + self.calibration
@@ -247,7 +258,17 @@ class PlaneEvaluator:
 
     @torch.no_grad()
     def evaluate_loop(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int) -> list[Row]:
-        """Return, per (a, b), split -> (mean loss, error), one forward per point and batch, with evaluation.evaluate's arithmetic."""
+        """Return, per (a, b), split -> (mean loss, error), one forward per point and batch, with evaluation.evaluate's arithmetic.
+
+        On a fused conv net (see `fused_chain`) every point but the centre runs the fused plan, one point per forward.
+        """
+        if self.plan is not None and self.plan_note == "pending":
+            self._check_plan(splits, batch_size)  # prepare() was not called
+        if self.plan is not None:
+            return self._evaluate_plan(points, splits, batch_size, 1)
+        return self._evaluate_module(points, splits, batch_size)
+
+    def _evaluate_module(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int) -> list[Row]:
         rows = []
         for a, b in points:
             a, b = float(a), float(b)
@@ -266,10 +287,103 @@ class PlaneEvaluator:
             rows.append(row)
         return rows
 
+    # ---- the fused plan (fused_chain) -------------------------------------------------------------
+    def _plan_prepare(self, points: Sequence[tuple[float, float]]) -> list:
+        """Return the plan's stacked, BatchNorm-folded weights for `points` (their parameters cast as `_set` casts them)."""
+        n = len(points)
+        flat = torch.empty(n, self.c.numel(), dtype=torch.float64, device=self.c.device)
+        for i, (a, b) in enumerate(points):
+            if a == 0.0 and b == 0.0:
+                flat[i].copy_(self.c)
+            else:
+                torch.add(self.c, self.d1, alpha=a, out=flat[i])
+                flat[i].add_(self.d2, alpha=b)
+        tensors, off = {}, 0
+        for k, numel, shape, dtype in zip(self.names, self.numels, self.shapes, self.dtypes):
+            if k in self.plan_params:
+                tensors[k] = flat[:, off : off + numel].to(dtype).view(n, *shape)
+            off += numel
+        if self.mode in ("interpolate", "reestimate") and self.plan_buffers:
+            per_point = []
+            for a, b in points:
+                self._set(a, b)
+                per_point.append([self.buffers[k].clone() for k in self.plan_buffers])
+            buffers = {k: torch.stack([pp[i] for pp in per_point]) for i, k in enumerate(self.plan_buffers)}
+        else:
+            buffers = {k: self.buffers[k].unsqueeze(0).expand(n, *self.buffers[k].shape) for k in self.plan_buffers}
+        return fused_chain.prepare(self.plan, tensors, buffers, n)
+
+    def _rows_for(self, group: int) -> int:
+        if group not in self.plan_rows:
+            self.plan_rows[group] = fused_chain.rows_per_block(self._plan_act_row, group)
+        return self.plan_rows[group]
+
+    def _check_plan(self, splits: Splits, batch_size: int) -> None:
+        """Compare the plan with the module forward on real inputs at two points; switch it off (noted) on any mismatch."""
+        x, y = next(iter(splits.values()))
+        xb = self._batches(x, y, batch_size)[0][0][:16]
+        pts = [(0.0, 0.0), (0.5, -0.25)]
+        try:
+            with torch.no_grad():
+                prep = self._plan_prepare(pts)
+                got = fused_chain.forward(self.plan, prep, xb, len(pts))
+                self._plan_act_row = fused_chain.max_activation_per_row(self.plan, self._plan_prepare(pts[:1]), xb)
+                for i, (a, b) in enumerate(pts):
+                    self._set(a, b)
+                    ref = self.worker(xb)
+                    if got[i].shape != ref.shape or not torch.allclose(got[i], ref, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))):
+                        raise ValueError(f"fused forward differs from the module's by {float((got[i] - ref).abs().max()):.3g}")
+        except Exception as e:  # noqa: BLE001 - whatever the plan cannot do, the module forward still does
+            self.plan = None
+            self.plan_note = f"off ({e})".splitlines()[0][:200]
+            return
+        self.plan_note = "on"
+
+    def _evaluate_plan(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int, group: int) -> list[Row]:
+        """Evaluate `points` with the fused plan, `group` points per forward; the centre with the module itself (bit-exact)."""
+        points = [(float(a), float(b)) for a, b in points]
+        rows: list[Row | None] = [None] * len(points)
+        centre = [i for i, (a, b) in enumerate(points) if a == 0.0 and b == 0.0]
+        if centre:
+            row = self._evaluate_module([(0.0, 0.0)], splits, batch_size)[0]
+            for i in centre:
+                rows[i] = dict(row)
+        skip = set(centre)
+        rest = [i for i in range(len(points)) if i not in skip]
+        for start in range(0, len(rest), group):
+            idx = rest[start : start + group]
+            n = len(idx)
+            prep = self._plan_prepare([points[i] for i in idx])
+            block = self._rows_for(n)
+            for split, (x, y) in splits.items():
+                loss_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
+                wrong = torch.zeros(n, dtype=torch.int64, device=x.device)
+                for xb, yb in self._batches(x, y, batch_size):
+                    for xs, ys in zip(xb.split(block), yb.split(block)):
+                        logits = fused_chain.forward(self.plan, prep, xs, n)  # (n, rows, classes)
+                        if n == 1:
+                            loss_sum += F.cross_entropy(logits[0], ys, reduction="sum").double()
+                        else:
+                            per = F.cross_entropy(logits.flatten(0, 1), ys.repeat(n), reduction="none").view(n, -1)
+                            loss_sum += per.sum(dim=1).double()
+                        wrong += (logits.argmax(dim=2) != ys).sum(dim=1)
+                for j, i in enumerate(idx):
+                    if rows[i] is None:
+                        rows[i] = {}
+                    rows[i][split] = (float(loss_sum[j]) / len(x), float(wrong[j]) / len(x))
+        return rows
+
     # ---- a chunk of points in one vmap pass ---------------------------------------------------------
     @torch.no_grad()
     def evaluate_stacked(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int) -> list[Row]:
-        """Return what `evaluate_loop` returns, evaluating all `points` in one vmap pass per batch (same rounding up to the GEMM kernels)."""
+        """Return what `evaluate_loop` returns, evaluating all `points` in one vmap pass per batch (same rounding up to the GEMM kernels).
+
+        On a fused conv net the points go through the fused plan instead, GROUP_POINTS per forward (grouped convolutions).
+        """
+        if self.plan is not None and self.plan_note == "pending":
+            self._check_plan(splits, batch_size)  # prepare() was not called
+        if self.plan is not None:
+            return self._evaluate_plan(points, splits, batch_size, GROUP_POINTS)
         c = len(points)
         dev = self.c.device
         a = torch.tensor([float(p[0]) for p in points], dtype=torch.float64, device=dev)

@@ -129,7 +129,9 @@ def test_vmap_path_matches_the_loop_to_rounding(opt: dict) -> None:
     cfg = config(opt)
     loop = train_copies(model, DATA, cfg, AUGMENTER, seeds=SEEDS, masks=masks, strategy="loop")
     stacked = train_stacked(model, DATA, cfg, AUGMENTER, seeds=SEEDS, masks=masks)
-    assert 0 < max_diff(loop, stacked) <= VMAP_ATOL  # > 0: if this ever becomes exact, say so in stacked.py
+    # Batched matmuls may sum in another order than the loop's (not bit-exact on every CPU: on some it is exact),
+    # so rounding is all that is allowed between them.
+    assert max_diff(loop, stacked) <= VMAP_ATOL
     for lr, sr in zip(loop, stacked):
         assert list(sr.state) == list(lr.state)
         assert [(r["step"], r["lr"]) for r in sr.history] == [(r["step"], r["lr"]) for r in lr.history]
