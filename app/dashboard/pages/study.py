@@ -58,13 +58,9 @@ def _keep(value: str | None) -> list[dict[str, str]]:
 
 def layout(study_id: str = "", **q) -> html.Div:
     """Return the study page for `study_id`; query parameters restore the view (sources, rounds, stages, toggles)."""
-    sources = urlstate.many(q, "sources")
-    rounds = urlstate.many(q, "rounds")
     pre = _prefetch(study_id)
     study = pre.get("study")
     index = pre.get("index") or {}
-    surface = _first(urlstate.first(q, "surface"), index.get("surface") or [])
-    hessian = _first(urlstate.first(q, "hessian"), index.get("hessian") or [])
     tab = urlstate.first(q, "tab", "sparsity")
     tab = tab if tab in TABS else "sparsity"
     return html.Div(className="study", children=[
@@ -88,33 +84,17 @@ def layout(study_id: str = "", **q) -> html.Div:
             ]),
         ]),
         html.Div(id="st-action-msg"),
-        ui.card("Progress", ui.loading(html.Div(id="st-progress", children=_progress_view(study, pre["progress"]) if study else ui.empty("loading progress…"))), id="st-progress-card"),
+        ui.card("Progress", ui.loading(html.Div(id="st-progress", children=_progress_view(study, pre["progress"]) if study
+                                                else ui.empty("loading progress…"))), id="st-progress-card"),
         # Tabs mount only the chosen tab's graphs: each view draws two to three figures instead of ten, and the
         # others' data still arrives with the page, so switching tabs draws without a round trip.
         dcc.Tabs(id="st-tab", value=tab, className="tabs", children=[
-            dcc.Tab(label="Sparsity", value="sparsity", id="st-tab-sparsity", children=[ui.card("Accuracy and barrier vs sparsity", html.Div(className="controls", children=[
-                dcc.RadioItems(id="st-barrier", options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"}],
-                               value=urlstate.first(q, "barrier", "error_barrier"), inline=True),
-            ]), html.Div(className="grid2", children=[ui.loading(ui.graph("st-accuracy")), ui.loading(ui.graph("st-barrier-graph"))]))]),
-            dcc.Tab(label="Interpolation", value="paths", id="st-tab-paths", children=[ui.card("Interpolation curves", html.Div(className="controls", children=[
-                html.Label(["mask sources", dcc.Checklist(id="st-sources", value=sources or [], inline=True)]),
-                html.Label(["rounds", dcc.Checklist(id="st-rounds", value=[int(r) for r in rounds] if rounds else [], inline=True)]),
-                html.Label(["quantity", dcc.RadioItems(id="st-quantity", options=["error", "loss"], value=urlstate.first(q, "quantity", "error"), inline=True)]),
-                html.Label(["splits", dcc.Checklist(id="st-splits", options=["test", "train"], value=urlstate.many(q, "splits") or ["test", "train"], inline=True)]),
-            ]), ui.loading(ui.graph("st-interp")))]),
-            dcc.Tab(label="Landscape", value="landscape", id="st-tab-landscape", children=[ui.card("2-D loss landscape", html.Div(className="controls", children=[
-                html.Label(["stage", dcc.Dropdown(id="st-surface-stage", value=surface, options=stages.options(index["surface"]) if index.get("surface") else _keep(surface), clearable=False, className="dd-wide")]),
-                html.Label(["quantity", dcc.RadioItems(id="st-surface-q", options=["loss", "error"], value=urlstate.first(q, "sq", "loss"), inline=True)]),
-                dcc.Checklist(id="st-log", options=[{"label": "log scale", "value": "log"}], value=["log"] if urlstate.first(q, "log") in ("log", "1") else [], inline=True),
-            ]), html.Div(id="st-surface-msg"),
-                html.Div(className="grid2", children=[ui.loading(ui.graph("st-contour")), ui.loading(ui.graph("st-surface3d"))]),
-                html.P("Hover either plot: the red cross marks the same point on the other.", className="hint"))]),
-            dcc.Tab(label="Hessian", value="hessian", id="st-tab-hessian", children=[ui.card("Hessian", ui.loading(ui.graph("st-hessian-rounds")), html.Div(className="controls", children=[
-                html.Label(["stage", dcc.Dropdown(id="st-hessian-stage", value=hessian, options=stages.options(index["hessian"]) if index.get("hessian") else _keep(hessian), clearable=False, className="dd-wide")]),
-            ]), html.Div(id="st-hessian-numbers", className="numbers"),
-                html.Div(className="grid2", children=[ui.loading(ui.graph("st-spectrum")), ui.loading(ui.graph("st-diagonal"))]))]),
-            dcc.Tab(label="Synthetic sets", value="synthetic", id="st-tab-synthetic", children=[
-                ui.card("Synthetic sets", ui.loading(html.Div(id="st-synthetic", children=ui.empty("no synthetic set yet"))))]),
+            dcc.Tab(label="Sparsity", value="sparsity", id="st-tab-sparsity", children=_sparsity_tab(q)),
+            dcc.Tab(label="Interpolation", value="paths", id="st-tab-paths", children=_paths_tab(q)),
+            dcc.Tab(label="Landscape", value="landscape", id="st-tab-landscape", children=_landscape_tab(q, index)),
+            dcc.Tab(label="Hessian", value="hessian", id="st-tab-hessian", children=_hessian_tab(q, index)),
+            dcc.Tab(label="Synthetic sets", value="synthetic", id="st-tab-synthetic",
+                    children=ui.card("Synthetic sets", ui.loading(html.Div(id="st-synthetic", children=ui.empty("no synthetic set yet"))))),
         ]),
         ui.edit_only(ui.card("Publish to the gallery", html.Div(className="form-row", children=[
             html.Label(["figure", dcc.Dropdown(id="pub-figure", options=_publishable(index), placeholder="which figure", className="dd")]),
@@ -124,6 +104,48 @@ def layout(study_id: str = "", **q) -> html.Div:
             html.Button("Publish", id="pub-go", className="btn btn-primary"), html.Div(id="pub-msg"),
             html.P("Surface and Hessian figures publish the stage selected above.", className="hint"))),
     ])
+
+
+def _sparsity_tab(q: dict) -> html.Section:
+    return ui.card("Accuracy and barrier vs sparsity", html.Div(className="controls", children=[
+        dcc.RadioItems(id="st-barrier", options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"}],
+                       value=urlstate.first(q, "barrier", "error_barrier"), inline=True),
+    ]), html.Div(className="grid2", children=[ui.loading(ui.graph("st-accuracy")), ui.loading(ui.graph("st-barrier-graph"))]))
+
+
+def _paths_tab(q: dict) -> html.Section:
+    rounds = urlstate.many(q, "rounds")
+    return ui.card("Interpolation curves", html.Div(className="controls", children=[
+        html.Label(["mask sources", dcc.Checklist(id="st-sources", value=urlstate.many(q, "sources") or [], inline=True)]),
+        html.Label(["rounds", dcc.Checklist(id="st-rounds", value=[int(r) for r in rounds] if rounds else [], inline=True)]),
+        html.Label(["quantity", dcc.RadioItems(id="st-quantity", options=["error", "loss"], value=urlstate.first(q, "quantity", "error"), inline=True)]),
+        html.Label(["splits", dcc.Checklist(id="st-splits", options=["test", "train"], value=urlstate.many(q, "splits") or ["test", "train"], inline=True)]),
+    ]), ui.loading(ui.graph("st-interp")))
+
+
+def _stage_dropdown(id: str, q: dict, index: dict, kind: str) -> dcc.Dropdown:
+    # The linked stage when it exists, else the first finished one; choices from the prefetched index.
+    value = _first(urlstate.first(q, kind), index.get(kind) or [])
+    return dcc.Dropdown(id=id, value=value, options=stages.options(index[kind]) if index.get(kind) else _keep(value), clearable=False,
+                        className="dd-wide")
+
+
+def _landscape_tab(q: dict, index: dict) -> html.Section:
+    return ui.card("2-D loss landscape", html.Div(className="controls", children=[
+        html.Label(["stage", _stage_dropdown("st-surface-stage", q, index, "surface")]),
+        html.Label(["quantity", dcc.RadioItems(id="st-surface-q", options=["loss", "error"], value=urlstate.first(q, "sq", "loss"), inline=True)]),
+        dcc.Checklist(id="st-log", options=[{"label": "log scale", "value": "log"}], value=["log"] if urlstate.first(q, "log") in ("log", "1") else [],
+                      inline=True),
+    ]), html.Div(id="st-surface-msg"),
+        html.Div(className="grid2", children=[ui.loading(ui.graph("st-contour")), ui.loading(ui.graph("st-surface3d"))]),
+        html.P("Hover either plot: the red cross marks the same point on the other.", className="hint"))
+
+
+def _hessian_tab(q: dict, index: dict) -> html.Section:
+    return ui.card("Hessian", ui.loading(ui.graph("st-hessian-rounds")), html.Div(className="controls", children=[
+        html.Label(["stage", _stage_dropdown("st-hessian-stage", q, index, "hessian")]),
+    ]), html.Div(id="st-hessian-numbers", className="numbers"),
+        html.Div(className="grid2", children=[ui.loading(ui.graph("st-spectrum")), ui.loading(ui.graph("st-diagonal"))]))
 
 
 def _progress_view(study: dict, p: dict) -> list:
