@@ -57,7 +57,7 @@ def install(server, api) -> None:
             return redirect(f"/preview/{entry_id}.svg")  # no thumbnail (any more), or the API is away: the drawn preview says which
         # Cards ask with ?v=<etag>: such a URL names one picture for good; without it, revalidate every time.
         policy = "public, max-age=86400, immutable" if request.args.get("v") else "no-cache"
-        headers = {"Cache-Control": policy, **({"ETag": tag} if tag else {})}
+        headers = {"Cache-Control": policy, "X-Content-Type-Options": "nosniff", **({"ETag": tag} if tag else {})}
         if png is None:
             return Response(status=304, headers=headers)
         return Response(png, mimetype="image/png", headers=headers)

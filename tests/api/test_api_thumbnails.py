@@ -46,6 +46,7 @@ def test_publish_with_a_thumbnail_and_serve_it_with_an_etag(api, study):
     got = api.get(thumb["url"])
     assert got.status_code == 200 and got.content == picture and got.headers["content-type"] == "image/png"
     assert got.headers["etag"] == thumb["etag"] and "no-cache" in got.headers["cache-control"]
+    assert got.headers["x-content-type-options"] == "nosniff"  # uploaded bytes are never sniffed into HTML or script
     again = api.client.get(thumb["url"], headers={"If-None-Match": got.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
     assert api.get("/api/gallery").json()["data"][0]["thumbnail"] == thumb  # listings say which cards have a picture

@@ -109,7 +109,8 @@ def get_thumbnail(entry_id: EntryId, request: Request, session: SessionDep, _: R
     row = thumbnails.get(session, entry_id)
     tag = thumbnails.etag(row)
     # no-cache = revalidate every time: a replaced thumbnail is never shown stale, and the ETag makes revalidation cheap.
-    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    # nosniff: the bytes are checked to be PNG-shaped, and a browser must never read them as anything else.
+    headers = {"ETag": tag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
     return Response(row.png, media_type="image/png", headers=headers)
