@@ -10,7 +10,11 @@ The operator never forms H: a product H v is one extra backward pass through the
 * masks restrict everything to the unpruned subspace: products are m * H(m * v), probes and start
   vectors are zero at pruned coordinates, so the spectrum carries no spurious spike at 0;
 * the mode (eval / train, i.e. BatchNorm running or batch statistics) is explicit and set on a
-  private deep copy: the caller's model, its buffers, flags and mode are never touched;
+  private deep copy: the caller's model, its buffers, flags and mode are never touched; in eval mode
+  the copy's running-statistics BatchNorms are written as the per-channel affine maps they are
+  (`_EvalBatchNorm`: same parameters and values, a far cheaper double backward);
+* a single vector's product differentiates g . v (no `grad_outputs`), which also spares a fresh
+  process the ~0.4 s import that autograd's `grad_outputs` shape check triggers on its first call;
 * estimators report their error: Ritz residuals for eigenpairs, standard errors for traces and
   diagonals, per-run nodes and weights for the spectral density; every probe comes from a seeded
   generator (`seeding.generator`), never the global RNG.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .heap import roomy_heap
 from .seeding import generator
 
 Masks = dict[str, torch.Tensor]
@@ -41,6 +47,45 @@ TRACE_METHODS = ("hutch++", "hutchinson")
 
 
 # ----------------------------------------------------------------------------- operator
+
+
+class _EvalBatchNorm(nn.Module):
+    """An eval-mode BatchNorm written as x * s + t, s = weight / sqrt(running_var + eps), t = bias - running_mean * s.
+
+    The same parameters and buffers under the same names (so `named_parameters()` order and
+    `functional_call` keys are unchanged) and the same values up to rounding. Why: the double backward
+    of `native_batch_norm` always takes the training-mode formula (batch statistics, a dozen
+    elementwise passes over the activations), a third of a ConvNetBN-D3W16 Hessian-vector product
+    on the team's CPU; for a per-channel affine map it is two products.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.weight = bn.weight
+        self.bias = bn.bias
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+        self.eps = bn.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        s = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            s = self.weight * s
+        t = -self.running_mean * s
+        if self.bias is not None:
+            t = self.bias + t
+        return x * s.reshape(shape) + t.reshape(shape)
+
+
+def _affine_batchnorm(model: nn.Module) -> None:
+    """Replace, in place, every BatchNorm that normalises with running statistics in eval mode by `_EvalBatchNorm`."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, nn.modules.batchnorm._BatchNorm) and not child.training
+                    and child.track_running_stats and child.running_mean is not None and child.running_var is not None):
+                setattr(parent, name, _EvalBatchNorm(child))
 
 
 class HessianOperator:
@@ -78,6 +123,8 @@ class HessianOperator:
         work = copy.deepcopy(model)
         work.to(dtype)
         work.train(mode == "train")
+        if mode == "eval":
+            _affine_batchnorm(work)
         all_params = dict(work.named_parameters())
         names = list(all_params) if parameters is None else list(parameters)
         unknown = [n for n in names if n not in all_params]
@@ -146,6 +193,14 @@ class HessianOperator:
         self.num_examples = total
         self._weights = [n / total for n in sizes]
         self._batched_ok = True
+        # How a block of b vectors is multiplied: one vmap'd backward (`is_grads_batched`) or b plain
+        # backwards. Measured on the team's CPU (2 threads): vmap 2x slower than the loop for
+        # ConvNetBN-D3W16 (76 vs 35 ms per product), equal for the MLPs. None: not measured yet; the
+        # first three block products run vmap (warm-up), vmap (timed), loop (timed), no extra products,
+        # and the faster is kept (`block_ms_per_product` holds the timings).
+        self.block_strategy: str | None = None
+        self.block_ms_per_product: dict[str, float] = {}
+        self._block_calls = 0
 
     # -- products ------------------------------------------------------------------------
 
@@ -153,7 +208,12 @@ class HessianOperator:
         return v if self.mask is None else torch.where(self.mask.view(-1, *([1] * (v.dim() - 1))), v, torch.zeros((), dtype=v.dtype))
 
     def _backward(self, g: torch.Tensor, v: torch.Tensor, batched: bool) -> torch.Tensor:
-        parts = torch.autograd.grad(g, self._leaves, grad_outputs=v, retain_graph=True, allow_unused=True, is_grads_batched=batched)
+        if batched:
+            parts = torch.autograd.grad(g, self._leaves, grad_outputs=v, retain_graph=True, allow_unused=True, is_grads_batched=True)
+        else:
+            # d(g . v)/d(theta) = H v, the same backward as grad_outputs=v; a scalar output also skips the
+            # grad_outputs shape check, whose first call imports sympy (~0.4 s in a fresh process).
+            parts = torch.autograd.grad(torch.dot(g, v), self._leaves, retain_graph=True, allow_unused=True)
         lead = (v.shape[0],) if batched else ()
         return torch.cat([
             (h if h is not None else torch.zeros(*lead, *p.shape, dtype=self.dtype, device=self.device)).reshape(*lead, -1)
@@ -170,6 +230,33 @@ class HessianOperator:
         out = torch.zeros_like(v)
         if cols == 0:
             return out
+        with roomy_heap():  # the double backward frees and re-allocates large buffers: keep them off fresh pages
+            return self._matvec(v, cols, out)
+
+    def _block(self, g: torch.Tensor, v: torch.Tensor, cols: int) -> torch.Tensor:
+        """Return H_b V for a block (P, cols >= 2): vmap'd or looped backward, whichever measured faster here."""
+        strategy = self.block_strategy
+        if strategy is None:  # measuring: vmap twice (if it works at all; the first call warms it up), then the loop
+            strategy = "vmap" if self._block_calls < 2 else "loop"
+            self._block_calls += 1
+        hv = None
+        t0 = time.perf_counter()
+        if strategy == "vmap":
+            try:
+                hv = self._backward(g, v.T.contiguous(), batched=True).T
+            except (RuntimeError, NotImplementedError):
+                self._batched_ok = False  # an op without a batching rule: the loop from now on
+                self.block_strategy = "loop"
+        if hv is None:
+            strategy = "loop"
+            hv = torch.stack([self._backward(g, v[:, j], batched=False) for j in range(cols)], dim=1)
+        if self.block_strategy is None and self._block_calls >= 2:
+            self.block_ms_per_product[strategy] = 1e3 * (time.perf_counter() - t0) / cols
+            if len(self.block_ms_per_product) == 2:
+                self.block_strategy = min(self.block_ms_per_product, key=self.block_ms_per_product.get)
+        return hv
+
+    def _matvec(self, v: torch.Tensor, cols: int, out: torch.Tensor) -> torch.Tensor:
         for g, w in zip(self._grads, self._weights):
             if not g.requires_grad:
                 continue  # the gradient does not depend on the selected parameters: H_b = 0
@@ -178,14 +265,7 @@ class HessianOperator:
             elif cols == 1:
                 hv = self._backward(g, v[:, 0], batched=False).unsqueeze(1)
             else:
-                hv = None
-                if self._batched_ok:
-                    try:
-                        hv = self._backward(g, v.T.contiguous(), batched=True).T
-                    except (RuntimeError, NotImplementedError):
-                        self._batched_ok = False  # an op without a batching rule: fall back to a loop
-                if hv is None:
-                    hv = torch.stack([self._backward(g, v[:, j], batched=False) for j in range(cols)], dim=1)
+                hv = self._block(g, v, cols)
             out.add_(hv, alpha=w)
         return self._project(out)
 
@@ -248,7 +328,11 @@ def _mean_stderr(samples: torch.Tensor) -> tuple[float, float]:
 
 @dataclass
 class Eigen:
-    """Ritz pairs from Lanczos: values sorted by `which`, vectors (P, k), Ritz residuals ||H v - lambda v||."""
+    """Ritz pairs from Lanczos: values sorted by `which`, vectors (P, k), Ritz residuals ||H v - lambda v||.
+
+    `bounds` are the eigenvalue error bounds min(r_i, r_i^2 / gap_i) (gap_i estimated from the Ritz
+    values, see `lanczos`); `criterion` is the stopping rule that was used.
+    """
 
     values: torch.Tensor
     vectors: torch.Tensor
@@ -257,6 +341,8 @@ class Eigen:
     iterations: int
     converged: bool
     which: str = "LA"
+    bounds: torch.Tensor | None = None
+    criterion: str = "residual"
 
 
 def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
@@ -268,6 +354,25 @@ def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
     else:
         order = torch.argsort(theta.abs(), descending=True)
     return order[:k]
+
+
+def _eigenvalue_bounds(theta: torch.Tensor, idx: torch.Tensor, res_all: torch.Tensor) -> torch.Tensor:
+    """Return min(r_i, r_i^2 / gap_i) for the Ritz values theta[idx] (r = res_all, the residuals of all Ritz pairs).
+
+    gap_i = min over the *other* Ritz values j of max(0, |theta_i - theta_j| - r_j): each Ritz pair
+    certifies an eigenvalue within r_j of theta_j, so an unconverged neighbour (large r_j) shrinks
+    the gap instead of inflating it (Parlett, The Symmetric Eigenvalue Problem, 11.7). The other
+    Ritz value is excluded by index, not by value, so a repeated Ritz value has gap 0 and the bound
+    falls back to r_i.
+    """
+    res = res_all[idx]
+    if theta.numel() < 2:
+        return res.clone()
+    d = ((theta[idx].unsqueeze(1) - theta.unsqueeze(0)).abs() - res_all.unsqueeze(0)).clamp_min(0)
+    d[torch.arange(idx.numel()), idx] = math.inf
+    gap = d.min(dim=1).values
+    quad = torch.where(gap > 0, res * res / gap.clamp_min(1e-300), torch.full_like(res, math.inf))
+    return torch.minimum(res, quad)
 
 
 def _cgs2(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -284,9 +389,15 @@ def _next_block(op: HessianOperator, w: torch.Tensor, basis: torch.Tensor, scale
 
     SVD, not QR, so a rank-deficient W (an invariant subspace, repeated eigenvalues) is handled by
     dropping its tiny directions (zero rows of B) and filling Q with fresh random vectors
-    orthogonal to everything so far: the Lanczos restart, for single vectors and blocks alike.
+    orthogonal to everything so far: the Lanczos restart, for single vectors and blocks alike. A
+    single column needs no SVD: its norm is its singular value (Q = w / ||w||, B = [||w||]).
     """
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    if w.shape[1] == 1:
+        s = torch.linalg.vector_norm(w).reshape(1)
+        u = w / s if float(s) > 0 else w.clone()
+        vh = torch.ones(1, 1, dtype=w.dtype, device=w.device)
+    else:
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
     u = _restrict(op, u)  # the SVD leaves round-off at pruned coordinates; they must stay exact zeros
     b = s.unsqueeze(1) * vh
     small = s <= _breakdown(op.dtype) * max(scale, 1e-30)
@@ -299,6 +410,9 @@ def _next_block(op: HessianOperator, w: torch.Tensor, basis: torch.Tensor, scale
     return u, b
 
 
+CRITERIA = ("residual", "eigenvalue")
+
+
 def lanczos(
     op: HessianOperator,
     k: int,
@@ -307,20 +421,48 @@ def lanczos(
     max_iter: int | None = None,
     seed: int = 0,
     block: int = 1,
+    criterion: str = "residual",
 ) -> Eigen:
     """Return k Ritz pairs of `op` by (block) Lanczos with full reorthogonalisation (CGS2 against the stored basis).
 
-    Each step multiplies a block of `block` vectors in one product. Stops when the k wanted pairs
-    all have Ritz residual <= tol * |lambda_1| (|lambda_1|: the largest Ritz value in magnitude;
-    residual |beta_m * s_m| for one vector, ||B_m S_m|| for a block, equal to ||H v - lambda v|| to
-    working precision under full reorthogonalisation), or after `max_iter` steps (default: the
-    subspace dimension / block, capped at max(20 k, 100) / block). An invariant Krylov space
-    (beta ~ 0, e.g. repeated eigenvalues) is continued with fresh vectors orthogonal to the basis,
-    so repeated eigenvalues are found with their multiplicity. `iterations` counts steps, `hvps`
-    products (steps x block).
+    Each step multiplies a block of `block` vectors in one product. Stopping rules (`criterion`),
+    with |lambda_1| estimated by the largest Ritz value in magnitude and r_i the Ritz residual
+    (|beta_m * s_m,i| for one vector, ||B_m S_m,i|| for a block, equal to ||H v_i - theta_i v_i||
+    to working precision under full reorthogonalisation):
+
+    * "residual" (default): every wanted pair has r_i <= tol * |lambda_1|. Each value is then within
+      r_i of some eigenvalue of H with no further assumption, and the vectors' residuals are bounded
+      too (what eigenvector users, e.g. direction plots, need).
+    * "eigenvalue": every wanted Ritz value has the error bound min(r_i, r_i^2 / gap_i) <= tol *
+      |lambda_1|, the Kato-Temple / Saad bound for an isolated eigenvalue. The true gap (distance to
+      the nearest other eigenvalue) is unknown; it is estimated from the Ritz values as
+      min_j max(0, |theta_i - theta_j| - r_j) (see `_eigenvalue_bounds`), which is too large when an
+      eigenvalue near theta_i has no Ritz value yet: then the bound is optimistic. Clustered or
+      repeated values have small gaps and fall back to r_i. The values' error decays like r^2, so it
+      stops earlier (on the benchmark's Hessians 1 product fewer of 9-16; on tiny test models 0-5
+      steps of 10-28), but the vectors are only accurate to about r_i / gap_i in angle.
+
+    Why "residual" is the default for studies: its bound needs no gap estimate, the eigenvectors it
+    returns are certified, and stopping later leaves more steps for an eigenvalue whose Ritz value
+    has not appeared yet. An early stop can miss such an eigenvalue under either rule (the returned
+    values are then accurate but one is skipped), and the eigenvalue rule stops earlier: on the tiny
+    test models (k = 4, seed 2) it returned values off by more than tol in 7 of 84 (which, tol, model)
+    cases against 2 for the residual rule, and once a value not within tol of any eigenvalue (its
+    gap overestimated). Use it for top eigenvalues of well-separated spectra when products are
+    expensive, and check `bounds`.
+
+    `Eigen.bounds` holds min(r_i, r_i^2 / gap_i) whichever rule stopped the iteration. Otherwise the
+    iteration stops after `max_iter` steps (default: the subspace dimension / block, capped at
+    max(20 k, 100) / block). An invariant Krylov space (beta ~ 0) is continued with fresh vectors
+    orthogonal to the basis, so a run to exhaustion finds repeated eigenvalues with their
+    multiplicity; a single-vector run that stops on a rule holds one copy of each repeated value
+    (its Krylov space touches the eigenspace in one direction): use `block` >= the multiplicity.
+    `iterations` counts steps, `hvps` products (steps x block).
     """
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     n = op.active
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the subspace dimension {n}, got {k}")
@@ -334,42 +476,48 @@ def lanczos(
     g = generator(seed, "hessian.lanczos")
     start_hvps = op.hvps
     width = m_max * block
-    basis = torch.zeros(op.dim, width, dtype=op.dtype, device=op.device)
+    # Stored as rows (width, P): writing a new block is a contiguous copy; basis_t[:hi].T is the (P, hi)
+    # basis as a transposed view (BLAS takes it without a copy). Only the filled rows are ever read.
+    basis_t = torch.empty(width, op.dim, dtype=op.dtype, device=op.device)
     t = torch.zeros(width, width, dtype=torch.float64)
     q = _orthonormal_in_subspace(op, _gaussian(op, block, g))
     converged = False
-    theta = s = coupling = None
+    theta = s = c64 = None
     steps = 0
     for j in range(m_max):
         lo, hi = j * block, (j + 1) * block
-        basis[:, lo:hi] = q
+        basis_t[lo:hi] = q.T
         w = op.matvec(q)
-        t[lo:hi, lo:hi] = (q.T @ w).double().cpu()
-        t[lo:hi, lo:hi] = 0.5 * (t[lo:hi, lo:hi] + t[lo:hi, lo:hi].T)
-        w = _cgs2(w, basis[:, :hi])  # removes A_j q_j and B_{j-1} q_{j-1} too, to working precision
+        a = (q.T @ w).double().cpu()
+        t[lo:hi, lo:hi] = 0.5 * (a + a.T)
+        w = _cgs2(w, basis_t[:hi].T)  # removes A_j q_j and B_{j-1} q_{j-1} too, to working precision
         theta, s = torch.linalg.eigh(t[:hi, :hi])
         scale = float(theta.abs().max())
         if hi < n:
-            q, coupling = _next_block(op, w, basis[:, :hi], scale, g)
+            q, coupling = _next_block(op, w, basis_t[:hi].T, scale, g)
+            c64 = coupling.double().cpu()
         else:  # the whole subspace is spanned: no next block
-            coupling = torch.zeros(block, block, dtype=op.dtype, device=op.device)
+            c64 = torch.zeros(block, block, dtype=torch.float64)
         steps = j + 1
         if hi >= k:
             idx = _select(theta, k, which)
-            res = (coupling.double().cpu() @ s[lo:hi][:, idx]).norm(dim=0)
-            if bool((res <= tol * scale).all()):
+            res_all = (c64 @ s[lo:hi]).norm(dim=0)
+            err = res_all[idx] if criterion == "residual" else _eigenvalue_bounds(theta, idx, res_all)
+            if bool((err <= tol * scale).all()):
                 converged = True
                 break
         if j + 1 < m_max:
-            t[hi : hi + block, lo:hi] = coupling.double().cpu()
-            t[lo:hi, hi : hi + block] = coupling.double().cpu().T
+            t[hi : hi + block, lo:hi] = c64
+            t[lo:hi, hi : hi + block] = c64.T
     hi = steps * block
     idx = _select(theta, k, which)
-    res = (coupling.double().cpu() @ s[hi - block : hi][:, idx]).norm(dim=0)
+    res_all = (c64 @ s[hi - block : hi]).norm(dim=0)
     if steps * block == n:
         converged = True  # the whole subspace: Ritz pairs are eigenpairs
-        res = torch.zeros_like(res)
-    vecs = basis[:, :hi] @ s[:, idx].to(device=op.device, dtype=op.dtype)
+        res_all = torch.zeros_like(res_all)
+    res = res_all[idx]
+    bounds = _eigenvalue_bounds(theta, idx, res_all)
+    vecs = basis_t[:hi].T @ s[:, idx].to(device=op.device, dtype=op.dtype)
     return Eigen(
         values=theta[idx].to(device=op.device, dtype=op.dtype),
         vectors=vecs,
@@ -378,6 +526,8 @@ def lanczos(
         iterations=steps,
         converged=converged,
         which=which,
+        bounds=bounds.to(device=op.device, dtype=op.dtype),
+        criterion=criterion,
     )
 
 
@@ -620,19 +770,22 @@ def _lockstep_lanczos(op: HessianOperator, runs: int, steps: int, g: torch.Gener
     """
     v = _rademacher(op, runs, g)
     v = v / v.norm(dim=0, keepdim=True)
-    basis = torch.zeros(runs, op.dim, steps, dtype=op.dtype, device=op.device)
+    # (runs, steps, P): each run's first j + 1 basis vectors are one contiguous (j + 1, P) slab, so CGS2
+    # is two batched GEMVs (bmm) with no copy of a strided slice.
+    basis = torch.empty(runs, steps, op.dim, dtype=op.dtype, device=op.device)
     alphas = torch.zeros(runs, steps, dtype=torch.float64)
     betas = torch.zeros(runs, steps, dtype=torch.float64)
     alive = torch.ones(runs, dtype=torch.bool)
     length = [steps] * runs
     for j in range(steps):
-        basis[:, :, j] = v.T
+        basis[:, j, :] = v.T
         w = op.matvec(v)  # (P, runs)
         alphas[:, j] = (v * w).sum(0).double().cpu()
-        wt = w.T  # (runs, P)
-        b = basis[:, :, : j + 1]
+        wt = w.T.unsqueeze(2)  # (runs, P, 1)
+        b = basis[:, : j + 1, :]  # (runs, j + 1, P)
         for _ in range(2):  # CGS2 per run against its own basis, batched
-            wt = wt - torch.einsum("rpj,rj->rp", b, torch.einsum("rpj,rp->rj", b, wt))
+            wt = wt - torch.bmm(b.transpose(1, 2), torch.bmm(b, wt))
+        wt = wt.squeeze(2)  # (runs, P)
         beta = wt.norm(dim=1).double().cpu()
         if j + 1 == steps:
             break

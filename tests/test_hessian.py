@@ -172,6 +172,26 @@ def test_matvec_matches_dense_for_vectors_and_blocks(build, shape):
     assert close(op.to_dense(batch=16), h)
 
 
+@pytest.mark.parametrize("build,shape", [(mlp, (6,)), (conv, (1, 6))])
+def test_block_products_measure_vmap_and_loop_then_keep_one_and_stay_exact(build, shape):
+    """The first three block products run vmap, vmap, loop (timed, no extra products); every product equals the dense one."""
+    model = build()
+    batches = split(*data(30, shape, seed=3), [16, 14])
+    h = dense_hessian(model, batches)
+    op = HessianOperator(model, batches, dtype=F64)
+    g = generator(2, "test")
+    for i in range(4):
+        block = torch.randn(op.dim, 5, generator=g, dtype=F64)
+        assert close(op.matvec(block), h @ block), i
+    assert op.hvps == 20
+    assert op.block_strategy in ("vmap", "loop") and set(op.block_ms_per_product) == {"vmap", "loop"}
+    assert op.block_strategy == min(op.block_ms_per_product, key=op.block_ms_per_product.get)
+    for forced in ("vmap", "loop"):
+        op.block_strategy = forced
+        block = torch.randn(op.dim, 3, generator=g, dtype=F64)
+        assert close(op.matvec(block), h @ block), forced
+
+
 def test_multi_batch_is_size_weighted_hessian_of_concatenated_data():
     model = mlp()
     x, y = data(20, (6,))
@@ -247,6 +267,26 @@ def test_batchnorm_eval_and_train_modes_match_their_dense_hessians():
         assert_unchanged(model, snap)  # train mode updated the running stats of a private copy only
     assert not close(results["eval"], results["train"], rtol=1e-3)
 
+
+
+@pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False)])
+def test_eval_batchnorm_as_affine_map_matches_dense(affine, track):
+    """Eval mode writes running-statistics BatchNorm as x * s + t (a cheaper double backward); batch-statistics BN is left alone."""
+    torch.manual_seed(0)  # module init only
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4, affine=affine, track_running_stats=track), nn.ReLU(), nn.Linear(4, 3))
+    if track:
+        model[1].running_mean.uniform_(-0.5, 0.5, generator=generator(6, "test"))
+        model[1].running_var.uniform_(0.5, 2.0, generator=generator(7, "test"))
+    if affine:
+        model[1].weight.data.uniform_(0.5, 1.5, generator=generator(9, "test"))
+    batches = [data(20, (6,))]
+    snap = snapshot(model)
+    op = HessianOperator(model, batches, dtype=F64, mode="eval")
+    assert op.names == [n for n, _ in model.named_parameters()]
+    # Without running statistics BN normalises with batch statistics in eval mode too: the reference is
+    # the hand-written batch-statistics Hessian (dense_hessian's train branch).
+    assert close(op.to_dense(), dense_hessian(model, batches, mode="eval" if track else "train"))
+    assert_unchanged(model, snap)
 
 def test_caller_model_unchanged_by_every_function():
     model = conv(norm="batch")
@@ -363,6 +403,74 @@ def test_lanczos_float32_operator():
     dens = slq_density(HessianOperator(model, batches), runs=4, steps=100)
     assert max(dens.steps) < 53 and torch.allclose(dens.weights.sum(1), torch.ones(4, dtype=F64), atol=1e-5)
 
+
+class MatrixOperator:
+    """A fixed symmetric matrix with the attributes `lanczos` reads (dim, active, dtype, device, subspace, hvps, matvec)."""
+
+    def __init__(self, a: torch.Tensor):
+        self.a, self.dim, self.active = a, a.shape[0], a.shape[0]
+        self.dtype, self.device, self.subspace, self.hvps = a.dtype, a.device, None, 0
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        self.hvps += 1 if v.dim() == 1 else v.shape[1]
+        return self.a @ v
+
+
+def with_spectrum(values: list[float], seed: int) -> torch.Tensor:
+    g = generator(seed, "test.hessian.spectrum")
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=g, dtype=F64))
+    return (q * torch.tensor(values, dtype=F64)) @ q.T
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])
+def test_lanczos_eigenvalue_criterion_against_dense_models(tol):
+    """Top-4 over 7 tiny models: both rules within tol * |lambda_1| of the dense spectrum, in order; the eigenvalue rule never needs more steps."""
+    cases = [(mlp(s), split(*data(30, (6,), seed=s, shift=s % 2), [20, 10])) for s in range(4)]
+    cases += [(conv(s), [data(24, (1, 6), seed=s)]) for s in range(3)]
+    saved = 0
+    for model, batches in cases:
+        ev = torch.linalg.eigvalsh(dense_hessian(model, batches))
+        ref, lam1 = ev.flip(0)[:4], float(ev.abs().max())
+        op = HessianOperator(model, batches, dtype=F64)
+        res = lanczos(op, 4, tol=tol, seed=2)
+        eig = lanczos(op, 4, tol=tol, seed=2, criterion="eigenvalue")
+        assert eig.converged and eig.criterion == "eigenvalue" and res.criterion == "residual"
+        for e in (res, eig):
+            assert float((e.values - ref).abs().max()) <= tol * lam1
+        assert bool((eig.bounds <= tol * float(eig.values.abs().max())).all())
+        assert bool((res.bounds <= res.residuals).all())
+        assert eig.iterations <= res.iterations  # the same iterates, a weaker test
+        saved += res.hvps - eig.hvps
+    assert saved > 0  # it does stop earlier somewhere
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lanczos_criteria_clustered_and_repeated(seed):
+    """Clustered top values (gaps 5e-4): the residual rule finds them all; the eigenvalue rule's values are each near an eigenvalue.
+
+    Repeated values: a block of at least the multiplicity finds every copy under both rules.
+    """
+    rest = torch.linspace(-1.0, 3.0, 70, dtype=F64).tolist()
+    clustered = with_spectrum([10.0, 9.9995, 9.999, 9.98, 6.0] + rest, seed)
+    ev = torch.linalg.eigvalsh(clustered).flip(0)
+    for tol in (1e-3, 1e-5):
+        res = lanczos(MatrixOperator(clustered), 5, tol=tol, seed=seed)
+        assert res.converged and float((res.values - ev[:5]).abs().max()) <= tol * 10.0
+        eig = lanczos(MatrixOperator(clustered), 5, tol=tol, seed=seed, criterion="eigenvalue")
+        assert eig.iterations <= res.iterations
+        # Each value is within tol of *some* eigenvalue; at tol 1e-3 with seed 2 it stops (18 steps vs
+        # 24) before 9.999 has a Ritz value and returns 2.997 fifth: the missed-eigenvalue risk of an
+        # early stop, documented in `lanczos`.
+        nearest = (eig.values.unsqueeze(1) - ev.unsqueeze(0)).abs().min(dim=1).values
+        assert float(nearest.max()) <= tol * 10.0
+    repeated = with_spectrum([10.0, 10.0, 10.0, 7.0, 7.0, 4.0] + rest, seed)
+    ev = torch.linalg.eigvalsh(repeated).flip(0)
+    for crit in ("residual", "eigenvalue"):
+        eig = lanczos(MatrixOperator(repeated), 6, tol=1e-4, seed=seed, block=3, criterion=crit)
+        assert eig.converged and float((eig.values - ev[:6]).abs().max()) <= 1e-4 * 10.0
+        assert float(eig.bounds.max()) <= 1e-4 * 10.0
+    with pytest.raises(ValueError):
+        lanczos(MatrixOperator(repeated), 2, criterion="ritz")
 
 def test_invalid_arguments():
     model = mlp()

@@ -38,7 +38,7 @@ def _running_with_progress(conn, job_id: str):
 
 
 def test_sigkilled_worker_is_replaced_and_nothing_finished_is_recomputed(conn, workers, tmp_path, reference):
-    config = tiny_config(epochs=12)  # a copy pair trains for a few seconds
+    config = tiny_config(epochs=40)  # a copy pair trains for a few seconds: long enough to be caught running on a quiet machine
     run_id = _run_id(config)
     root = str(tmp_path / "artifacts")
     rd = run_dir(root, run_id)
@@ -109,7 +109,7 @@ def test_an_orphaned_work_horse_exits_when_its_worker_dies(tmp_path):
 
 
 def test_cancel_stops_the_running_stage_and_nothing_else_runs(conn, workers, tmp_path):
-    config = tiny_config(epochs=12)
+    config = tiny_config(epochs=40)  # long enough to be caught running on a quiet machine
     run_id = _run_id(config)
     root = str(tmp_path)
     submit_study(conn, "s1", config, root)
