@@ -11,7 +11,6 @@ the app (a visitor already on the dashboard follows a link, so plotly.js is load
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import socket
@@ -27,6 +26,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app.api.figures import encode  # noqa: E402  (the API's encoder: the stub speaks exactly like the API)
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update",
@@ -36,11 +38,8 @@ NOW = "2026-01-01T00:00:00Z"
 
 
 def typed(a) -> dict:
-    a = np.ascontiguousarray(np.asarray(a, dtype="<f4"))
-    spec = {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode()}
-    if a.ndim > 1:
-        spec["shape"] = ", ".join(map(str, a.shape))
-    return spec
+    """Encode as the API does (the API's own encoder: plotly typed array, float32 little-endian)."""
+    return encode(a, "typed")
 
 
 def payloads(n: int) -> dict[str, object]:

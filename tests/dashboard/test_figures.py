@@ -9,18 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+from app.api.figures import encode
 from app.dashboard import figures, palette, preview, schema_form
 from app.dashboard.arrays import decode
 from app.dashboard.pages.compare import diff_rows
 
 
 def typed(a) -> dict:
-    """Encode like the API: plotly typed array spec, float32 little-endian."""
-    a = np.ascontiguousarray(np.asarray(a, dtype="<f4"))
-    spec = {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode()}
-    if a.ndim > 1:
-        spec["shape"] = ", ".join(map(str, a.shape))
-    return spec
+    """Encode as the API does (the API's own encoder: plotly typed array, float32 little-endian)."""
+    return encode(a, "typed")
 
 
 def surface_payload(n: int = 101) -> dict:
