@@ -82,3 +82,12 @@ def test_thumbnail_route_passes_the_png_and_its_etag_through():
     server, _ = _server(ApiError("no thumbnail", 404))
     r = server.test_client().get("/thumbnail/e1.png")
     assert r.status_code == 302 and r.headers["Location"].endswith("/preview/e1.svg")
+
+
+def test_study_header_names_its_queue():
+    from app.dashboard.pages.study import _meta
+
+    study = {"id": "s1", "run_id": "r1", "status": "running", "queue": "gpu-big", "owner": "ann", "tags": []}
+    texts = [getattr(b, "children", None) for b in _meta(study)]
+    assert "queue gpu-big" in texts and "by ann" in texts
+    assert not any(isinstance(t, str) and t.startswith("queue") for t in (getattr(b, "children", None) for b in _meta({**study, "queue": None})))

@@ -178,6 +178,8 @@ def _meta(study: dict) -> list:
     bits = [ui.badge(study["status"]), html.Span(f"id {study['id']}", className="mono"), html.Span(f"run {study['run_id']}", className="mono")]
     if study.get("preset"):
         bits.append(html.Span(f"preset {study['preset']}"))
+    if study.get("queue"):
+        bits.append(html.Span(f"queue {study['queue']}", className="mono", title="the RQ queue its stages run on"))
     if study.get("owner"):
         bits.append(html.Span(f"by {study['owner']}"))
     bits += [html.Span(t, className="tag") for t in study.get("tags", [])]
