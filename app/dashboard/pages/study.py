@@ -277,14 +277,9 @@ def register(app, api) -> None:
                   Input("st-surface-stage", "value"), Input("st-surface-q", "value"), Input("st-log", "value"),
                   State("st-id", "data"), State("token", "data"))
     def landscape(stage, quantity, log, study_id, token):
-        if not stage:
-            e = figures.empty("no surface stage has finished yet")
-            return e, e, ""
-        try:
-            data = api(token).figure(study_id, "surface", stage=stage)
-        except ApiError as err:
-            e = figures.empty("surface unavailable")
-            return e, e, ui.error(err.message)
+        data, failed = _stage_figure(api(token), study_id, "surface", stage)
+        if failed:
+            return failed
         lg = "log" in (log or [])
         note = html.Div(f"plane: {data.get('plane')} · split: {data.get('split')} · {data.get('resolution')}×{data.get('resolution')} grid · "
                         f"loss {data.get('loss_min'):.3g} to {data.get('loss_max'):.3g}", className="hint") if data.get("loss_min") is not None else ""
@@ -309,14 +304,9 @@ def register(app, api) -> None:
     @app.callback(Output("st-spectrum", "figure"), Output("st-diagonal", "figure"), Output("st-hessian-numbers", "children"),
                   Input("st-hessian-stage", "value"), State("st-id", "data"), State("token", "data"))
     def hessian(stage, study_id, token):
-        if not stage:
-            e = figures.empty("no Hessian stage has finished yet")
-            return e, e, ""
-        try:
-            data = api(token).figure(study_id, "hessian", stage=stage)
-        except ApiError as err:
-            e = figures.empty("Hessian unavailable")
-            return e, e, ui.error(err.message)
+        data, failed = _stage_figure(api(token), study_id, "hessian", stage)
+        if failed:
+            return failed
         colour = palette.colour(stages.source_of(stage))
         eig = ", ".join(f"{v:.4g}" for v in data.get("top_eigenvalues") or [])
         nums = [html.Span(f"top eigenvalues: {eig or '–'}"),
@@ -411,6 +401,19 @@ def register(app, api) -> None:
         note = "" if entry.get("thumbnail") else f"  (no thumbnail: {req.get('error') or 'the figure is not drawn yet'}; the card shows a drawn preview)"
         return ui.ok(["published: ", dcc.Link(entry["title"], href=f"/gallery/{entry['id']}", id="pub-permalink"),
                       html.Span(f"  (permalink /gallery/{entry['id']})", className="mono"), html.Span(note, className="hint")])
+
+
+def _stage_figure(client, study_id: str, name: str, stage: str | None) -> tuple[dict | None, tuple | None]:
+    """Return (the stage's figure data, None), or (None, the two empty figures and message to show instead)."""
+    label = {"surface": "surface", "hessian": "Hessian"}[name]
+    if not stage:
+        e = figures.empty(f"no {label} stage has finished yet")
+        return None, (e, e, "")
+    try:
+        return client.figure(study_id, name, stage=stage), None
+    except ApiError as err:
+        e = figures.empty(f"{label} unavailable")
+        return None, (e, e, ui.error(err.message))
 
 
 def _grow(chosen: list | None, old_options: list | None, now: list) -> list:
