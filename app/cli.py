@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lmc_core import __version__
-from lmc_core import cli as core_cli
+from lmc_core.studies import commands as core_cli
 from worker import cli as worker_cli
 
 from app import token_cli, up

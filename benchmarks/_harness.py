@@ -193,7 +193,7 @@ def teacher_image_data(n: int = 4096, seed: int = 1234):
 
 def build(kind: str):
     """Return a fresh model of the section 17.3 zoo: 't-mlp', 'm-mlp' or 'cnn' (ConvNetBN-D3W16)."""
-    from lmc_core.config import ModelConfig
+    from lmc_core.foundations.config import ModelConfig
     from lmc_core.models import build_model
 
     if kind == "t-mlp":

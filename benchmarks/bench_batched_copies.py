@@ -5,7 +5,7 @@ Trains 2 copies (and 4 = two seed pairs, for the MLP) for 2 epochs of MNIST-1D w
 augmentation (and of sklearn digits for a Conv2d net), both ways, interleaved, after checking that
 they agree (bit for bit on the folded path), and prints a table; the last line is one JSON object
 whose speedups are loop time / stacked time (> 1: stacked is faster). These numbers decide
-`lmc_core.stacked.choose_copies_strategy`. Takes about 2 minutes on the project's 2-core machine.
+`lmc_core.train.stacked.choose_copies_strategy`. Takes about 2 minutes on the project's 2-core machine.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.augment import Augmenter  # noqa: E402
-from lmc_core.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
-from lmc_core.datasets import Dataset, load_dataset  # noqa: E402
+from lmc_core.data.augment import Augmenter  # noqa: E402
+from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from lmc_core.data.dataset import Dataset, load_dataset  # noqa: E402
 from lmc_core.models import build_model  # noqa: E402
-from lmc_core.pruning import Masks, dense_masks  # noqa: E402
-from lmc_core.stacked import choose_copies_strategy, folded_plan  # noqa: E402
-from lmc_core.training import TrainResult, train_copies  # noqa: E402
+from lmc_core.prune.magnitude import Masks, dense_masks  # noqa: E402
+from lmc_core.train.stacked import choose_copies_strategy, folded_plan  # noqa: E402
+from lmc_core.train.loop import TrainResult, train_copies  # noqa: E402
 
 CHECK_STEPS = 20  # the agreement check before timing: short, so chaotic growth of rounding differences stays small
 VMAP_ATOL = 1e-5  # the vmap path is equal only up to rounding (bmm, grouped convs); the folded path must be exact

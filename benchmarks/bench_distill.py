@@ -3,7 +3,7 @@
 Run from the repository root: `.venv/bin/python benchmarks/bench_distill.py [--quick] [--datasets digits mnist1d]`.
 For each dataset it distils 10 examples per class with DM, DC and MTT (MTT's expert training
 timed separately), then scores every set with the project's evaluation protocol
-(`lmc_core.synthetic_eval.evaluate_set`): fresh networks trained on the set, on a class-matched
+(`lmc_core.distill.evaluation.evaluate_set`): fresh networks trained on the set, on a class-matched
 random real subset and on noise, same recipe and seeds, test accuracy mean and std. Prints a
 table; the last line is one JSON object with each method's accuracy, its margin over the random
 subset and its time. A distilled set that does not beat the random subset is a finding to explain.
@@ -21,14 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.config import DataConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
-from lmc_core.datasets import load_dataset  # noqa: E402
-from lmc_core.distill import distill  # noqa: E402
-from lmc_core.dsa import DSA, resolve_strategy  # noqa: E402
-from lmc_core.experts import train_experts  # noqa: E402
-from lmc_core.synthetic_eval import evaluate_set  # noqa: E402
+from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
+from lmc_core.data.dataset import load_dataset  # noqa: E402
+from lmc_core.distill.methods import distill  # noqa: E402
+from lmc_core.data.dsa import DSA, resolve_strategy  # noqa: E402
+from lmc_core.distill.experts import train_experts  # noqa: E402
+from lmc_core.distill.evaluation import evaluate_set  # noqa: E402
 
-# The settings of the paper-mini preset (tuned on MNIST-1D; see lmc_core/presets.py), the same on digits.
+# The settings of the paper-mini preset (tuned on MNIST-1D; see lmc_core/studies/presets.py), the same on digits.
 MTT = {"experts": 5, "expert_train_epochs": 12, "lr_teacher": 0.05, "expert_batch": 64, "syn_steps": 40, "expert_epochs": 2, "max_start_epoch": 8, "lr_lr": 1e-4}
 # The networks the studies use: MNIST-1D's ConvNet (calibration.md) and a small 2-D ConvNet for 8x8 digits.
 SETTINGS = {

@@ -106,7 +106,7 @@ def worker(task: dict) -> dict:
     H.pin_threads()
     import torch
 
-    from lmc_core.hessian import HessianOperator, hutchinson_trace, hutchpp_trace, lanczos, slq_density
+    from lmc_core.hessian.operator import HessianOperator, hutchinson_trace, hutchpp_trace, lanczos, slq_density
 
     model, x, y = _batch(task)
     with torch.no_grad():
@@ -177,7 +177,7 @@ def reference(kind: str, path: str) -> dict:
     """Float64 top-K eigenvalues and exact trace (cached as JSON next to the fixture)."""
     import torch
 
-    from lmc_core.hessian import HessianOperator, hutchpp_trace, lanczos
+    from lmc_core.hessian.operator import HessianOperator, hutchpp_trace, lanczos
 
     cache = Path(path).with_suffix(".ref.json")
     if cache.exists():

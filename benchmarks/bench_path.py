@@ -2,7 +2,7 @@
 
 Run from the repository root: `.venv/bin/python benchmarks/bench_path.py`. Prints a table and, as
 the last line, one JSON object whose ratios are loop time / batched time (> 1: batched is faster).
-These numbers decide `lmc_core.connectivity.choose_strategy`.
+These numbers decide `lmc_core.connectivity.path.choose_strategy`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.connectivity import alpha_grid, choose_strategy, evaluate_path  # noqa: E402
+from lmc_core.connectivity.path import alpha_grid, choose_strategy, evaluate_path  # noqa: E402
 
 N_ALPHAS = 31
 REPEATS = 7

@@ -122,7 +122,7 @@ def latency(api: str, token: str, conn, repeats: int) -> dict:
 
 def fill(database_url: str, n: int) -> None:
     """Write `n` studies (mixed presets, statuses, tags) straight into the store, as a busy team's history."""
-    from lmc_core.presets import preset
+    from lmc_core.studies.presets import preset
 
     from app.api.db import make_engine, make_sessions
     from app.api.studies import create

@@ -22,7 +22,7 @@ of the repeats; the timed region is the surface call only (models, plane and dat
 before it; one untimed warm-up forward for every tool). LMC Lab is timed with the loop and
 batched strategies and with strategy="auto" (both timed on the first grid points, the faster kept),
 each with and without first-layer reuse; the speed-up is reported for the fastest and for auto. On the CNN
-"loop"/"batched"/"auto" run the fused plan (lmc_core.fused_chain: BatchNorm folded, ReLU fused into the
+"loop"/"batched"/"auto" run the fused plan (lmc_core.landscape.fused_chain: BatchNorm folded, ReLU fused into the
 convolutions, 4 points per grouped convolution for "batched"); "loop-unfused" is the module forward
 per point (fused=False), the ablation. LMC Lab keeps glibc's freed memory in the heap while a surface
 is evaluated (heap.roomy_heap: ~4,000 page faults per CNN forward otherwise);
@@ -82,7 +82,7 @@ def staggered(steps: int, r: float = RADIUS):
 def _setup(task: dict):
     import torch
 
-    from lmc_core.landscape import random_plane
+    from lmc_core.landscape.surface import random_plane
 
     model, x, y = H.load_fixture(task["model"], task["path"])
     plane = random_plane(model.state_dict(), seed=0)
@@ -119,7 +119,7 @@ def worker(task: dict) -> dict:
         import loss_landscapes
         import loss_landscapes.metrics
 
-        from lmc_core.heap import roomy_heap
+        from lmc_core.foundations.heap import roomy_heap
 
         start, end1, end2 = _ll_models(model, plane)
         metric = loss_landscapes.metrics.Loss(torch.nn.CrossEntropyLoss(), x, y)
@@ -130,7 +130,7 @@ def worker(task: dict) -> dict:
         np.save(task["out"], np.asarray(vals, dtype=np.float64))
         return {"seconds": t.s, "rss_mb": H.peak_rss_mb()}
     if task["tool"] == "ours":
-        from lmc_core.landscape import evaluate_surface
+        from lmc_core.landscape.surface import evaluate_surface
 
         strategy, reuse, fused = task["strategy"], task["reuse"], task.get("fused", True)
         a, b_even, b_odd = staggered(steps)
@@ -188,7 +188,7 @@ def integrity(task: dict, model, x, y, plane) -> dict:
         moved = max(float((start.state_dict()[k] - v).abs().max()) for k, v in snap[0].items() if v.is_floating_point())
         flags = sum(not p.requires_grad for p in start.parameters())
         out["loss_landscapes"] = {"unchanged": _same(start, snap), "max_param_shift": moved, "requires_grad_cleared": flags}
-    from lmc_core.landscape import evaluate_surface
+    from lmc_core.landscape.surface import evaluate_surface
 
     user = copy.deepcopy(model)
     snap = _snapshot(user)

@@ -5,11 +5,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from lmc_core.config import StudyConfig
-from lmc_core.evaluation import evaluate
-from lmc_core.hessian import HessianOperator
-from lmc_core.mask_sources import copies_key
-from lmc_core.studies import Run, hessian_key, plan, surface_key
+from lmc_core.foundations.config import StudyConfig
+from lmc_core.train.evaluation import evaluate
+from lmc_core.hessian.operator import HessianOperator
+from lmc_core.prune.sources import copies_key
+from lmc_core.studies.run import Run, hessian_key, plan, surface_key
 
 STUDY = {
     "name": "analysis-tiny",

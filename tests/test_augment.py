@@ -1,4 +1,4 @@
-"""Tests of lmc_core.augment: exact geometry of each augmentation, and randomness only from the generator."""
+"""Tests of lmc_core.data.augment: exact geometry of each augmentation, and randomness only from the generator."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmc_core.augment import Augmenter
-from lmc_core.config import DataConfig
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import DataConfig
 
 
 def gen(seed: int) -> torch.Generator:

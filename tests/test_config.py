@@ -3,8 +3,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from lmc_core.config import StudyConfig, load_config
-from lmc_core.presets import PRESETS, preset
+from lmc_core.foundations.config import StudyConfig, load_config
+from lmc_core.studies.presets import PRESETS, preset
 
 
 def field_paths(err: ValidationError) -> list[str]:

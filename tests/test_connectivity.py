@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from lmc_core.connectivity import (
+from lmc_core.connectivity.path import (
     PathResult,
     alpha_grid,
     calibration_batches,
@@ -24,7 +24,7 @@ from lmc_core.connectivity import (
     loss_barrier,
     path_states,
 )
-from lmc_core.evaluation import evaluate
+from lmc_core.train.evaluation import evaluate
 
 # ----------------------------------------------------------------------------- fixtures
 

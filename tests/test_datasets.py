@@ -1,4 +1,4 @@
-"""Tests of lmc_core.datasets: built-in datasets, the registry, class-balanced subsets and normalisation."""
+"""Tests of lmc_core.data.dataset: built-in datasets, the registry, class-balanced subsets and normalisation."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import lmc_core.datasets as datasets_mod
+import lmc_core.data.dataset as datasets_mod
 from datafiles import write_npz, write_npz_dataset
-from lmc_core.config import DataConfig
-from lmc_core.datasets import (
+from lmc_core.foundations.config import DataConfig
+from lmc_core.data.dataset import (
     Dataset,
     available_datasets,
     balanced_subset_indices,

@@ -15,14 +15,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from lmc_core.augment import Augmenter
-from lmc_core.config import DataConfig, DistillConfig, ModelConfig, MTTSettings, StudyConfig, SyntheticConfig, TrainConfig
-from lmc_core.datasets import load_dataset
-from lmc_core.mask_sources import copies_key, mask_key, path_key, synthetic_key
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, MTTSettings, StudyConfig, SyntheticConfig, TrainConfig
+from lmc_core.data.dataset import load_dataset
+from lmc_core.prune.sources import copies_key, mask_key, path_key, synthetic_key
 from lmc_core.models import build_model
-from lmc_core.pruning import dense_masks, eligible_names, magnitude_prune
-from lmc_core.studies import Run, plan
-from lmc_core.training import BatchStream, train
+from lmc_core.prune.magnitude import dense_masks, eligible_names, magnitude_prune
+from lmc_core.studies.run import Run, plan
+from lmc_core.train.loop import BatchStream, train
 
 # ---------------------------------------------------------------------------------------------
 # The tiny study: teacher data (2000 train rows, 4 classes, 20 features), MLP 20-16-4.
@@ -457,10 +457,10 @@ def test_dsa_auto_is_inactive_on_vectors():
 
 
 def test_cutmix_on_vectors_is_refused_with_the_fix():
-    from lmc_core.augment import Augmenter
-    from lmc_core.config import DataConfig
-    from lmc_core.datasets import load_dataset
-    from lmc_core.training import BatchStream
+    from lmc_core.data.augment import Augmenter
+    from lmc_core.foundations.config import DataConfig
+    from lmc_core.data.dataset import load_dataset
+    from lmc_core.train.loop import BatchStream
 
     data = load_dataset(DataConfig(name="teacher"))
     with pytest.raises(ValueError, match="set cutmix to 0"):

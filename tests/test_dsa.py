@@ -1,4 +1,4 @@
-"""Tests of lmc_core.dsa: exact maths of each transform, gradients through it, and randomness only from the generator."""
+"""Tests of lmc_core.data.dsa: exact maths of each transform, gradients through it, and randomness only from the generator."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmc_core import dsa as D
-from lmc_core.dsa import DSA, IMAGE_STRATEGY, SIGNAL_STRATEGY, STRATEGIES, DSAParams, cutmix, resolve_strategy, siamese
+from lmc_core.data import dsa as D
+from lmc_core.data.dsa import DSA, IMAGE_STRATEGY, SIGNAL_STRATEGY, STRATEGIES, DSAParams, cutmix, resolve_strategy, siamese
 
 TRANSFORMS = [("image", name) for name in STRATEGIES["image"]] + [("signal", name) for name in STRATEGIES["signal"]]
 

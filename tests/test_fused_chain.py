@@ -1,4 +1,4 @@
-"""The fused conv-net surface path (lmc_core.fused_chain via PlaneEvaluator): equal to the module, one point at a time."""
+"""The fused conv-net surface path (lmc_core.landscape.fused_chain via PlaneEvaluator): equal to the module, one point at a time."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-import lmc_core.fused_chain as fc
-import lmc_core.plane_eval as pe
-from lmc_core import heap
-from lmc_core.config import ModelConfig
-from lmc_core.evaluation import evaluate
-from lmc_core.landscape import evaluate_surface, four_solution_plane, grid_axis, random_plane
+import lmc_core.landscape.fused_chain as fc
+import lmc_core.landscape.evaluator as pe
+from lmc_core.foundations import heap
+from lmc_core.foundations.config import ModelConfig
+from lmc_core.train.evaluation import evaluate
+from lmc_core.landscape.surface import evaluate_surface, four_solution_plane, grid_axis, random_plane
 from lmc_core.models import build_model
-from lmc_core.pruning import dense_masks, magnitude_prune
+from lmc_core.prune.magnitude import dense_masks, magnitude_prune
 
 from test_landscape import assert_unchanged, data, fingerprint, naive_surface, state_of
 
@@ -189,7 +189,7 @@ def test_roomy_heap_keeps_freed_activations_off_fresh_pages():
     # A fresh process: the allocator's state after other tests would blur the count.
     code = """
 import resource, torch
-from lmc_core import heap
+from lmc_core.foundations import heap
 def faults(n=32):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):

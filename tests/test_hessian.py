@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, hessian
 
-from lmc_core.config import ModelConfig
-from lmc_core.hessian import (
+from lmc_core.foundations.config import ModelConfig
+from lmc_core.hessian.operator import (
     Density,
     Eigen,
     Estimate,
@@ -29,8 +29,8 @@ from lmc_core.hessian import (
     trace,
 )
 from lmc_core.models import build_model
-from lmc_core.pruning import prunable_names
-from lmc_core.seeding import generator
+from lmc_core.prune.magnitude import prunable_names
+from lmc_core.foundations.seeding import generator
 
 F64 = torch.float64
 

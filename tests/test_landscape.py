@@ -1,4 +1,4 @@
-"""Tests of the loss-landscape planes, grids and surface evaluation (lmc_core.landscape)."""
+"""Tests of the loss-landscape planes, grids and surface evaluation (lmc_core.landscape.surface)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from lmc_core.config import ModelConfig
-from lmc_core.connectivity import evaluate_path
-from lmc_core.evaluation import evaluate
-from lmc_core.landscape import (
+from lmc_core.foundations.config import ModelConfig
+from lmc_core.connectivity.path import evaluate_path
+from lmc_core.train.evaluation import evaluate
+from lmc_core.landscape.surface import (
     Plane,
     Surface,
     coarse_to_fine,
@@ -27,7 +27,7 @@ from lmc_core.landscape import (
     split_state,
 )
 from lmc_core.models import build_model
-from lmc_core.pruning import dense_masks, magnitude_prune
+from lmc_core.prune.magnitude import dense_masks, magnitude_prune
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -511,7 +511,7 @@ def test_auto_strategy_measures_both_and_matches_the_loop():
 
 
 def test_first_layer_reuse_switches_itself_off_beyond_its_memory_budget(monkeypatch):
-    import lmc_core.plane_eval as pe
+    import lmc_core.landscape.evaluator as pe
 
     monkeypatch.setattr(pe, "REUSE_BUDGET_BYTES", 1024)
     model = mlp()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from lmc_core.config import ModelConfig
+from lmc_core.foundations.config import ModelConfig
 from lmc_core.models import build_model, count_parameters, describe_model, prunable_modules
 
 MNIST1D = (1, 40)

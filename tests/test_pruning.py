@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmc_core.pruning import (
+from lmc_core.prune.magnitude import (
     apply_masks,
     dense_masks,
     eligible_names,

@@ -1,4 +1,4 @@
-"""Tests of lmc_core.readers on tiny files with known contents: exact round trips and precise errors."""
+"""Tests of lmc_core.data.readers on tiny files with known contents: exact round trips and precise errors."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from datafiles import (
     write_npz_dataset,
     write_tar_gz,
 )
-from lmc_core.config import DataConfig
-from lmc_core.datasets import Dataset, load_dataset
-from lmc_core.readers import CIFAR10, CIFAR100, parse_cifar_pickle
+from lmc_core.foundations.config import DataConfig
+from lmc_core.data.dataset import Dataset, load_dataset
+from lmc_core.data.readers import CIFAR10, CIFAR100, parse_cifar_pickle
 
 
 def raw(name: str, path) -> Dataset:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmc_core.render import SIGNAL_BOX, _line_plot, png_bytes, preview
-from lmc_core.synthetic import SyntheticSet
+from lmc_core.distill.render import SIGNAL_BOX, _line_plot, png_bytes, preview
+from lmc_core.distill.synthetic import SyntheticSet
 
 
 def decode_png(blob: bytes) -> np.ndarray:

@@ -6,19 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from lmc_core.augment import Augmenter
-from lmc_core.config import DataConfig, ModelConfig, TrainConfig
-from lmc_core.datasets import Dataset
-from lmc_core.events import Event
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig
+from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.events import Event
 from lmc_core.models import build_model
-from lmc_core.pruning import Masks, prunable_names
-from lmc_core.stacked import choose_copies_strategy, folded_plan, train_stacked
-from lmc_core.training import TrainingDiverged, TrainResult, train_copies
+from lmc_core.prune.magnitude import Masks, prunable_names
+from lmc_core.train.stacked import choose_copies_strategy, folded_plan, train_stacked
+from lmc_core.train.loop import TrainingDiverged, TrainResult, train_copies
 
 SEEDS = [(100, 100), (101, 101)]
 STEPS = 50
 # The generic vmap path is not bit-identical: bmm and grouped convolutions round differently from
-# the loop's per-copy GEMMs (lmc_core/stacked.py, _exact_layer). Its ~1-ulp gradient differences
+# the loop's per-copy GEMMs (lmc_core/train/stacked.py, _exact_layer). Its ~1-ulp gradient differences
 # grow through the 50 steps to a measured max |diff| here of 4.5e-8 (SGD) and 1.5e-8 (Adam), at 1
 # and 2 threads; the bound leaves 20x headroom. Over a full chaotic run they grow much further,
 # which is why auto never picks vmap.

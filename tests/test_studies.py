@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmc_core.config import StudyConfig
-from lmc_core.mask_sources import copies_key, mask_key, path_key
-from lmc_core.studies import Run, plan
+from lmc_core.foundations.config import StudyConfig
+from lmc_core.prune.sources import copies_key, mask_key, path_key
+from lmc_core.studies.run import Run, plan
 
 TINY = {
     "name": "tiny",

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmc_core.datasets import Dataset
-from lmc_core.synthetic import (
+from lmc_core.data.dataset import Dataset
+from lmc_core.distill.synthetic import (
     SyntheticSet,
     decode,
     decode_labels,

@@ -48,7 +48,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # The parent must never touch CUDA (a forked child cannot re-initialise it); importing torch does not.
     import torch  # noqa: F401  (preload for the forked jobs)
 
-    import worker.jobs  # noqa: F401  (preloads lmc_core.studies and its dependencies likewise)
+    import worker.jobs  # noqa: F401  (preloads lmc_core.studies.run and its dependencies likewise)
 
     from .queue import connect, worker_alive
     from .runner import make_worker

@@ -1,4 +1,4 @@
-"""The job functions RQ workers run: plan a study, run one stage. They import torch (through lmc_core.studies).
+"""The job functions RQ workers run: plan a study, run one stage. They import torch (through lmc_core.studies.run).
 
 Referenced only by dotted path (`worker.jobs.plan_study`, `worker.jobs.run_stage`), so the API never imports
 this module. Both are idempotent: planning skips finished stages and jobs already waiting, and a stage whose
@@ -21,10 +21,10 @@ from rq import get_current_job
 from rq.job import Job
 from rq.worker import Worker
 
-from lmc_core.config import load_config
-from lmc_core.events import Event
-from lmc_core.storage import save_json
-from lmc_core.studies import Run, Stage
+from lmc_core.foundations.config import load_config
+from lmc_core.foundations.events import Event
+from lmc_core.foundations.storage import save_json
+from lmc_core.studies.run import Run, Stage
 
 from . import defaults
 from .queue import DEFAULT_QUEUE, append_log, connect, enqueue_stages

@@ -1,6 +1,6 @@
 """The study queue: turns a study into RQ jobs, reports their state, cancels them, and recovers from dead workers.
 
-This module never imports torch (nor lmc_core.studies): the API process imports it, so job functions are
+This module never imports torch (nor lmc_core.studies.run): the API process imports it, so job functions are
 named by dotted path and everything it reports comes from Redis and the JSON files of the artifact root.
 
 One study = one *plan* job (`worker.jobs.plan_study`, id from the study id) which, on a worker, plans the

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lmc_core.config import StudyConfig
-from lmc_core.presets import PRESETS, merge
+from lmc_core.foundations.config import StudyConfig
+from lmc_core.studies.presets import PRESETS, merge
 
 from .errors import FieldErrors, NotFound
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lmc_core.config import StudyConfig
+from lmc_core.foundations.config import StudyConfig
 
 from .errors import FieldErrors, TooManyJobs
 from .models import ACTIVE_STATES, Study

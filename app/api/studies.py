@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, defer
 
-from lmc_core.config import StudyConfig
+from lmc_core.foundations.config import StudyConfig
 
 from .errors import NotFound
 from .models import Job, Note, Study, StudyTag, User, utcnow

@@ -36,7 +36,7 @@ TINY_OVERRIDES: dict[str, Any] = {
 
 def tiny_config() -> dict[str, Any]:
     """Return the tiny study's full config (validated, as JSON)."""
-    from lmc_core.presets import preset
+    from lmc_core.studies.presets import preset
 
     return preset("smoke", TINY_OVERRIDES).model_dump(mode="json")
 
@@ -45,9 +45,9 @@ def tiny_run(artifact_root: Path) -> Path:
     """Run the tiny study with lmc_core under <artifact_root>/runs and write what the worker adds (stages.json, summary.json)."""
     import torch
 
-    from lmc_core.config import load_config
-    from lmc_core.storage import save_json
-    from lmc_core.studies import Run
+    from lmc_core.foundations.config import load_config
+    from lmc_core.foundations.storage import save_json
+    from lmc_core.studies.run import Run
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

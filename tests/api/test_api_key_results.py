@@ -7,7 +7,7 @@ import math
 from app.api import key_results
 from app.api import studies as store
 from app.api.models import Result, Study
-from lmc_core.config import StudyConfig
+from lmc_core.foundations.config import StudyConfig
 
 
 def _row(source, rnd, k, sparsity, acc, barrier):

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(300, method="thread")  # RQ arms SIGALRM in thi
 
 
 def test_retry_after_a_failure_recomputes_only_the_unfinished_stages(api, rconn, artifact_root, backend, monkeypatch):
-    from lmc_core.studies import Run
+    from lmc_core.studies.run import Run
 
     original = Run._stage_mask
 

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from app.api import studies as store
 from app.api.models import Note, Study
-from lmc_core.config import StudyConfig
-from lmc_core.presets import PRESETS, preset
+from lmc_core.foundations.config import StudyConfig
+from lmc_core.studies.presets import PRESETS, preset
 from worker import queue as wq
 
 

@@ -25,7 +25,7 @@ def test_import_and_create_app_leave_torch_out():
 
 
 def test_validating_a_study_through_the_api_leaves_torch_out(tmp_path):
-    # StudyConfig's validators import lmc_core.mask_sources, which must keep its torch imports inside the functions that build masks.
+    # StudyConfig's validators import lmc_core.prune.sources, which must keep its torch imports inside the functions that build masks.
     out = _run(f"""
         import sys, warnings
         warnings.filterwarnings("ignore")

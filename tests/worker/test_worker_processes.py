@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
 
 
 def _run_id(config) -> str:
-    from lmc_core.config import load_config
+    from lmc_core.foundations.config import load_config
 
     return load_config(config).run_id()
 

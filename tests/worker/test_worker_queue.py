@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(300, method="thread")
 
 
 def _run_id(config) -> str:
-    from lmc_core.config import load_config
+    from lmc_core.foundations.config import load_config
 
     return load_config(config).run_id()
 
@@ -34,7 +34,7 @@ def _jobs(conn, run_id: str, root) -> dict[str, Job]:
 
 
 def test_import_leaves_torch_out():
-    code = "import sys, worker.queue, worker.runner, worker.cli, worker.defaults; print(sorted(m for m in ('torch', 'lmc_core.studies') if m in sys.modules))"
+    code = "import sys, worker.queue, worker.runner, worker.cli, worker.defaults; print(sorted(m for m in ('torch', 'lmc_core.studies.run') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -71,8 +71,8 @@ def test_study_runs_to_the_same_results_as_a_direct_run(conn, tmp_path, referenc
     want = reference(config)
     got = run_dir(root, run_id)
     assert_same_results(got, want)
-    from lmc_core.config import load_config
-    from lmc_core.studies import Run
+    from lmc_core.foundations.config import load_config
+    from lmc_core.studies.run import Run
 
     direct = Run(load_config(config), want.parent)
     summary = json.loads((got / "summary.json").read_text())
@@ -220,7 +220,7 @@ def test_empty_redis_mid_study_is_reconciled_without_losing_work(conn, tmp_path,
 
 
 def test_failed_stage_keeps_its_error_and_earlier_stages(conn, tmp_path, monkeypatch):
-    from lmc_core.studies import Run
+    from lmc_core.studies.run import Run
 
     original = Run._stage_mask
 

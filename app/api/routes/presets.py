@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from lmc_core.config import StudyConfig
-from lmc_core.presets import PRESETS
+from lmc_core.foundations.config import StudyConfig
+from lmc_core.studies.presets import PRESETS
 
 from .. import configs
 from ..deps import NOT_FOUND, READ_ERRORS, Reader

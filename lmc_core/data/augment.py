@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmc_core.config import DataConfig
-from lmc_core.dsa import DSA, resolve_strategy
+from lmc_core.foundations.config import DataConfig
+from lmc_core.data.dsa import DSA, resolve_strategy
 
 _KINDS = ("vector", "signal", "image")
 # Which kind of data each augmentation makes sense for.
@@ -19,7 +19,7 @@ _NEEDS_KIND = {"shift": "signal", "crop_flip": "image"}
 
 
 class Augmenter:
-    """Applies cfg.augmentation to training batches: 'none', 'shift' (signals), 'crop_flip' (images) or 'dsa' (lmc_core.dsa)."""
+    """Applies cfg.augmentation to training batches: 'none', 'shift' (signals), 'crop_flip' (images) or 'dsa' (lmc_core.data.dsa)."""
 
     def __init__(self, cfg: DataConfig, kind: str):
         if kind not in _KINDS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import StudyConfig
+from lmc_core.foundations.config import StudyConfig
 
 _MNIST1D_SHIFT = {"name": "mnist1d", "augmentation": "shift", "max_shift": 3}
 

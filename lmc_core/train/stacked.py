@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .augment import Augmenter
-from .config import TrainConfig
-from .datasets import Dataset
-from .events import Callback, Event, no_callback
-from .models import MLP, ConvNet
-from .pruning import Masks
-from .training import BatchStream, TrainingDiverged, TrainResult, lr_at, steps_per_epoch, total_steps
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import TrainConfig
+from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.events import Callback, Event, no_callback
+from lmc_core.models import MLP, ConvNet
+from lmc_core.prune.magnitude import Masks
+from lmc_core.train.loop import BatchStream, TrainingDiverged, TrainResult, lr_at, steps_per_epoch, total_steps
 
 # torch.optim.Adam's defaults, which make_optimizer keeps.
 ADAM_BETAS = (0.9, 0.999)

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from lmc_core import __version__
-from lmc_core.datasets import Dataset
-from lmc_core.seeding import generator
-from lmc_core.storage import load_json, load_tensors, save_json, save_tensors
+from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.seeding import generator
+from lmc_core.foundations.storage import load_json, load_tensors, save_json, save_tensors
 
 TENSORS_FILE = "images.safetensors"
 META_FILE = "synthetic.json"
@@ -335,7 +335,7 @@ def _check_ipc(ipc: int) -> None:
 def init_from_real(real: Dataset, ipc: int, factor: int, seed: int) -> SyntheticSet:
     """Return `ipc` stored images per class, each packing f^k distinct random real examples of its class.
 
-    The examples are drawn with lmc_core.seeding.generator(seed, "synthetic-init"), class by class; the
+    The examples are drawn with lmc_core.foundations.seeding.generator(seed, "synthetic-init"), class by class; the
     real training indices are recorded, in decoded order, as provenance["indices"].
     """
     _check_ipc(ipc)

@@ -13,11 +13,11 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # the study and the config import this module; the reverse imports are only for type hints
-    from .config import StudyConfig
-    from .pruning import Masks
-    from .datasets import Dataset
-    from .events import Callback
-    from .studies import Run
+    from lmc_core.foundations.config import StudyConfig
+    from lmc_core.prune.magnitude import Masks
+    from lmc_core.data.dataset import Dataset
+    from lmc_core.foundations.events import Callback
+    from lmc_core.studies.run import Run
 
 DENSE = "dense"
 
@@ -92,7 +92,7 @@ def get_mask_source(name: str) -> MaskSource:
 
 
 def _prune(run: Run, state: dict, prev_masks: Masks, r: int) -> Masks:
-    from .pruning import eligible_names, magnitude_prune, round_sparsity  # torch: keep config validation (the API) torch-free
+    from lmc_core.prune.magnitude import eligible_names, magnitude_prune, round_sparsity  # torch: keep config validation (the API) torch-free
     p = run.cfg.pruning
     return magnitude_prune(
         state, prev_masks, round_sparsity(p.rate, r), scope=p.scope,
@@ -222,8 +222,8 @@ class RandomPruning(MaskSource):
         return [mask_key(mask_id("imp", k, r))] if "imp" in cfg.pruning.mask_sources else []
 
     def build(self, run: Run, k: int, r: int, callback: Callback) -> tuple[Masks, dict[str, Any]]:
-        from .pruning import dense_masks, eligible_names, magnitude_prune, random_masks_like, round_sparsity
-        from .seeding import derive_seed
+        from lmc_core.prune.magnitude import dense_masks, eligible_names, magnitude_prune, random_masks_like, round_sparsity
+        from lmc_core.foundations.seeding import derive_seed
 
         p = run.cfg.pruning
         if "imp" in p.mask_sources:

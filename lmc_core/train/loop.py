@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import Augmenter
-from .config import TrainConfig
-from .datasets import Dataset
-from .dsa import cutmix
-from .events import Callback, Event, no_callback
-from .pruning import Masks, State, apply_masks
-from .seeding import generator
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import TrainConfig
+from lmc_core.data.dataset import Dataset
+from lmc_core.data.dsa import cutmix
+from lmc_core.foundations.events import Callback, Event, no_callback
+from lmc_core.prune.magnitude import Masks, State, apply_masks
+from lmc_core.foundations.seeding import generator
 
 
 class TrainingDiverged(RuntimeError):
@@ -205,14 +205,14 @@ def train_copies(
 
     The copies share the init and the mask and differ only in SGD noise. `model` itself is not trained.
     `strategy`: "loop" trains them one after the other; "stacked" trains them in lockstep with stacked
-    parameters (lmc_core.stacked: bit-identical for MLPs, norm-free ConvNets and plain Sequentials,
+    parameters (lmc_core.train.stacked: bit-identical for MLPs, norm-free ConvNets and plain Sequentials,
     equal up to rounding through vmap for other models, refused for BatchNorm); "auto" picks stacked
     only where it is bit-identical and benchmarks/bench_batched_copies.py measured it faster.
     """
     if strategy not in ("loop", "stacked", "auto"):
         raise ValueError(f"unknown strategy {strategy!r}; use 'loop', 'stacked' or 'auto'")
     if strategy != "loop":
-        from .stacked import choose_copies_strategy, train_stacked  # stacked imports this module
+        from lmc_core.train.stacked import choose_copies_strategy, train_stacked  # stacked imports this module
 
         if strategy == "stacked" or choose_copies_strategy(model, len(seeds)) == "stacked":
             return train_stacked(model, data, cfg, augmenter, seeds=seeds, masks=masks, start_step=start_step,

@@ -32,28 +32,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .augment import Augmenter
-from .config import DistillConfig, StudyConfig
-from .connectivity import PathResult, alpha_grid, evaluate_path
-from .datasets import Dataset, load_dataset
-from .device import resolve_device
-from .evaluation import evaluate
-from .events import Callback, Event, no_callback
-from .distill import distill
-from .dsa import DSA, resolve_strategy
-from .experts import Trajectories, experts_hash, train_experts
-from .hessian import HessianOperator, exact_diagonal, hutchinson_diagonal, lanczos, slq_density
-from .hessian import trace as hessian_trace
-from .landscape import Surface, evaluate_surface, grid_axis, plane_through, random_plane
-from .mask_sources import DENSE, copies_key, get_mask_source, mask_id, mask_key, path_key, rewind_key, synthetic_key
-from .models import build_model, count_parameters
-from .pruning import Masks, State, dense_masks, layer_sparsity, rewind, sparsity
-from .seeding import derive_seed
-from .storage import load_arrays, load_json, load_tensors, save_arrays, save_json, save_tensors
-from .synthetic import SyntheticSet
-from .synthetic_eval import evaluate_set, matched_subset, recipe
-from .training import TrainResult, total_steps, train, train_copies
+from lmc_core import __version__
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import DistillConfig, StudyConfig
+from lmc_core.connectivity.path import PathResult, alpha_grid, evaluate_path
+from lmc_core.data.dataset import Dataset, load_dataset
+from lmc_core.foundations.device import resolve_device
+from lmc_core.train.evaluation import evaluate
+from lmc_core.foundations.events import Callback, Event, no_callback
+from lmc_core.distill.methods import distill
+from lmc_core.data.dsa import DSA, resolve_strategy
+from lmc_core.distill.experts import Trajectories, experts_hash, train_experts
+from lmc_core.hessian.operator import HessianOperator, exact_diagonal, hutchinson_diagonal, lanczos, slq_density
+from lmc_core.hessian.operator import trace as hessian_trace
+from lmc_core.landscape.surface import Surface, evaluate_surface, grid_axis, plane_through, random_plane
+from lmc_core.prune.sources import DENSE, copies_key, get_mask_source, mask_id, mask_key, path_key, rewind_key, synthetic_key
+from lmc_core.models import build_model, count_parameters
+from lmc_core.prune.magnitude import Masks, State, dense_masks, layer_sparsity, rewind, sparsity
+from lmc_core.foundations.seeding import derive_seed
+from lmc_core.foundations.storage import load_arrays, load_json, load_tensors, save_arrays, save_json, save_tensors
+from lmc_core.distill.synthetic import SyntheticSet
+from lmc_core.distill.evaluation import evaluate_set, matched_subset, recipe
+from lmc_core.train.loop import TrainResult, total_steps, train, train_copies
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmc_core.config import DataConfig
-from lmc_core.datasets import Dataset, register_dataset
+from lmc_core.foundations.config import DataConfig
+from lmc_core.data.dataset import Dataset, register_dataset
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 _PIXELS = 3 * 32 * 32

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import prunable_modules
-from .seeding import generator
+from lmc_core.models import prunable_modules
+from lmc_core.foundations.seeding import generator
 
 Masks = dict[str, torch.Tensor]
 State = dict[str, torch.Tensor]

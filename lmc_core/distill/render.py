@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .synthetic import SyntheticSet
+from lmc_core.distill.synthetic import SyntheticSet
 
 SIGNAL_BOX = (32, 48)  # height, width of one signal's line plot, in pixels
 GAP = 1

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .augment import Augmenter
-from .config import DataConfig, ModelConfig, MTTSettings, TrainConfig
-from .datasets import Dataset
-from .events import Callback, Event, no_callback
-from .models import build_model
-from .seeding import derive_seed
-from .storage import load_json, load_tensors, save_json, save_tensors
-from .training import steps_per_epoch, train
+from lmc_core.data.augment import Augmenter
+from lmc_core.foundations.config import DataConfig, ModelConfig, MTTSettings, TrainConfig
+from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.events import Callback, Event, no_callback
+from lmc_core.models import build_model
+from lmc_core.foundations.seeding import derive_seed
+from lmc_core.foundations.storage import load_json, load_tensors, save_json, save_tensors
+from lmc_core.train.loop import steps_per_epoch, train
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:

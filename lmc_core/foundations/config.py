@@ -96,7 +96,7 @@ class PruningConfig(_Strict):
             raise ValueError("list at least one mask source, e.g. ['dense']")
         if len(set(v)) != len(v):
             raise ValueError(f"mask sources repeat: {v}")
-        from .mask_sources import get_mask_source  # the registry imports models, which import this module
+        from lmc_core.prune.sources import get_mask_source  # the registry imports models, which import this module
 
         for name in v:
             get_mask_source(name)  # raises ValueError naming the registered sources and their syntax
@@ -289,7 +289,7 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _sources_fit(self) -> StudyConfig:
-        from .mask_sources import get_mask_source
+        from lmc_core.prune.sources import get_mask_source
 
         for name in self.pruning.mask_sources:
             problem = get_mask_source(name).problem(self)

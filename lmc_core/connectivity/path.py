@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .evaluation import evaluate
+from lmc_core.train.evaluation import evaluate
 
 State = dict[str, torch.Tensor]
 Masks = dict[str, torch.Tensor]

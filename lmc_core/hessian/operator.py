@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .heap import roomy_heap
-from .seeding import generator
+from lmc_core.foundations.heap import roomy_heap
+from lmc_core.foundations.seeding import generator
 
 Masks = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .config import StudyConfig, load_config
-from .events import Event
-from .presets import PRESETS, merge, preset
+from lmc_core.foundations.config import StudyConfig, load_config
+from lmc_core.foundations.events import Event
+from lmc_core.studies.presets import PRESETS, merge, preset
 
 console = Console()
 if not console.is_terminal:  # piped or captured: rich would fall back to 80 columns and wrap every table
@@ -82,7 +82,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .studies import Run  # torch and the science stack load only when a study runs
+    from lmc_core.studies.run import Run  # torch and the science stack load only when a study runs
 
     try:
         cfg = build_config(args)
@@ -221,7 +221,7 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
 
 def open_run(path: str) -> Any:
     """Return the Run stored in folder `path`, or None after printing why it is not one."""
-    from .studies import Run
+    from lmc_core.studies.run import Run
 
     run_dir = Path(path)
     if not (run_dir / "config.json").is_file():
@@ -236,7 +236,7 @@ def open_run(path: str) -> Any:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
-    from .render import preview, write_png
+    from lmc_core.distill.render import preview, write_png
 
     run = open_run(args.run_dir)
     if run is None:

@@ -23,17 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .config import DistillConfig, ModelConfig
-from .datasets import Dataset
-from .dsa import DSA, resolve_strategy
-from .events import Callback, Event, no_callback
-from .experts import Trajectories, unflatten
-from .models import build_model, prunable_modules
-from .seeding import derive_seed, generator
-from .synthetic import SyntheticSet, decode, decode_labels, import_synthetic, init_from_real, init_noise
+from lmc_core.foundations.config import DistillConfig, ModelConfig
+from lmc_core.data.dataset import Dataset
+from lmc_core.data.dsa import DSA, resolve_strategy
+from lmc_core.foundations.events import Callback, Event, no_callback
+from lmc_core.distill.experts import Trajectories, unflatten
+from lmc_core.models import build_model, prunable_modules
+from lmc_core.foundations.seeding import derive_seed, generator
+from lmc_core.distill.synthetic import SyntheticSet, decode, decode_labels, import_synthetic, init_from_real, init_noise
 
 # The published settings of each method's reference code (anchors_core.md 11-12, paper.md 3.3 and 6.2), for the record
-# and for GPU-scale configs; the CPU presets scale iterations down and retune the pixel lr (lmc_core/presets.py).
+# and for GPU-scale configs; the CPU presets scale iterations down and retune the pixel lr (lmc_core/studies/presets.py).
 PUBLISHED = {
     "dm": {"iterations": 20000, "lr_img": 1.0, "batch_real": 256, "init": "real", "dsa": "color_crop_cutout_flip_scale_rotate"},
     "dc": {"iterations": 1000, "lr_img": 0.1, "lr_net": 0.01, "batch_real": 256, "init": "noise", "loops": "get_loops(ipc)", "match": "cos"},
@@ -87,7 +87,7 @@ def distill(
     matcher = _Matcher(cfg, data, net_cfg, images, labels)
     if cfg.method == "mtt":
         if experts is None:
-            raise ValueError("method 'mtt' needs expert trajectories (lmc_core.experts.train_experts)")
+            raise ValueError("method 'mtt' needs expert trajectories (lmc_core.distill.experts.train_experts)")
         step, lr = matcher.mtt_step(experts), matcher.syn_lr
     else:
         step, lr = (matcher.dm_step if cfg.method == "dm" else matcher.dc_step), None

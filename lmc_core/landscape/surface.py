@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .connectivity import STRATEGIES, apply_mask, calibration_batches, choose_strategy, chunk_size, resolve_bn_mode
-from .heap import roomy_heap
-from .plane_eval import PlaneEvaluator
-from .pruning import Masks, State
-from .seeding import generator
+from lmc_core.connectivity.path import STRATEGIES, apply_mask, calibration_batches, choose_strategy, chunk_size, resolve_bn_mode
+from lmc_core.foundations.heap import roomy_heap
+from lmc_core.landscape.evaluator import PlaneEvaluator
+from lmc_core.prune.magnitude import Masks, State
+from lmc_core.foundations.seeding import generator
 
 IGNORE_MODES = ("biasbn", "none")
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from . import fused_chain
-from .connectivity import bn_buffer_keys, make_worker
-from .models import prunable_modules
-from .pruning import Masks, State
+from lmc_core.landscape import fused_chain
+from lmc_core.connectivity.path import bn_buffer_keys, make_worker
+from lmc_core.models import prunable_modules
+from lmc_core.prune.magnitude import Masks, State
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Row = dict[str, tuple[float, float]]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from lmc_core.config import DataConfig
+from lmc_core.foundations.config import DataConfig
 
 Kind = Literal["vector", "signal", "image"]
 Loader = Callable[[DataConfig], "Dataset"]
@@ -380,4 +380,4 @@ def _load_teacher(cfg: DataConfig) -> Dataset:
 
 # The file readers register cifar10, cifar100, mnist, fashion_mnist and npz; imported last because
 # they build on the registry above.
-from lmc_core import readers as _readers  # noqa: E402,F401
+from lmc_core.data import readers as _readers  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Datasets: the base type and registry, built-in generators, local file readers, augmentation and DSA."""

@@ -1,0 +1,1 @@
+"""Loss landscapes: planes through parameter space, grids, and surfaces evaluated on them."""

@@ -1,0 +1,1 @@
+"""Training: the loop with controlled SGD noise, stacked copies trained in lockstep, the copy dispatcher and evaluation."""
