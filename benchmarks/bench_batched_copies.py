@@ -24,12 +24,14 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmc_core.data.augment import Augmenter  # noqa: E402
-from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from lmc_core.data.dataset import Dataset, load_dataset  # noqa: E402
+from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from lmc_core.foundations.types import Masks
 from lmc_core.models import build_model  # noqa: E402
-from lmc_core.prune.magnitude import Masks, dense_masks  # noqa: E402
+from lmc_core.prune.magnitude import dense_masks  # noqa: E402
+from lmc_core.train.copies import train_copies  # noqa: E402
+from lmc_core.train.loop import TrainResult  # noqa: E402
 from lmc_core.train.stacked import choose_copies_strategy, folded_plan  # noqa: E402
-from lmc_core.train.loop import TrainResult, train_copies  # noqa: E402
 
 CHECK_STEPS = 20  # the agreement check before timing: short, so chaotic growth of rounding differences stays small
 VMAP_ATOL = 1e-5  # the vmap path is equal only up to rounding (bmm, grouped convs); the folded path must be exact

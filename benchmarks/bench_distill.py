@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
 from lmc_core.data.dataset import load_dataset  # noqa: E402
-from lmc_core.distill.methods import distill  # noqa: E402
 from lmc_core.data.dsa import DSA, resolve_strategy  # noqa: E402
-from lmc_core.distill.experts import train_experts  # noqa: E402
 from lmc_core.distill.evaluation import evaluate_set  # noqa: E402
+from lmc_core.distill.experts import train_experts  # noqa: E402
+from lmc_core.distill.methods import distill  # noqa: E402
+from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
 
 # The settings of the paper-mini preset (tuned on MNIST-1D; see lmc_core/studies/presets.py), the same on digits.
 MTT = {"experts": 5, "expert_train_epochs": 12, "lr_teacher": 0.05, "expert_batch": 64, "syn_steps": 40, "expert_epochs": 2, "max_start_epoch": 8, "lr_lr": 1e-4}

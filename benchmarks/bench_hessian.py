@@ -106,7 +106,10 @@ def worker(task: dict) -> dict:
     H.pin_threads()
     import torch
 
-    from lmc_core.hessian.operator import HessianOperator, hutchinson_trace, hutchpp_trace, lanczos, slq_density
+    from lmc_core.hessian.density import slq_density
+    from lmc_core.hessian.eigen import lanczos
+    from lmc_core.hessian.operator import HessianOperator
+    from lmc_core.hessian.trace import hutchinson_trace, hutchpp_trace
 
     model, x, y = _batch(task)
     with torch.no_grad():
@@ -177,7 +180,9 @@ def reference(kind: str, path: str) -> dict:
     """Float64 top-K eigenvalues and exact trace (cached as JSON next to the fixture)."""
     import torch
 
-    from lmc_core.hessian.operator import HessianOperator, hutchpp_trace, lanczos
+    from lmc_core.hessian.eigen import lanczos
+    from lmc_core.hessian.operator import HessianOperator
+    from lmc_core.hessian.trace import hutchpp_trace
 
     cache = Path(path).with_suffix(".ref.json")
     if cache.exists():

@@ -19,7 +19,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.connectivity.path import alpha_grid, choose_strategy, evaluate_path  # noqa: E402
+from lmc_core.connectivity.engine import choose_strategy  # noqa: E402
+from lmc_core.connectivity.path import alpha_grid, evaluate_path  # noqa: E402
 
 N_ALPHAS = 31
 REPEATS = 7

@@ -69,7 +69,7 @@ def _pct(values: list[float], q: float) -> float:
 def _started(conn, job_id: str, timeout: float = 60) -> datetime:
     from rq.job import Job
 
-    from worker.queue import SERIALIZER
+    from worker import SERIALIZER
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def latency(api: str, token: str, conn, repeats: int) -> dict:
     """Return submission-to-start seconds (plan job, first stage) and the bare-RQ floor, interleaved."""
     from rq import Queue
 
-    from worker.queue import SERIALIZER, plan_job_id, stage_job_id
+    from worker import SERIALIZER, plan_job_id, stage_job_id
 
     queue = Queue("lmc", connection=conn, serializer=SERIALIZER)
     ours_plan, ours_stage, bare = [], [], []
@@ -122,10 +122,9 @@ def latency(api: str, token: str, conn, repeats: int) -> dict:
 
 def fill(database_url: str, n: int) -> None:
     """Write `n` studies (mixed presets, statuses, tags) straight into the store, as a busy team's history."""
-    from lmc_core.studies.presets import preset
-
     from app.api.db import make_engine, make_sessions
     from app.api.studies import create
+    from lmc_core.studies.presets import preset
 
     statuses = ["finished"] * 6 + ["failed", "cancelled", "running", "queued"]
     rng = random.Random(0)
@@ -187,7 +186,7 @@ def main() -> None:
     args = ap.parse_args()
     repeats, per_client = (5, 10) if args.quick else (15, 25)
 
-    from worker.queue import connect
+    from worker import connect
 
     conn = connect(REDIS_URL)
     conn.flushdb()

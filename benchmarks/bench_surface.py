@@ -82,7 +82,7 @@ def staggered(steps: int, r: float = RADIUS):
 def _setup(task: dict):
     import torch
 
-    from lmc_core.landscape.surface import random_plane
+    from lmc_core.landscape.plane import random_plane
 
     model, x, y = H.load_fixture(task["model"], task["path"])
     plane = random_plane(model.state_dict(), seed=0)

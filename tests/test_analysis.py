@@ -6,10 +6,11 @@ import torch
 from pydantic import ValidationError
 
 from lmc_core.foundations.config import StudyConfig
-from lmc_core.train.evaluation import evaluate
+from lmc_core.foundations.layout import copies_key, hessian_key, surface_key
 from lmc_core.hessian.operator import HessianOperator
-from lmc_core.prune.sources import copies_key
-from lmc_core.studies.run import Run, hessian_key, plan, surface_key
+from lmc_core.studies.plan import plan
+from lmc_core.studies.run import Run
+from lmc_core.train.evaluation import evaluate
 
 STUDY = {
     "name": "analysis-tiny",
@@ -53,7 +54,7 @@ def test_surface_centre_is_the_masked_rewind_point_and_the_copies_are_marked(fin
     key = surface_key("imp-k0-r1", 0, 0)
     surface, info = finished.load_surface(key), finished.stage_info(key)
     masks = finished.load_masks("imp-k0-r1")
-    model = finished._fresh_model()
+    model = finished.fresh_model()
     model.load_state_dict(finished.load_state("init"))
     with torch.no_grad():
         for name, m in masks.items():
@@ -72,7 +73,7 @@ def test_hessian_matches_the_dense_hessian_of_copy_a(finished):
     key = hessian_key("imp-k0-r1", 0, 0)
     info = finished.stage_info(key)
     masks = finished.load_masks("imp-k0-r1")
-    model = finished._fresh_model()
+    model = finished.fresh_model()
     model.load_state_dict(finished.load_state(copies_key("imp-k0-r1", 0, 0), "a"))
     batch = (finished.data.x_train[:200], finished.data.y_train[:200])
     dense = HessianOperator(model, [batch], masks=masks, dtype=torch.float64).to_dense()

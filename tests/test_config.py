@@ -3,8 +3,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from lmc_core.foundations.config import StudyConfig, load_config
+from lmc_core.foundations.config import StudyConfig
 from lmc_core.studies.presets import PRESETS, preset
+from lmc_core.studies.validation import load_config, validate_config
 
 
 def field_paths(err: ValidationError) -> list[str]:
@@ -90,3 +91,17 @@ def test_config_files_of_the_wrong_kind_or_broken_syntax_are_named(tmp_path):
     broken.write_text("a: [1,\n")
     with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
         load_config(str(broken))
+
+
+def test_unknown_dataset_fails_validation_not_a_worker():
+    # The config is pure data; the registry check happens in validate_config, which the API and the CLI call.
+    assert StudyConfig.model_validate({"data": {"name": "imagenet"}}).data.name == "imagenet"
+    with pytest.raises(ValidationError, match="unknown dataset 'imagenet'") as info:
+        validate_config({"data": {"name": "imagenet"}})
+    assert field_paths(info.value) == ["data.name"]
+
+
+def test_a_source_that_cannot_run_is_named_with_its_problem():
+    with pytest.raises(ValidationError, match="no synthetic set named 'dm'") as info:
+        validate_config({"pruning": {"mask_sources": ["dense", "distilled.dm"]}})
+    assert field_paths(info.value) == ["pruning.mask_sources"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 
@@ -12,18 +11,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from lmc_core.connectivity.path import (
-    PathResult,
-    alpha_grid,
-    calibration_batches,
-    choose_strategy,
-    error_barrier,
-    evaluate_path,
-    has_batchnorm,
-    interpolate_state,
-    loss_barrier,
-    path_states,
-)
+from lmc_core.connectivity.batchnorm import calibration_batches, has_batchnorm
+from lmc_core.connectivity.engine import choose_strategy
+from lmc_core.connectivity.path import PathResult, alpha_grid, error_barrier, evaluate_path, interpolate_state, loss_barrier, path_states
 from lmc_core.train.evaluation import evaluate
 
 # ----------------------------------------------------------------------------- fixtures

@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import lmc_core.data.dataset as datasets_mod
 from datafiles import write_npz, write_npz_dataset
+from lmc_core.data.dataset import Dataset, balanced_subset_indices, load_dataset
+from lmc_core.data.generators import mnist1d_arrays
+from lmc_core.data.registry import DATASETS, available_datasets, register_dataset
 from lmc_core.foundations.config import DataConfig
-from lmc_core.data.dataset import (
-    Dataset,
-    available_datasets,
-    balanced_subset_indices,
-    load_dataset,
-    mnist1d_arrays,
-    register_dataset,
-)
 
 # The first values of the paper's MNIST-1D (mnist1d defaults, seed 42): pins the generator itself,
 # so "deterministic" means the same data in every process, not just a cache returning itself.
@@ -49,7 +43,7 @@ def test_unknown_dataset_names_the_available_ones():
 
 
 def test_register_custom_dataset_and_label_check(monkeypatch):
-    monkeypatch.setattr(datasets_mod, "_REGISTRY", dict(datasets_mod._REGISTRY))
+    monkeypatch.setattr(DATASETS, "_loaded", dict(DATASETS._loaded))
     x = torch.arange(12, dtype=torch.float32).reshape(6, 2)
 
     @register_dataset("tiny")

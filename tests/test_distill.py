@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, MTTSettings
 from lmc_core.data.dataset import load_dataset
-from lmc_core.distill.methods import dc_loops, distill, embed, gradient_distance
 from lmc_core.data.dsa import DSA
 from lmc_core.distill.experts import Trajectories, experts_hash, flat_parameters, train_experts, unflatten
-from lmc_core.models import build_model
+from lmc_core.distill.methods import dc_loops, distill, embed, gradient_distance
 from lmc_core.distill.synthetic import init_noise
+from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, MTTSettings
+from lmc_core.models import build_model
 
 NET = ModelConfig(arch="convnet", depth=2, width=16, kernel_size=3, pooling="avg")
 MTT_SMALL = {"experts": 2, "expert_train_epochs": 4, "max_start_epoch": 2, "syn_steps": 10, "expert_epochs": 2, "expert_batch": 128}

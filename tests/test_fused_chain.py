@@ -10,15 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-import lmc_core.landscape.fused_chain as fc
 import lmc_core.landscape.evaluator as pe
+import lmc_core.landscape.fused_chain as fc
 from lmc_core.foundations import heap
 from lmc_core.foundations.config import ModelConfig
-from lmc_core.train.evaluation import evaluate
-from lmc_core.landscape.surface import evaluate_surface, four_solution_plane, grid_axis, random_plane
+from lmc_core.landscape.grid import grid_axis
+from lmc_core.landscape.plane import four_solution_plane, random_plane
+from lmc_core.landscape.surface import evaluate_surface
 from lmc_core.models import build_model
 from lmc_core.prune.magnitude import dense_masks, magnitude_prune
-
+from lmc_core.train.evaluation import evaluate
 from test_landscape import assert_unchanged, data, fingerprint, naive_surface, state_of
 
 pytestmark = pytest.mark.skipif(fc._CONV_RELU is None, reason="torch built without oneDNN: the fused path is never used")

@@ -12,25 +12,14 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from lmc_core.foundations.config import ModelConfig
-from lmc_core.hessian.operator import (
-    Density,
-    Eigen,
-    Estimate,
-    HessianOperator,
-    _rademacher,
-    exact_diagonal,
-    hutchinson_diagonal,
-    hutchinson_trace,
-    hutchpp_trace,
-    lanczos,
-    layer_traces,
-    slq_density,
-    slq_moments,
-    trace,
-)
+from lmc_core.foundations.seeding import generator
+from lmc_core.hessian.density import Density, slq_density, slq_moments
+from lmc_core.hessian.diagonal import exact_diagonal, hutchinson_diagonal
+from lmc_core.hessian.eigen import Eigen, lanczos
+from lmc_core.hessian.operator import HessianOperator, rademacher
+from lmc_core.hessian.trace import Estimate, hutchinson_trace, hutchpp_trace, layer_traces, trace
 from lmc_core.models import build_model
 from lmc_core.prune.magnitude import prunable_names
-from lmc_core.foundations.seeding import generator
 
 F64 = torch.float64
 
@@ -638,7 +627,7 @@ def test_slq_density_integrates_to_one_and_is_exact_quadrature(dominant):
     assert max(dens.steps) < op.dim  # rank-deficient H: the runs stopped on an invariant Krylov space
     assert dens.hvps == 8 * max(dens.steps)  # lockstep: one block product of 8 columns per step
     # Gauss quadrature with a full Krylov space: each run's moments are exactly v^T H^k v
-    v = _rademacher(op, 8, generator(0, "hessian.slq"))
+    v = rademacher(op, 8, generator(0, "hessian.slq"))
     v = v / v.norm(dim=0, keepdim=True)
     mom = {k: (v * (torch.linalg.matrix_power(h, k) @ v)).sum(0) for k in (1, 2, 3, 4)}
     for k in (1, 2, 3, 4):

@@ -10,24 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from lmc_core.foundations.config import ModelConfig
 from lmc_core.connectivity.path import evaluate_path
-from lmc_core.train.evaluation import evaluate
-from lmc_core.landscape.surface import (
-    Plane,
-    Surface,
-    coarse_to_fine,
-    coarse_to_fine_2d,
-    evaluate_surface,
-    four_solution_plane,
-    grid_axis,
-    pca_plane,
-    plane_through,
-    random_plane,
-    split_state,
-)
+from lmc_core.foundations.config import ModelConfig
+from lmc_core.landscape.grid import coarse_to_fine, coarse_to_fine_2d, grid_axis
+from lmc_core.landscape.plane import Plane, four_solution_plane, pca_plane, plane_through, random_plane, split_state
+from lmc_core.landscape.surface import Surface, evaluate_surface
 from lmc_core.models import build_model
 from lmc_core.prune.magnitude import dense_masks, magnitude_prune
+from lmc_core.train.evaluation import evaluate
 
 # ----------------------------------------------------------------------------- fixtures
 

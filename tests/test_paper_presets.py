@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from datafiles import write_cifar_archive
-from lmc_core.prune.sources import copies_key, mask_key, path_key
+from lmc_core.foundations.layout import copies_key, mask_key, path_key
+from lmc_core.studies.plan import plan
 from lmc_core.studies.presets import PRESETS, preset, preset_names
-from lmc_core.studies.run import plan
 
 PAPER = ["paper-cifar10", "paper-cifar10-resnet18", "paper-cifar100", "paper-cifar100-resnet18"]
 REPO = Path(__file__).resolve().parents[1]

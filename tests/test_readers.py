@@ -23,9 +23,9 @@ from datafiles import (
     write_npz_dataset,
     write_tar_gz,
 )
-from lmc_core.foundations.config import DataConfig
 from lmc_core.data.dataset import Dataset, load_dataset
 from lmc_core.data.readers import CIFAR10, CIFAR100, parse_cifar_pickle
+from lmc_core.foundations.config import DataConfig
 
 
 def raw(name: str, path) -> Dataset:

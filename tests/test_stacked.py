@@ -7,13 +7,15 @@ import torch
 from torch import nn
 
 from lmc_core.data.augment import Augmenter
-from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig
 from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig
 from lmc_core.foundations.events import Event
+from lmc_core.foundations.types import Masks
 from lmc_core.models import build_model
-from lmc_core.prune.magnitude import Masks, prunable_names
+from lmc_core.prune.magnitude import prunable_names
+from lmc_core.train.copies import train_copies
+from lmc_core.train.loop import TrainingDiverged, TrainResult
 from lmc_core.train.stacked import choose_copies_strategy, folded_plan, train_stacked
-from lmc_core.train.loop import TrainingDiverged, TrainResult, train_copies
 
 SEEDS = [(100, 100), (101, 101)]
 STEPS = 50

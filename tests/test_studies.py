@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from lmc_core.foundations.config import StudyConfig
-from lmc_core.prune.sources import copies_key, mask_key, path_key
-from lmc_core.studies.run import Run, plan
+from lmc_core.foundations.layout import copies_key, mask_key, path_key
+from lmc_core.studies.plan import plan
+from lmc_core.studies.run import Run
 
 TINY = {
     "name": "tiny",

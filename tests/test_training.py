@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from lmc_core.data.augment import Augmenter
-from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig
 from lmc_core.data.dataset import load_dataset
+from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig
 from lmc_core.models import build_model
 from lmc_core.prune.magnitude import dense_masks, magnitude_prune
-from lmc_core.train.loop import TrainingDiverged, lr_at, steps_per_epoch, total_steps, train, train_copies
+from lmc_core.train.copies import train_copies
+from lmc_core.train.loop import TrainingDiverged, lr_at, steps_per_epoch, total_steps, train
 
 DATA = DataConfig(name="teacher")
 CFG = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=50, epochs=2, schedule="cosine")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lmc_core.foundations.config import DataConfig
-from lmc_core.data.dataset import Dataset, register_dataset
+from lmc_core.data.dataset import Dataset
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 _PIXELS = 3 * 32 * 32
@@ -287,14 +287,12 @@ def read_cifar(path: Path, layout: _CifarLayout, name: str) -> Dataset:
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes=layout.num_classes, kind="image")
 
 
-@register_dataset("cifar10")
-def _load_cifar10(cfg: DataConfig) -> Dataset:
+def load_cifar10(cfg: DataConfig) -> Dataset:
     """Return CIFAR-10 read from cfg.path."""
     return read_cifar(_require_path(cfg, "CIFAR-10", "the CIFAR-10 folder or archive"), CIFAR10, "cifar10")
 
 
-@register_dataset("cifar100")
-def _load_cifar100(cfg: DataConfig) -> Dataset:
+def load_cifar100(cfg: DataConfig) -> Dataset:
     """Return CIFAR-100 (fine labels) read from cfg.path."""
     return read_cifar(_require_path(cfg, "CIFAR-100", "the CIFAR-100 folder or archive"), CIFAR100, "cifar100")
 
@@ -381,15 +379,13 @@ def read_idx_dataset(path: Path, label: str, name: str, url: str, torchvision_na
     )
 
 
-@register_dataset("mnist")
-def _load_mnist(cfg: DataConfig) -> Dataset:
+def load_mnist(cfg: DataConfig) -> Dataset:
     """Return MNIST read from the IDX files in cfg.path."""
     path = _require_path(cfg, "MNIST", "the folder holding its four IDX files")
     return read_idx_dataset(path, "MNIST", "mnist", "http://yann.lecun.com/exdb/mnist/ (or a mirror)", "MNIST")
 
 
-@register_dataset("fashion_mnist")
-def _load_fashion_mnist(cfg: DataConfig) -> Dataset:
+def load_fashion_mnist(cfg: DataConfig) -> Dataset:
     """Return Fashion-MNIST read from the IDX files in cfg.path."""
     path = _require_path(cfg, "Fashion-MNIST", "the folder holding its four IDX files")
     url = "https://github.com/zalandoresearch/fashion-mnist"
@@ -452,7 +448,6 @@ def read_npz(path: Path, name: str = "npz") -> Dataset:
     )
 
 
-@register_dataset("npz")
-def _load_npz(cfg: DataConfig) -> Dataset:
+def load_npz(cfg: DataConfig) -> Dataset:
     """Return the dataset in the .npz file cfg.path."""
     return read_npz(_require_path(cfg, "npz", "an .npz file with x_train, y_train, x_test, y_test"))

@@ -21,6 +21,7 @@ from lmc_core.foundations.events import Callback, no_callback
 from lmc_core.models import build_model
 from lmc_core.foundations.seeding import derive_seed
 from lmc_core.distill.synthetic import SyntheticSet, decode_labels, noise_like, random_subset
+from lmc_core.train.loop import train
 
 
 def recipe(train_cfg: TrainConfig, learned_lr: float | None) -> TrainConfig:
@@ -55,7 +56,6 @@ def evaluate_set(
     A set with a learned lr (MTT) trains all three with it; `random_subset_recipe_lr` adds the subset at
     the recipe's own lr, which separates what the learned lr is worth from what the images are worth.
     """
-    from lmc_core.train.loop import train  # training imports datasets; keep this module importable on its own
 
     cfg = recipe(train_cfg, s.lr)
     subset = matched_subset(s, real, seed)

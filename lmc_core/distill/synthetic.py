@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmc_core import __version__
+from lmc_core.foundations.version import __version__
 from lmc_core.data.dataset import Dataset
 from lmc_core.foundations.seeding import generator
 from lmc_core.foundations.storage import load_json, load_tensors, save_json, save_tensors

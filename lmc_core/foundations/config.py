@@ -1,5 +1,8 @@
 """The study config: one pydantic model that the CLI parses, the API validates and the run id hashes.
 
+Pure data: it checks types, ranges and how fields relate. Names that registries resolve (datasets,
+mask sources) are checked by `lmc_core.studies.validation`, which the CLI, the API and the worker all use.
+
 Every field has a default, so a preset is a small set of overrides. Fields use the field's words:
 a *mask source* produces one mask per pruning *round*; a subnetwork (mask, *rewind step* k) is
 trained as two *copies* that differ only in SGD noise (data order and augmentation); the linear
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -96,10 +99,6 @@ class PruningConfig(_Strict):
             raise ValueError("list at least one mask source, e.g. ['dense']")
         if len(set(v)) != len(v):
             raise ValueError(f"mask sources repeat: {v}")
-        from lmc_core.prune.sources import get_mask_source  # the registry imports models, which import this module
-
-        for name in v:
-            get_mask_source(name)  # raises ValueError naming the registered sources and their syntax
         return v
 
     @field_validator("rewind_steps")
@@ -288,13 +287,7 @@ class StudyConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present, else CPU. Not part of the run id.")
 
     @model_validator(mode="after")
-    def _sources_fit(self) -> StudyConfig:
-        from lmc_core.prune.sources import get_mask_source
-
-        for name in self.pruning.mask_sources:
-            problem = get_mask_source(name).problem(self)
-            if problem:
-                raise ValueError(f"pruning.mask_sources: {name}: {problem}")
+    def _analysis_fits(self) -> StudyConfig:
         unknown = [s for s in self.analysis.mask_sources or [] if s not in self.pruning.mask_sources]
         if unknown:
             raise ValueError(f"analysis.mask_sources: {unknown} are not among pruning.mask_sources {self.pruning.mask_sources}")
@@ -309,25 +302,3 @@ class StudyConfig(_Strict):
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-
-def load_config(source: str | dict[str, Any]) -> StudyConfig:
-    """Return a validated StudyConfig from a dict or a path to a JSON or YAML file."""
-    if isinstance(source, dict):
-        return StudyConfig.model_validate(source)
-    from pathlib import Path
-
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path} (give a .json or .yaml study config, or --preset NAME)")
-    if path.suffix not in {".yaml", ".yml", ".json"}:
-        raise ValueError(f"{path}: a study config is a .json or .yaml file, got {path.suffix or 'no extension'!r}")
-    text = path.read_text()
-    import yaml
-
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:  # both say where in the file; add which file
-        raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a study config must be a mapping of fields, got {type(data).__name__}")
-    return StudyConfig.model_validate(data)

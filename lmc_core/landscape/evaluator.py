@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from lmc_core.connectivity.batchnorm import bn_buffer_keys, make_worker
+from lmc_core.foundations.types import Masks, Splits, State
 from lmc_core.landscape import fused_chain
-from lmc_core.connectivity.path import bn_buffer_keys, make_worker
 from lmc_core.models import prunable_modules
-from lmc_core.prune.magnitude import Masks, State
 
-Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Row = dict[str, tuple[float, float]]
 REUSE_BUDGET_BYTES = 512 * 2**20  # cached first-layer parts (3 per batch); beyond this, reuse is switched off
 GROUP_POINTS = 4  # points per fused forward (strategy "batched" on a fused conv net)

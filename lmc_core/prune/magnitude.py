@@ -13,9 +13,8 @@ from torch import nn
 
 from lmc_core.models import prunable_modules
 from lmc_core.foundations.seeding import generator
+from lmc_core.foundations.types import Masks, State
 
-Masks = dict[str, torch.Tensor]
-State = dict[str, torch.Tensor]
 
 
 def prunable_names(model: nn.Module) -> list[str]:

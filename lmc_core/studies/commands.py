@@ -14,9 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lmc_core.foundations.config import StudyConfig, load_config
+from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.events import Event
+from lmc_core.foundations.layout import CONFIG_FILE
 from lmc_core.studies.presets import PRESETS, merge, preset
+from lmc_core.studies.validation import load_config, validate_config
 
 console = Console()
 if not console.is_terminal:  # piped or captured: rich would fall back to 80 columns and wrap every table
@@ -69,7 +71,7 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
     if args.preset:
         return preset(args.preset, overrides)
     base = load_config(args.config)
-    return StudyConfig.model_validate(merge(base.model_dump(mode="json"), overrides))
+    return validate_config(merge(base.model_dump(mode="json"), overrides))
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -224,10 +226,10 @@ def open_run(path: str) -> Any:
     from lmc_core.studies.run import Run
 
     run_dir = Path(path)
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         errors.print(f"[red]{run_dir} is not a run directory (no config.json); runs live under the --out folder of `lmc run`[/red]")
         return None
-    cfg = StudyConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
+    cfg = StudyConfig.model_validate(json.loads((run_dir / CONFIG_FILE).read_text()))
     run = Run(cfg, run_dir.parent)
     if run.dir.resolve() != run_dir.resolve():
         errors.print(f"[yellow]warning: {run_dir} holds config of run {run.id}; the folder was renamed[/yellow]")

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from lmc_core.foundations.config import StudyConfig
+from lmc_core.studies.validation import validate_config
 
 _MNIST1D_SHIFT = {"name": "mnist1d", "augmentation": "shift", "max_shift": 3}
 
@@ -175,7 +176,7 @@ def preset(name: str, overrides: dict[str, Any] | None = None) -> StudyConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
     raw = copy.deepcopy(PRESETS[name]["config"])
-    return StudyConfig.model_validate(merge(raw, overrides or {}))
+    return validate_config(merge(raw, overrides or {}))
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from lmc_core.foundations.config import TrainConfig
 from lmc_core.data.dataset import Dataset
 from lmc_core.foundations.events import Callback, Event, no_callback
 from lmc_core.models import MLP, ConvNet
-from lmc_core.prune.magnitude import Masks
+from lmc_core.foundations.types import Masks
 from lmc_core.train.loop import BatchStream, TrainingDiverged, TrainResult, lr_at, steps_per_epoch, total_steps
 
 # torch.optim.Adam's defaults, which make_optimizer keeps.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
-
-import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -45,9 +44,9 @@ def tiny_run(artifact_root: Path) -> Path:
     """Run the tiny study with lmc_core under <artifact_root>/runs and write what the worker adds (stages.json, summary.json)."""
     import torch
 
-    from lmc_core.foundations.config import load_config
     from lmc_core.foundations.storage import save_json
     from lmc_core.studies.run import Run
+    from lmc_core.studies.validation import load_config
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -191,7 +190,7 @@ def burst(queues: tuple[str, ...] = ("lmc",), max_jobs: int | None = None) -> No
     import torch
 
     import worker.jobs  # noqa: F401  (loaded once here, so forked jobs do not import it)
-    from worker.queue import connect
+    from worker import connect
     from worker.runner import make_worker
 
     w = make_worker(connect(REDIS_URL), list(queues), name=f"api-test-{uuid.uuid4().hex[:8]}")

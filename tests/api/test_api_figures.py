@@ -1,4 +1,5 @@
-"""Figures and arrays of a real (tiny) run: npz files round-trip byte for byte; figure JSON equals the stored arrays."""
+"""Figures and arrays of a real (tiny) run: npz files round-trip byte for byte; figure JSON equals the stored arrays; every
+stage key and mask id the API hands out comes with its reading by the layout module's parser."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from api_testkit import read_json
 from app.api.figures import decode
 from app.api.jsonsafe import jsonsafe
+from lmc_core.foundations.layout import parse_key, parse_mask_id
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,48 @@ def test_stage_info_and_figure_index(api, finished, run_dir):
     assert figs["surface"] == [s["key"] for s in _stages(run_dir) if s["kind"] == "surface"]
 
 
+def test_every_stage_key_listed_comes_with_its_parse_key_reading(api, finished, run_dir):
+    sid = finished["id"]
+    index = api.get(f"/api/studies/{sid}/figures").json()
+    assert set(index["stage_refs"]) == set(index["figures"])
+    for name, keys in index["figures"].items():
+        assert index["stage_refs"][name] == [parse_key(k).as_dict() for k in keys], name
+    assert [r["kind"] for r in index["stage_refs"]["hessian"]] == ["hessian"] * len(index["figures"]["hessian"]) != []
+    for name in ("surface", "hessian"):
+        for key in index["figures"][name]:
+            fig = api.get(f"/api/studies/{sid}/figures/{name}?stage={key}&encoding=list").json()
+            assert fig["stage"] == key and fig["stage_ref"] == parse_key(key).as_dict()
+    curves = api.get(f"/api/studies/{sid}/figures/interpolation").json()["curves"]
+    assert sorted(c["stage"] for c in curves) == sorted(s["key"] for s in _stages(run_dir) if s["kind"] == "path")
+    for c in curves:
+        ref = parse_key(c["stage"])
+        assert c["stage_ref"] == ref.as_dict()
+        assert (c["mask"], c["source"], c["round"], c["rewind_step"], c["pair"]) == (ref.mask, ref.source, ref.round, ref.k, ref.pair)
+    listed = api.get(f"/api/studies/{sid}/artifacts").json()
+    for a in listed:
+        assert a["stage_ref"] == (parse_key(a["stage"]).as_dict() if a["stage"] else None), a
+    kinds = {a["stage_ref"]["kind"] for a in listed if a["stage_ref"]}
+    assert {"init", "mask", "copies", "path", "surface", "hessian", "synthetic"} <= kinds
+    assert {a["stage_ref"]["set"] for a in listed if a["stage_ref"] and a["stage_ref"]["kind"] == "synthetic"} != {None}
+
+
+def test_result_rows_carry_the_reading_of_their_mask_id(api, finished):
+    res = api.get(f"/api/studies/{finished['id']}/results").json()
+    rows = res["table"] + res["analysis"]
+    assert res["table"] and res["analysis"]
+    for row in rows:
+        source, k, rnd = parse_mask_id(row["mask"])
+        assert row["mask_ref"] == {"mask": row["mask"], "source": source, "k": k, "round": rnd}, row
+    # a table row's own round agrees with its mask id, and so does its source past round 0 (every source's round 0 is the
+    # shared dense mask; the sweep's rows name the mask they rewind)
+    assert all(r["mask_ref"]["round"] == r["round"] for r in res["table"] if r["source"] != "sweep")
+    assert all(r["mask_ref"]["source"] == r["source"] for r in res["table"] if r["source"] != "sweep" and r["round"])
+    assert any(r["mask_ref"]["source"] == "dense" and r["mask_ref"]["k"] is None for r in rows)
+
+
+def test_openapi_documents_the_readings(api):
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["StageRefOut"]["properties"]) == {"key", "kind", "mask", "source", "round", "k", "pair", "set"}
+    assert "stage_refs" in schemas["FiguresIndex"]["properties"] and "stage_ref" in schemas["ArtifactOut"]["properties"]
+    assert "stage_ref" in schemas["StageFigureOut"]["properties"] and "stage_ref" in schemas["CurveOut"]["properties"]
+    assert "mask_ref" in schemas["ResultRow"]["properties"]

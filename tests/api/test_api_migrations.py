@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from api_testkit import fresh_database
 from app.api.db import alembic_config, make_engine, migrate
 from app.api.models import Base
-from api_testkit import fresh_database
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

@@ -8,7 +8,7 @@ from rq.job import Job
 
 from api_testkit import burst, worker_config
 from app.api.settings import Settings
-from worker import queue as wq
+from worker import SERIALIZER, plan_job_id, stage_job_id
 
 pytestmark = pytest.mark.timeout(300, method="thread")  # RQ arms SIGALRM in this process while a forked job runs
 
@@ -18,7 +18,7 @@ def _queued(rconn, queue: str) -> list[str]:
 
 
 def _plan(rconn, study_id: str) -> Job:
-    return Job.fetch(wq.plan_job_id(study_id), connection=rconn, serializer=wq.SERIALIZER)
+    return Job.fetch(plan_job_id(study_id), connection=rconn, serializer=SERIALIZER)
 
 
 def test_settings_list_the_allowed_queues_and_refuse_odd_names(monkeypatch):
@@ -41,7 +41,7 @@ def test_a_study_is_queued_where_it_says_and_bad_names_are_refused(make_app, rco
     gpu = api.create({"preset": "smoke", "overrides": {"seed": 1}, "queue": "gpu"})
     assert default["queue"] == "lmc" and gpu["queue"] == "gpu"
     assert api.get(f"/api/studies/{gpu['id']}").json()["queue"] == "gpu"
-    assert _queued(rconn, "gpu") == [wq.plan_job_id(gpu["id"])] and _queued(rconn, "lmc") == [wq.plan_job_id(default["id"])]
+    assert _queued(rconn, "gpu") == [plan_job_id(gpu["id"])] and _queued(rconn, "lmc") == [plan_job_id(default["id"])]
     # The plan job carries its queue: it is where its stage jobs will be enqueued.
     assert _plan(rconn, gpu["id"]).origin == "gpu" and _plan(rconn, gpu["id"]).args[3] == "gpu"
 
@@ -65,13 +65,13 @@ def test_stage_jobs_run_on_the_studys_queue_and_reconciliation_keeps_it(make_app
     burst(("lmc",))  # a worker on the default queue finds nothing to do
     assert _plan(rconn, study["id"]).get_status().value == "queued"
     burst(("gpu",), max_jobs=1)  # the plan job only
-    init = Job.fetch(wq.stage_job_id(study["run_id"], "init"), connection=rconn, serializer=wq.SERIALIZER)
+    init = Job.fetch(stage_job_id(study["run_id"], "init"), connection=rconn, serializer=SERIALIZER)
     assert init.origin == "gpu" and init.id in _queued(rconn, "gpu") and _queued(rconn, "lmc") == []
 
     rconn.flushdb()  # Redis restarted empty: the next start of the service resubmits the study, on its own queue
     other = make_app()  # this server no longer even lists gpu: what was recorded still goes where it was meant to
     assert other.get(f"/api/studies/{study['id']}").json()["queue"] == "gpu"
-    assert _queued(rconn, "gpu") == [wq.plan_job_id(study["id"])] and _queued(rconn, "lmc") == []
+    assert _queued(rconn, "gpu") == [plan_job_id(study["id"])] and _queued(rconn, "lmc") == []
 
 
 def test_queues_endpoint_lists_workers_and_waiting_jobs(make_app, rconn):

@@ -6,7 +6,7 @@ import pytest
 from rq.job import Job
 
 from api_testkit import burst, stage_mtimes, worker_config
-from worker import queue as wq
+from worker import SERIALIZER, plan_job_id
 
 pytestmark = pytest.mark.timeout(300, method="thread")  # RQ arms SIGALRM in this process while a forked job runs
 
@@ -48,7 +48,7 @@ def test_retry_after_a_failure_recomputes_only_the_unfinished_stages(api, rconn,
     assert {k: after[k] for k in before} == before  # not one file of a finished stage was rewritten
     rerun = {k.rsplit("/", 1)[0] for k in after} - done_before
     assert rerun == {f"{kind}/random-k0-r1" + ("" if kind == "mask" else "/k0/p0") for kind in ("mask", "copies", "path", "surface", "hessian")}
-    report = Job.fetch(wq.plan_job_id(sid), connection=rconn, serializer=wq.SERIALIZER).return_value()
+    report = Job.fetch(plan_job_id(sid), connection=rconn, serializer=SERIALIZER).return_value()
     assert set(report["done"]) == done_before and set(report["enqueued"]) == rerun
 
     r = api.post(f"/api/studies/{sid}/retry")
@@ -70,7 +70,7 @@ def test_retry_of_a_cancelled_study_requeues_it_and_refuses_active_ones(make_app
     r = api.post(f"/api/studies/{sid}/retry", {"queue": "gpu"})  # e.g. to the machines with bigger GPUs
     assert r.status_code == 200 and (r.json()["status"], r.json()["queue"], r.json()["finished_at"]) == ("queued", "gpu", None)
     assert not rconn.hexists(f"lmc:study:{sid}", "cancelled")
-    plan = Job.fetch(wq.plan_job_id(sid), connection=rconn, serializer=wq.SERIALIZER)
+    plan = Job.fetch(plan_job_id(sid), connection=rconn, serializer=SERIALIZER)
     assert plan.get_status().value == "queued" and plan.origin == "gpu"
     api.sync()
     assert api.get(f"/api/studies/{sid}").json()["status"] == "queued"  # the mirror agrees: not cancelled any more
@@ -95,4 +95,4 @@ def test_retry_while_redis_is_down_is_recorded_and_submitted_later(make_app, rco
     assert r.status_code == 503 and r.json()["study_id"] == sid
     assert (down.get(f"/api/studies/{sid}").json()["status"], down.get(f"/api/studies/{sid}").json()["submitted"]) == ("queued", False)
     make_app()  # Redis answers the next service: its start-up reconciliation submits the retried study
-    assert Job.fetch(wq.plan_job_id(sid), connection=rconn, serializer=wq.SERIALIZER).get_status().value == "queued"
+    assert Job.fetch(plan_job_id(sid), connection=rconn, serializer=SERIALIZER).get_status().value == "queued"

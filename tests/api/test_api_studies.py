@@ -14,11 +14,11 @@ from app.api import studies as store
 from app.api.models import Note, Study
 from lmc_core.foundations.config import StudyConfig
 from lmc_core.studies.presets import PRESETS, preset
-from worker import queue as wq
+from worker import SERIALIZER, plan_job_id
 
 
 def _plan_job(rconn, study: dict) -> Job:
-    return Job.fetch(study["plan_job_id"] if "plan_job_id" in study else wq.plan_job_id(study["id"]), connection=rconn, serializer=wq.SERIALIZER)
+    return Job.fetch(study["plan_job_id"] if "plan_job_id" in study else plan_job_id(study["id"]), connection=rconn, serializer=SERIALIZER)
 
 
 def _count(api) -> int:
@@ -34,7 +34,7 @@ def test_create_from_preset_records_the_study_and_queues_a_plan_job(api, rconn):
     assert study["tags"] == ["demo", "x"] and study["preset"] == "smoke"
     with api.sessions() as s:
         row = s.get(Study, study["id"])
-        assert row.config["train"]["epochs"] == 3 and row.plan_job_id == wq.plan_job_id(study["id"])
+        assert row.config["train"]["epochs"] == 3 and row.plan_job_id == plan_job_id(study["id"])
         assert [n.text for n in s.scalars(select(Note).where(Note.study_id == row.id))] == ["first try"]
     job = _plan_job(rconn, study)
     assert job.func_name == "worker.jobs.plan_study" and job.get_status().value == "queued"

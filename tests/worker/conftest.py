@@ -35,8 +35,8 @@ def reference(tmp_path_factory) -> Callable[[dict[str, Any]], Path]:
         if key not in _references:
             import torch
 
-            from lmc_core.foundations.config import load_config
             from lmc_core.studies.run import Run
+            from lmc_core.studies.validation import load_config
 
             # Bitwise comparisons need the workers' thread count (OMP_NUM_THREADS=1 in their environment).
             threads = torch.get_num_threads()

@@ -12,7 +12,8 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from worker.queue import SERIALIZER, cancel_study, live_workers, run_dir, stage_job_id, study_status, submit_study
+from lmc_core.foundations import layout
+from worker import SERIALIZER, cancel_study, live_workers, run_dir, stage_job_id, study_status, submit_study
 from worker_testkit import ROOT, assert_same_results, pid_alive, stage_mtimes, tiny_config, wait_for
 
 REDIS_DB = 10
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
 
 
 def _run_id(config) -> str:
-    from lmc_core.foundations.config import load_config
+    from lmc_core.studies.validation import load_config
 
     return load_config(config).run_id()
 
@@ -52,7 +53,7 @@ def test_sigkilled_worker_is_replaced_and_nothing_finished_is_recomputed(conn, w
     # The machine dies: freeze worker and horse (so neither reacts nor finishes the stage), then SIGKILL both.
     os.kill(w1.pid, signal.SIGSTOP)
     os.kill(horse, signal.SIGSTOP)
-    assert not (rd / "stages/copies/imp-k0-r1/k0/p0/stage.json").exists()
+    assert not layout.stage_file(rd, "copies/imp-k0-r1/k0/p0").exists()
     os.kill(horse, signal.SIGKILL)
     w1.kill()
     w1.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""worker.queue and worker.jobs against a real Redis (db 9), with forking workers run in this process."""
+"""The worker package and worker.jobs against a real Redis (db 9), with forking workers run in this process."""
 
 from __future__ import annotations
 
@@ -10,10 +10,21 @@ import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from worker import defaults
-from worker.queue import (SERIALIZER, cancel_study, enqueue_stages, live_workers, plan_job_id, reconcile_study, requeue_abandoned,
-                          run_dir, stage_job_id, study_status, submit_study)
-
+from lmc_core.foundations import layout
+from worker import (
+    SERIALIZER,
+    cancel_study,
+    enqueue_stages,
+    live_workers,
+    plan_job_id,
+    reconcile_study,
+    requeue_abandoned,
+    run_dir,
+    stage_job_id,
+    study_status,
+    submit_study,
+)
+from worker.keys import worker_info_key
 from worker_testkit import ROOT, assert_same_results, burst, stage_mtimes, tiny_config
 
 REDIS_DB = 9
@@ -22,19 +33,21 @@ pytestmark = pytest.mark.timeout(300, method="thread")
 
 
 def _run_id(config) -> str:
-    from lmc_core.foundations.config import load_config
+    from lmc_core.studies.validation import load_config
 
     return load_config(config).run_id()
 
 
 def _jobs(conn, run_id: str, root) -> dict[str, Job]:
-    plan = json.loads((run_dir(root, run_id) / "stages.json").read_text())
+    plan = json.loads((run_dir(root, run_id) / layout.PLAN_FILE).read_text())
     ids = [stage_job_id(run_id, s["key"]) for s in plan]
     return {s["key"]: j for s, j in zip(plan, Job.fetch_many(ids, connection=conn, serializer=SERIALIZER))}
 
 
 def test_import_leaves_torch_out():
-    code = "import sys, worker.queue, worker.runner, worker.cli, worker.defaults; print(sorted(m for m in ('torch', 'lmc_core.studies.run') if m in sys.modules))"
+    # `worker` itself imports every module the API uses; runner and commands are imported by `lmc worker` before torch.
+    code = ("import sys, worker, worker.runner, worker.commands; "
+            "print(sorted(m for m in ('torch', 'lmc_core.studies.run') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -71,15 +84,15 @@ def test_study_runs_to_the_same_results_as_a_direct_run(conn, tmp_path, referenc
     want = reference(config)
     got = run_dir(root, run_id)
     assert_same_results(got, want)
-    from lmc_core.foundations.config import load_config
     from lmc_core.studies.run import Run
+    from lmc_core.studies.validation import load_config
 
     direct = Run(load_config(config), want.parent)
-    summary = json.loads((got / "summary.json").read_text())
+    summary = json.loads((got / layout.SUMMARY_FILE).read_text())
     assert summary["table"] == json.loads(json.dumps(direct.table()))
     assert summary["analysis"] == json.loads(json.dumps(direct.analysis_table()))
     assert summary["stages"] == {s.key: s.kind for s in direct.stages}
-    assert json.loads((got / "stages.json").read_text()) == [{"key": s.key, "kind": s.kind, "deps": list(s.deps)} for s in direct.stages]
+    assert json.loads((got / layout.PLAN_FILE).read_text()) == [{"key": s.key, "kind": s.kind, "deps": list(s.deps)} for s in direct.stages]
 
     # No stage job started before every job it depends on had ended.
     jobs = _jobs(conn, run_id, root)
@@ -105,7 +118,7 @@ def test_dependencies_defer_jobs_and_independent_stages_are_queued_together(conn
     burst(conn, max_jobs=1)  # the plan job only
     run_id = _run_id(config)
     jobs = _jobs(conn, run_id, root)
-    plan = json.loads((run_dir(root, run_id) / "stages.json").read_text())
+    plan = json.loads((run_dir(root, run_id) / layout.PLAN_FILE).read_text())
     assert {k for k, j in jobs.items() if j.get_status() == JobStatus.QUEUED} == {"init"}
     assert all(j.get_status() == JobStatus.DEFERRED for k, j in jobs.items() if k != "init")
     for s in plan:  # RQ holds exactly the plan's edges
@@ -116,7 +129,7 @@ def test_dependencies_defer_jobs_and_independent_stages_are_queued_together(conn
     q = Queue("lmc", connection=conn, serializer=SERIALIZER)
     most_queued = 0
     while q.count:
-        done = {s["key"] for s in plan if (run_dir(root, run_id) / "stages" / s["key"] / "stage.json").exists()}
+        done = {s["key"] for s in plan if layout.stage_file(run_dir(root, run_id), s["key"]).exists()}
         queued = {jobs[k].id for k in jobs} & set(q.job_ids)
         for s in plan:
             if stage_job_id(run_id, s["key"]) in queued:
@@ -139,7 +152,7 @@ def test_submitting_twice_does_not_duplicate_jobs(conn, tmp_path):
     assert n_jobs == 13
 
     # A second plan of the same run (another study with the same config, or a resubmission) keeps every job.
-    plan = json.loads((run_dir(root, run_id) / "stages.json").read_text())
+    plan = json.loads((run_dir(root, run_id) / layout.PLAN_FILE).read_text())
     report = enqueue_stages(conn, "s2", config, root, "lmc", run_id, plan, done=[])
     assert report["enqueued"] == [] and len(report["kept"]) == 13
     submit_study(conn, "s1", config, root)
@@ -178,7 +191,7 @@ def test_cancel_before_the_plan_job_runs(conn, tmp_path):
     submit_study(conn, "s1", config, str(tmp_path))
     assert cancel_study(conn, "s1") == 1
     burst(conn)
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / layout.RUNS_DIR).exists()
     assert study_status(conn, "s1", _run_id(config), str(tmp_path))["state"] == "cancelled"
 
 
@@ -245,7 +258,7 @@ def test_failed_stage_keeps_its_error_and_earlier_stages(conn, tmp_path, monkeyp
     assert downstream and all(by_key[k]["status"] == "waiting" for k in downstream)
     assert all(s["status"] == "done" for k, s in by_key.items() if "random" not in k)
     assert any("failed: RuntimeError" in line for line in status["log_tail"])
-    assert not list(run_dir(root, run_id).glob("stages/*random*/**/stage.json"))
+    assert not list(run_dir(root, run_id).glob(f"{layout.STAGES_DIR}/*random*/**/{layout.STAGE_FILE}"))
 
     # Fixed and resubmitted: the failed stage and its dependents run; the rest is not recomputed.
     monkeypatch.setattr(Run, "_stage_mask", original)
@@ -311,4 +324,4 @@ def test_live_workers_lists_running_workers_only(conn):
     finally:
         w.register_death()
     assert "probe" not in {r["name"] for r in live_workers(conn)}
-    assert not conn.exists(f"{defaults.KEY_PREFIX}:worker:probe")
+    assert not conn.exists(worker_info_key("probe"))

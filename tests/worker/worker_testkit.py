@@ -36,7 +36,7 @@ def tiny_config(epochs: int = 2) -> dict[str, Any]:
 
 
 def redis_conn(db: int) -> redis.Redis:
-    from worker.queue import connect
+    from worker import connect
 
     conn = connect(f"{REDIS}/{db}")
     try:
@@ -102,10 +102,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 
 def burst(conn: redis.Redis, max_jobs: int | None = None) -> None:
     """Run the queue's jobs in this process with a forking LmcWorker until it is empty (or `max_jobs` jobs ran)."""
+    import torch
+
     import worker.jobs  # noqa: F401  (loaded once here, so forked jobs do not import it)
     from worker.runner import make_worker
-
-    import torch
 
     w = make_worker(conn, ["lmc"], name=f"test-{uuid.uuid4().hex[:8]}")
     threads = torch.get_num_threads()
@@ -117,9 +117,9 @@ def burst(conn: redis.Redis, max_jobs: int | None = None) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    from worker.queue import _pid_alive
+    from worker.liveness import pid_alive as alive
 
-    return _pid_alive(pid)
+    return alive(pid)
 
 
 def _descendants(pid: int) -> list[int]:
