@@ -32,19 +32,6 @@ MAX_RESTARTS = 5
 _PR_SET_PDEATHSIG = 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `up` subcommand to `sub`."""
-    p = sub.add_parser("up", help="run the whole system locally: Redis, API, dashboard, workers (Ctrl-C stops everything)",
-                       description="Start LMC Lab on this machine with embedded defaults (SQLite and a private Redis in the data "
-                                   "directory). LMC_DATABASE_URL / LMC_REDIS_URL point it at existing servers instead.")
-    p.add_argument("--data-dir", default=os.environ.get("LMC_DATA_DIR", "lmc-data"), help="database, artifacts and logs (default: ./lmc-data)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1; 0.0.0.0 to share on a network)")
-    p.add_argument("--port", type=int, default=8000, help="API port (default 8000; 0 picks a free one)")
-    p.add_argument("--dashboard-port", type=int, default=8050, help="dashboard port (default 8050; 0 picks a free one)")
-    p.add_argument("--workers", type=int, default=1, help="local workers (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: torch's choice; 1 when several share a CPU)")
-    p.add_argument("--redis-url", default=os.environ.get("LMC_REDIS_URL"), help="use this Redis instead of starting one")
-    p.set_defaults(func=cmd_up)
 
 
 # --------------------------------------------------------------------------- children

@@ -130,7 +130,7 @@ def worker(task: dict) -> dict:
         np.save(task["out"], np.asarray(vals, dtype=np.float64))
         return {"seconds": t.s, "rss_mb": H.peak_rss_mb()}
     if task["tool"] == "ours":
-        from lmc_core.landscape.surface import evaluate_surface
+        from lmc_core.landscape.surface import SurfaceOptions, evaluate_surface
 
         strategy, reuse, fused = task["strategy"], task["reuse"], task.get("fused", True)
         a, b_even, b_odd = staggered(steps)
@@ -138,8 +138,8 @@ def worker(task: dict) -> dict:
         kw = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x), strategy=strategy, reuse_first_layer=reuse,
                   fused=fused)
         with H.Timer() as t:
-            even = evaluate_surface(model, plane, a[0::2], b_even, data, **kw)
-            odd = evaluate_surface(model, plane, a[1::2], b_odd, data, **kw)
+            even = evaluate_surface(model, plane, a[0::2], b_even, data, SurfaceOptions(**kw))
+            odd = evaluate_surface(model, plane, a[1::2], b_odd, data, SurfaceOptions(**kw))
         vals = np.empty((steps, steps))
         vals[0::2] = even.loss["eval"]
         vals[1::2] = odd.loss["eval"]
@@ -188,13 +188,13 @@ def integrity(task: dict, model, x, y, plane) -> dict:
         moved = max(float((start.state_dict()[k] - v).abs().max()) for k, v in snap[0].items() if v.is_floating_point())
         flags = sum(not p.requires_grad for p in start.parameters())
         out["loss_landscapes"] = {"unchanged": _same(start, snap), "max_param_shift": moved, "requires_grad_cleared": flags}
-    from lmc_core.landscape.surface import evaluate_surface
+    from lmc_core.landscape.surface import SurfaceOptions, evaluate_surface
 
     user = copy.deepcopy(model)
     snap = _snapshot(user)
     kw = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x))
-    evaluate_surface(user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, **kw)
-    evaluate_surface(user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, reuse_first_layer=True, strategy="batched", **kw)
+    evaluate_surface(user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, SurfaceOptions(**kw))
+    evaluate_surface(user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, SurfaceOptions(reuse_first_layer=True, strategy="batched", **kw))
     out["ours"] = {"unchanged": _same(user, snap)}
     return out
 

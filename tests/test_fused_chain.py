@@ -16,7 +16,7 @@ from lmc_core.foundations import heap
 from lmc_core.foundations.config import ModelConfig
 from lmc_core.landscape.grid import grid_axis
 from lmc_core.landscape.plane import four_solution_plane, random_plane
-from lmc_core.landscape.surface import evaluate_surface
+from lmc_core.landscape.surface import SurfaceOptions, evaluate_surface
 from lmc_core.models import build_model
 from lmc_core.prune.magnitude import dense_masks, magnitude_prune
 from lmc_core.train.evaluation import evaluate
@@ -52,7 +52,7 @@ def test_fused_surface_equals_unfolded_point_at_a_time_loop(pooling, strategy):
     splits = {"test": data(40, shape=(2, 8, 8), seed=3), "train": data(24, shape=(2, 8, 8), seed=4)}
     plane = random_plane(state_of(model), seed=1, ignore="none")  # bias and BatchNorm directions non-zero: folding sees them move
     xs, ys = grid_axis(1.0, 5), grid_axis(0.5, 3)
-    surf = evaluate_surface(model, plane, xs, ys, splits, bn_mode="endpoint", strategy=strategy, batch_size=16, chunk=7)
+    surf = evaluate_surface(model, plane, xs, ys, splits, SurfaceOptions(bn_mode="endpoint", strategy=strategy, batch_size=16, chunk=7))
     assert surf.info["fused"] == "on"
     nl, ne = naive_surface(model, plane, xs, ys, splits, batch_size=16)
     for s, (x, y) in splits.items():
@@ -73,8 +73,8 @@ def test_fused_matches_module_path_in_every_bn_mode():
     kw = dict(calibration=calib, bn_batches=2, bn_batch_size=32, batch_size=32)
     for strategy in ("loop", "batched"):
         for mode in ("endpoint", "reestimate"):
-            fused = evaluate_surface(model, plane, xs, xs, splits, bn_mode=mode, strategy=strategy, chunk=4, **kw)
-            plain = evaluate_surface(model, plane, xs, xs, splits, bn_mode=mode, strategy="loop", fused=False, **kw)
+            fused = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(bn_mode=mode, strategy=strategy, chunk=4, **kw))
+            plain = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(bn_mode=mode, strategy="loop", fused=False, **kw))
             assert fused.info["fused"] == "on" and plain.info["fused"] == "off"
             assert rel(fused.loss["test"], plain.loss["test"]) <= 1e-6, (strategy, mode)
             np.testing.assert_array_equal(fused.error["test"], plain.error["test"])
@@ -83,8 +83,8 @@ def test_fused_matches_module_path_in_every_bn_mode():
     models = [bn_convnet(seed=s) for s in range(4)]
     plane4 = four_solution_plane(*[state_of(m) for m in models])
     xs4 = np.array([-1.0, -0.3, 0.0, 0.6, 1.0])
-    fused = evaluate_surface(models[0], plane4, xs4, xs4[:3], splits, bn_mode="interpolate", strategy="batched", chunk=5)
-    plain = evaluate_surface(models[0], plane4, xs4, xs4[:3], splits, bn_mode="interpolate", strategy="loop", fused=False)
+    fused = evaluate_surface(models[0], plane4, xs4, xs4[:3], splits, SurfaceOptions(bn_mode="interpolate", strategy="batched", chunk=5))
+    plain = evaluate_surface(models[0], plane4, xs4, xs4[:3], splits, SurfaceOptions(bn_mode="interpolate", strategy="loop", fused=False))
     assert fused.info["fused"] == "on"
     assert rel(fused.loss["test"], plain.loss["test"]) <= 1e-6
     assert_unchanged(model, before)
@@ -99,8 +99,8 @@ def test_fused_masked_weights_stay_zero_after_folding():
                 p.mul_(masks[name])
     plane = random_plane(state_of(model), masks=masks, seed=3, ignore="none")
     splits = {"test": data(16, shape=(2, 8, 8), seed=6)}
-    ev = pe.PlaneEvaluator(model, plane.centre, plane.d1, plane.d2, plane.dtypes, masks=masks, mode="endpoint",
-                           base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k})
+    ev = pe.PlaneEvaluator(model, plane, pe.EvaluatorSettings(masks=masks, mode="endpoint",
+                           base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}))
     ev.prepare(splits, 16)
     assert ev.plan_note == "on"
     prep = ev._plan_prepare([(1.0, -1.0), (0.5, 0.7), (-0.2, 0.0)])
@@ -109,7 +109,7 @@ def test_fused_masked_weights_stay_zero_after_folding():
     for s, (w, _) in convs:
         m = masks[f"{s.name}.weight"].repeat(3, *([1] * (w.dim() - 1)))
         assert torch.all(w[~m] == 0) and torch.all(w[m] != 0)
-    surf = evaluate_surface(model, plane, [1.0, 0.5], [-1.0, 0.7], splits, bn_mode="endpoint", strategy="batched")
+    surf = evaluate_surface(model, plane, [1.0, 0.5], [-1.0, 0.7], splits, SurfaceOptions(bn_mode="endpoint", strategy="batched"))
     nl, _ = naive_surface(model, plane, [1.0, 0.5], [-1.0, 0.7], splits, masks=masks)
     assert rel(surf.loss["test"], nl["test"]) <= 1e-6
 
@@ -118,8 +118,8 @@ def test_fused_groups_of_any_size_agree():
     model = bn_convnet(seed=3, depth=3)
     splits = {"test": data(20, shape=(2, 8, 8), seed=7)}
     plane = random_plane(state_of(model), seed=4, ignore="none")
-    ev = pe.PlaneEvaluator(model, plane.centre, plane.d1, plane.d2, plane.dtypes, masks=None, mode="endpoint",
-                           base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k})
+    ev = pe.PlaneEvaluator(model, plane, pe.EvaluatorSettings(masks=None, mode="endpoint",
+                           base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}))
     ev.prepare(splits, 8)
     pts = [(float(a), float(b)) for a, b in np.random.default_rng(0).uniform(-1, 1, (7, 2))] + [(0.0, 0.0)]
     one = ev._evaluate_module(pts, splits, 8)
@@ -150,7 +150,7 @@ def test_fused_refuses_what_it_cannot_run():
     # a model the plan refuses is evaluated by the module, and says so
     splits = {"test": data(8, shape=(2, 8, 8))}
     res = Residual()
-    surf = evaluate_surface(res, random_plane(state_of(res), seed=0), [0.0, 1.0], [0.0], splits, strategy="batched")
+    surf = evaluate_surface(res, random_plane(state_of(res), seed=0), [0.0, 1.0], [0.0], splits, SurfaceOptions(strategy="batched"))
     assert surf.info["fused"] == "off"
 
 
@@ -160,7 +160,7 @@ def test_fused_plan_switches_off_when_its_check_fails(monkeypatch):
     plane = random_plane(state_of(model), seed=0)
     real = fc.forward
     monkeypatch.setattr(fc, "forward", lambda *a: real(*a) + 1.0)
-    surf = evaluate_surface(model, plane, [0.0, 1.0], [0.0], splits, bn_mode="endpoint", strategy="loop")
+    surf = evaluate_surface(model, plane, [0.0, 1.0], [0.0], splits, SurfaceOptions(bn_mode="endpoint", strategy="loop"))
     assert surf.info["fused"].startswith("off (fused forward differs")
     nl, _ = naive_surface(model, plane, [0.0, 1.0], [0.0], splits)
     np.testing.assert_allclose(surf.loss["test"], nl["test"], rtol=1e-12)

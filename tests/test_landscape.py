@@ -14,7 +14,7 @@ from lmc_core.connectivity.path import evaluate_path
 from lmc_core.foundations.config import ModelConfig
 from lmc_core.landscape.grid import coarse_to_fine, coarse_to_fine_2d, grid_axis
 from lmc_core.landscape.plane import Plane, four_solution_plane, pca_plane, plane_through, random_plane, split_state
-from lmc_core.landscape.surface import Surface, evaluate_surface
+from lmc_core.landscape.surface import Surface, SurfaceOptions, evaluate_surface
 from lmc_core.models import build_model
 from lmc_core.prune.magnitude import dense_masks, magnitude_prune
 from lmc_core.train.evaluation import evaluate
@@ -312,8 +312,8 @@ def test_surface_centre_exact_strategies_agree_and_model_untouched():
     splits = {"train": data(48, seed=1), "test": data(40, seed=2)}
     plane = random_plane(state_of(model), seed=0)
     xs, ys = grid_axis(1.0, 5), grid_axis(0.5, 3)
-    loop = evaluate_surface(model, plane, xs, ys, splits, strategy="loop", batch_size=32)
-    batched = evaluate_surface(model, plane, xs, ys, splits, strategy="batched", batch_size=32, chunk=4)
+    loop = evaluate_surface(model, plane, xs, ys, splits, SurfaceOptions(strategy="loop", batch_size=32))
+    batched = evaluate_surface(model, plane, xs, ys, splits, SurfaceOptions(strategy="batched", batch_size=32, chunk=4))
     assert_unchanged(model, before)
     assert loop.loss["train"].shape == (5, 3) and loop.strategy == "loop" and batched.strategy == "batched"
     for s, (x, y) in splits.items():
@@ -337,7 +337,7 @@ def test_surface_masks_conv_and_npz_roundtrip(tmp_path):
     splits = {"test": data(32, shape=(1, 8), seed=3)}
     plane = random_plane(state_of(model), masks=masks, seed=2)
     xs = grid_axis(1.0, 3)
-    surf = evaluate_surface(model, plane, xs, xs, splits, strategy="batched")
+    surf = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(strategy="batched"))
     nl, _ = naive_surface(model, plane, xs, xs, splits, masks=masks)
     np.testing.assert_allclose(surf.loss["test"], nl["test"], rtol=1e-5)
     # a dense evaluation of the same directions would differ: the masks matter
@@ -358,7 +358,7 @@ def test_surface_callback_coarse_first():
     plane = random_plane(state_of(model), seed=0)
     xs = grid_axis(1.0, 9)
     calls = []
-    surf = evaluate_surface(model, plane, xs, xs, splits, strategy="loop", chunk=5, callback=lambda d, t, p: calls.append((d, t, p)))
+    surf = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(strategy="loop", chunk=5, callback=lambda d, t, p: calls.append((d, t, p))))
     counts = [c[0] for c in calls]
     assert counts == sorted(counts) and len(set(counts)) == len(counts) and counts[-1] == 81
     assert all(c[1] == 81 for c in calls)
@@ -386,24 +386,24 @@ def test_bn_modes_on_convnet():
     state = state_of(model)
     plane = random_plane(state, seed=1)
     xs = grid_axis(0.5, 3)
-    surf = evaluate_surface(model, plane, xs, xs, splits, calibration=calib, bn_batches=2, bn_batch_size=32, strategy="loop")
+    surf = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(calibration=calib, bn_batches=2, bn_batch_size=32, strategy="loop"))
     assert surf.bn_mode == "reestimate" and surf.info["bn"] == {"batches": 2, "batch_size": 32, "calibration_inputs": 64}
     path = evaluate_path(model, state, state, splits, np.array([0.0]), calibration=calib, bn_batches=2, bn_batch_size=32, strategy="loop")
     assert surf.loss["test"][1, 1] == path.loss["test"][0] and surf.error["test"][1, 1] == path.error["test"][0]
-    batched = evaluate_surface(model, plane, xs, xs, splits, calibration=calib, bn_batches=2, bn_batch_size=32, strategy="batched")
+    batched = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(calibration=calib, bn_batches=2, bn_batch_size=32, strategy="batched"))
     np.testing.assert_allclose(batched.loss["test"], surf.loss["test"], rtol=1e-5)
     # endpoint: the centre's statistics everywhere; at the centre that is the model itself
-    ep = evaluate_surface(model, plane, xs, xs, splits, bn_mode="endpoint", strategy="loop")
+    ep = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(bn_mode="endpoint", strategy="loop"))
     ref = evaluate(model, *splits["test"])
     assert ep.loss["test"][1, 1] == ref.loss
     assert ep.loss["test"][1, 1] != surf.loss["test"][1, 1]
     # interpolate is undefined on a random plane
     with pytest.raises(ValueError, match="interpolate"):
-        evaluate_surface(model, plane, xs, xs, splits, bn_mode="interpolate")
+        evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(bn_mode="interpolate"))
     with pytest.raises(ValueError, match="calibration"):
         evaluate_surface(model, plane, xs, xs, splits)
     with pytest.raises(ValueError, match="does not match"):
-        evaluate_surface(mlp(), plane, xs, xs, splits, bn_mode="endpoint")
+        evaluate_surface(mlp(), plane, xs, xs, splits, SurfaceOptions(bn_mode="endpoint"))
     assert_unchanged(model, before)
 
 
@@ -422,7 +422,7 @@ def test_interpolate_bn_on_four_solution_plane_matches_each_model():
     splits = {"test": data(32, shape=(1, 8, 8), seed=6)}
     xs = np.array([-1.0, 0.0, 1.0])
     ys = np.array([0.0])
-    surf = evaluate_surface(models[0], plane, xs, ys, splits, bn_mode="interpolate", strategy="loop")
+    surf = evaluate_surface(models[0], plane, xs, ys, splits, SurfaceOptions(bn_mode="interpolate", strategy="loop"))
     for i, m in ((0, models[1]), (2, models[0])):  # (-1, 0) is t1, (1, 0) is t0
         ref = evaluate(m, *splits["test"])
         assert surf.loss["test"][i, 0] == pytest.approx(ref.loss, rel=1e-5)
@@ -460,13 +460,13 @@ def test_first_layer_reuse_equals_plain_evaluation_float64(kind):
     plane = random_plane(state_of(model), masks=masks, seed=4, ignore="none")  # bias directions non-zero too
     xs = grid_axis(1.0, 3)
     kw = dict(calibration=calib, bn_batches=2, bn_batch_size=16, batch_size=16, strategy="loop")
-    plain = evaluate_surface(model, plane, xs, xs, splits, **kw)
-    reused = evaluate_surface(model, plane, xs, xs, splits, reuse_first_layer=True, **kw)
+    plain = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(**kw))
+    reused = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(reuse_first_layer=True, **kw))
     assert reused.strategy == "loop+first_layer"
     np.testing.assert_allclose(reused.loss["test"], plain.loss["test"], rtol=1e-10, atol=0)
     np.testing.assert_array_equal(reused.error["test"], plain.error["test"])
     kw["strategy"] = "batched"
-    stacked = evaluate_surface(model, plane, xs, xs, splits, reuse_first_layer=True, chunk=4, **kw)
+    stacked = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(reuse_first_layer=True, chunk=4, **kw))
     assert stacked.strategy == "batched+first_layer"
     np.testing.assert_allclose(stacked.loss["test"], plain.loss["test"], rtol=1e-10, atol=0)
     np.testing.assert_array_equal(stacked.error["test"], plain.error["test"])
@@ -476,10 +476,10 @@ def test_first_layer_reuse_refuses_norm_before_first_layer():
     model = nn.Sequential(nn.BatchNorm1d(8), nn.Linear(8, 4))
     plane = random_plane(state_of(model), seed=0)
     with pytest.raises(ValueError, match="raw input"):
-        evaluate_surface(model, plane, [0.0], [0.0], {"t": data(8)}, bn_mode="endpoint", reuse_first_layer=True)
+        evaluate_surface(model, plane, [0.0], [0.0], {"t": data(8)}, SurfaceOptions(bn_mode="endpoint", reuse_first_layer=True))
     with pytest.raises(ValueError, match="single"):
         lin = nn.Linear(8, 4)
-        evaluate_surface(lin, random_plane(state_of(lin), seed=0), [0.0], [0.0], {"t": data(8)}, reuse_first_layer=True)
+        evaluate_surface(lin, random_plane(state_of(lin), seed=0), [0.0], [0.0], {"t": data(8)}, SurfaceOptions(reuse_first_layer=True))
 
 
 def test_auto_strategy_measures_both_and_matches_the_loop():
@@ -489,8 +489,8 @@ def test_auto_strategy_measures_both_and_matches_the_loop():
     splits = {"test": data(40, seed=2)}
     plane = random_plane(state_of(model), seed=0)
     xs = grid_axis(1.0, 9)  # 81 points: enough to time a chunk of 4 with each strategy first
-    auto = evaluate_surface(model, plane, xs, xs, splits, strategy="auto", batch_size=40, chunk=4)
-    loop = evaluate_surface(model, plane, xs, xs, splits, strategy="loop", batch_size=40)
+    auto = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(strategy="auto", batch_size=40, chunk=4))
+    loop = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(strategy="loop", batch_size=40))
     assert auto.strategy in ("loop", "batched")
     timings = auto.info["strategy_timings_ms_per_point"]
     assert set(timings) == {"loop", "batched"} and auto.strategy == min(timings, key=timings.get)
@@ -507,7 +507,7 @@ def test_first_layer_reuse_switches_itself_off_beyond_its_memory_budget(monkeypa
     model = mlp()
     splits = {"test": data(64, seed=2)}
     plane = random_plane(state_of(model), seed=0)
-    surf = evaluate_surface(model, plane, [0.0, 0.5], [0.0], splits, strategy="loop", reuse_first_layer=True)
-    ref = evaluate_surface(model, plane, [0.0, 0.5], [0.0], splits, strategy="loop")
+    surf = evaluate_surface(model, plane, [0.0, 0.5], [0.0], splits, SurfaceOptions(strategy="loop", reuse_first_layer=True))
+    ref = evaluate_surface(model, plane, [0.0, 0.5], [0.0], splits, SurfaceOptions(strategy="loop"))
     assert surf.strategy == "loop" and surf.info["first_layer_reuse"].startswith("off (its cache would need")
     np.testing.assert_array_equal(surf.loss["test"], ref.loss["test"])

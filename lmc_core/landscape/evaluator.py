@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from torch.func import functional_call
 from lmc_core.connectivity.batchnorm import bn_buffer_keys, make_worker
 from lmc_core.foundations.types import Masks, Splits, State
 from lmc_core.landscape import fused_chain
+from lmc_core.landscape.plane import Plane
 from lmc_core.models import prunable_modules
 
 Row = dict[str, tuple[float, float]]
@@ -79,6 +81,22 @@ def _masked(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return t if mask is None else torch.where(mask.to(t.device, torch.bool), t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
+@dataclass(frozen=True)
+class EvaluatorSettings:
+    """How a PlaneEvaluator evaluates: masks, the resolved BatchNorm mode and its inputs, and the optional fast paths.
+
+    `base` holds the buffers every point starts from (the centre's BatchNorm statistics when the
+    plane carries them, else the template's); `calibration` the batches "reestimate" runs per point.
+    """
+
+    mode: str
+    base: State
+    masks: Masks | None = None
+    calibration: Sequence[torch.Tensor] = ()
+    reuse_first_layer: bool = False
+    fused: bool = True
+
+
 class PlaneEvaluator:
     """Loss and error at points of a plane, on a private network whose parameters are rewritten in place per point.
 
@@ -88,15 +106,15 @@ class PlaneEvaluator:
     directions are +0, so every pruned weight is exactly +0 at every point.
     """
 
-    def __init__(self, model: nn.Module, centre: State, d1: State, d2: State, dtypes: dict[str, torch.dtype], *,
-                 masks: Masks | None, mode: str, base: State, buffers_at=None, calibration: Sequence[torch.Tensor] = (),
-                 reuse_first_layer: bool = False, fused: bool = True):
+    def __init__(self, model: nn.Module, plane: Plane, settings: EvaluatorSettings):
+        centre, d1, d2, dtypes = plane.centre, plane.d1, plane.d2, plane.dtypes
+        base, mode = settings.base, settings.mode
         self.mode = mode
-        self.buffers_at = buffers_at
-        self.calibration = list(calibration)
+        self.buffers_at = plane.buffers_at
+        self.calibration = list(settings.calibration)
         self.worker = make_worker(model, reestimate=mode == "reestimate")
         self.params = dict(self.worker.named_parameters())
-        masks = masks or {}
+        masks = settings.masks or {}
         device = next(iter(self.params.values())).device
         self.names = list(self.params)
         self.c, self.d1, self.d2 = (
@@ -129,11 +147,11 @@ class PlaneEvaluator:
             self.calibration = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in self.calibration]
         self.reuse: dict | None = None
         self.reuse_note = "off"
-        if reuse_first_layer:
+        if settings.reuse_first_layer:
             self._setup_reuse(centre, d1, d2, masks, dtypes)
         self.plan: list | None = None
         self.plan_note = "off"
-        if fused and self.reuse is None:
+        if settings.fused and self.reuse is None:
             self.plan = fused_chain.build(self.worker)
             if self.plan is not None:
                 self.plan_params = fused_chain.param_names(self.plan)

@@ -87,11 +87,11 @@ def _check_keys(states: list[State], names: list[str]) -> None:
                 raise ValueError(f"{k}: shape {tuple(s[k].shape)} in {name} but {tuple(states[0][k].shape)} in {names[0]}")
 
 
-def _jsonable(x):
+def to_jsonable(x):
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [to_jsonable(v) for v in x]
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
     if isinstance(x, np.ndarray):

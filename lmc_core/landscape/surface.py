@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +14,10 @@ from torch import nn
 from lmc_core.connectivity.batchnorm import calibration_batches, resolve_bn_mode
 from lmc_core.connectivity.engine import STRATEGIES, choose_strategy, chunk_size
 from lmc_core.foundations.heap import roomy_heap
-from lmc_core.foundations.types import Masks
-from lmc_core.landscape.evaluator import PlaneEvaluator
+from lmc_core.foundations.types import Masks, Splits
+from lmc_core.landscape.evaluator import EvaluatorSettings, PlaneEvaluator
 from lmc_core.landscape.grid import coarse_to_fine_2d
-from lmc_core.landscape.plane import Plane, _jsonable
+from lmc_core.landscape.plane import Plane, to_jsonable
 
 # --------------------------------------------------------------------------- surfaces
 
@@ -55,7 +55,7 @@ class Surface:
             "bn_mode": self.bn_mode,
             "strategy": self.strategy,
             "kind": self.kind,
-            "info": _jsonable(self.info),
+            "info": to_jsonable(self.info),
             "points": {k: [float(v[0]), float(v[1])] for k, v in self.points.items()},
         }
         arrays["meta"] = np.array(json.dumps(meta))
@@ -103,29 +103,35 @@ def _calibrate(run, order, xs, ys, data, batch_size: int, stack: int, record) ->
     return min(timings, key=timings.get), timings, start
 
 
+@dataclass(frozen=True)
+class SurfaceOptions:
+    """How `evaluate_surface` evaluates a plane; the defaults are what a study uses unless configured."""
+
+    masks: Masks | None = None
+    bn_mode: str = "auto"
+    calibration: torch.Tensor | None = None
+    bn_batches: int = 8
+    bn_batch_size: int = 128
+    batch_size: int = 1000
+    strategy: str = "auto"
+    chunk: int | None = None
+    callback: Callable[[int, int, Surface], None] | None = None
+    reuse_first_layer: bool = False
+    fused: bool = True
+
+
 def evaluate_surface(
     model: nn.Module,
     plane: Plane,
-    xs,
-    ys,
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    *,
-    masks: Masks | None = None,
-    bn_mode: str = "auto",
-    calibration: torch.Tensor | None = None,
-    bn_batches: int = 8,
-    bn_batch_size: int = 128,
-    batch_size: int = 1000,
-    strategy: str = "auto",
-    chunk: int | None = None,
-    callback: Callable[[int, int, Surface], None] | None = None,
-    reuse_first_layer: bool = False,
-    fused: bool = True,
+    xs: Sequence[float] | np.ndarray,
+    ys: Sequence[float] | np.ndarray,
+    data: Splits,
+    options: SurfaceOptions | None = None,
 ) -> Surface:
     """Return loss and error at every (xs[i], ys[j]) of `plane`, per split of `data`, evaluated coarse to fine.
 
-    `model` is a template and is never modified (a private copy is evaluated).
-    Masks (`masks`, else the plane's) keep pruned weights exactly 0 at every point. BatchNorm:
+    `model` is a template and is never modified (a private copy is evaluated). `options` (a
+    SurfaceOptions) holds everything else. Masks (`masks`, else the plane's) keep pruned weights exactly 0 at every point. BatchNorm:
     "reestimate" (what "auto" means for BN nets) recomputes the statistics at every point from the
     first `bn_batches` batches of `calibration`, centre included; "endpoint" uses the centre's
     statistics (the plane's buffers, else the template's) everywhere, as Li et al.'s code does;
@@ -146,6 +152,8 @@ def evaluate_surface(
     convolution; values equal the module's up to float32 rounding and the centre is evaluated by the
     module itself (bit-exact); `info["fused"]` says whether it ran ("on", "off" or why not).
     """
+    opts = options or SurfaceOptions()
+    strategy, masks, bn_mode, calibration = opts.strategy, opts.masks, opts.bn_mode, opts.calibration
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if not data:
@@ -167,16 +175,18 @@ def evaluate_surface(
         for k, v in plane.buffers.items():
             if k in worker_base:
                 worker_base[k] = v.detach().to(worker_base[k].device, worker_base[k].dtype)
-    batches = calibration_batches(calibration, bn_batches, bn_batch_size) if mode == "reestimate" else []
+    batches = calibration_batches(calibration, opts.bn_batches, opts.bn_batch_size) if mode == "reestimate" else []
+    settings = EvaluatorSettings(mode=mode, base=worker_base, masks=use_masks, calibration=batches,
+                                 reuse_first_layer=opts.reuse_first_layer, fused=opts.fused)
     with roomy_heap():
-        return _evaluate_surface(model, plane, xs, ys, data, use_masks, mode, worker_base, batches, bn_batch_size, batch_size,
-                                 strategy, chunk, callback, reuse_first_layer, fused)
+        return _evaluate_surface(model, plane, xs, ys, data, opts, settings)
 
 
-def _evaluate_surface(model, plane, xs, ys, data, use_masks, mode, worker_base, batches, bn_batch_size, batch_size,
-                      strategy, chunk, callback, reuse_first_layer, fused) -> Surface:
-    evaluator = PlaneEvaluator(model, plane.centre, plane.d1, plane.d2, plane.dtypes, masks=use_masks, mode=mode, base=worker_base,
-                               buffers_at=plane.buffers_at, calibration=batches, reuse_first_layer=reuse_first_layer, fused=fused)
+def _evaluate_surface(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarray, data: Splits, opts: SurfaceOptions,
+                      settings: EvaluatorSettings) -> Surface:
+    evaluator = PlaneEvaluator(model, plane, settings)
+    mode, batches = settings.mode, list(settings.calibration)
+    bn_batch_size, batch_size, strategy, chunk, callback = opts.bn_batch_size, opts.batch_size, opts.strategy, opts.chunk, opts.callback
     evaluator.prepare(data, batch_size)
     rows_batch = min(batch_size, max(len(x) for x, _ in data.values()))
     stack = int(chunk) if chunk is not None else chunk_size(dict(evaluator.worker.state_dict()), rows_batch)

@@ -12,7 +12,7 @@ from lmc_core.foundations.layout import DENSE, copies_key, rewind_key
 from lmc_core.foundations.storage import save_arrays
 from lmc_core.landscape.grid import grid_axis
 from lmc_core.landscape.plane import plane_through, random_plane
-from lmc_core.landscape.surface import evaluate_surface
+from lmc_core.landscape.surface import SurfaceOptions, evaluate_surface
 from lmc_core.studies.plan import Stage
 from lmc_core.studies.run import Run
 
@@ -42,9 +42,7 @@ def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
     def progress(done: int, total: int, partial: Any) -> None:
         callback(Event(stage.key, done, total))
 
-    surface = evaluate_surface(run.template, plane, axis, axis, data, masks=masks, bn_mode=run.cfg.stability.bn_mode,
-                               calibration=run.data.x_train, bn_batches=run.cfg.stability.bn_batches,
-                               batch_size=run.cfg.train.eval_batch_size, callback=progress)
+    surface = evaluate_surface(run.template, plane, axis, axis, data, SurfaceOptions(masks=masks, bn_mode=run.cfg.stability.bn_mode, calibration=run.data.x_train, bn_batches=run.cfg.stability.bn_batches, batch_size=run.cfg.train.eval_batch_size, callback=progress))
     save_arrays(out / "surface.npz", surface.to_arrays())
     loss = surface.loss[spec.split]
     return {"plane": spec.plane, "points": {k: list(v) for k, v in plane.points.items()}, "span": float(span),

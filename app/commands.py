@@ -1,14 +1,38 @@
-"""`lmc token`: create, list and revoke API tokens in the service's database (the same LMC_* settings as the API)."""
+"""The service's subcommands of `lmc`: `up` (the whole system on one machine, see app/up.py) and `token`
+(create, list and revoke API tokens in the service's database, with the same LMC_* settings as the API)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sqlalchemy import select
 
+from app.up import cmd_up
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the service's subcommands, `up` and `token`, to `sub`."""
+    register_up(sub)
+    register_token(sub)
+
+def register_up(sub: argparse._SubParsersAction) -> None:
+    """Add the `up` subcommand to `sub`."""
+    p = sub.add_parser("up", help="run the whole system locally: Redis, API, dashboard, workers (Ctrl-C stops everything)",
+                       description="Start LMC Lab on this machine with embedded defaults (SQLite and a private Redis in the data "
+                                   "directory). LMC_DATABASE_URL / LMC_REDIS_URL point it at existing servers instead.")
+    p.add_argument("--data-dir", default=os.environ.get("LMC_DATA_DIR", "lmc-data"), help="database, artifacts and logs (default: ./lmc-data)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1; 0.0.0.0 to share on a network)")
+    p.add_argument("--port", type=int, default=8000, help="API port (default 8000; 0 picks a free one)")
+    p.add_argument("--dashboard-port", type=int, default=8050, help="dashboard port (default 8050; 0 picks a free one)")
+    p.add_argument("--workers", type=int, default=1, help="local workers (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: torch's choice; 1 when several share a CPU)")
+    p.add_argument("--redis-url", default=os.environ.get("LMC_REDIS_URL"), help="use this Redis instead of starting one")
+    p.set_defaults(func=cmd_up)
+
+
+def register_token(sub: argparse._SubParsersAction) -> None:
     """Add the `token` subcommand (create, list, revoke) to `sub`."""
     p = sub.add_parser("token", help="API tokens of the web service: create (shown once), list, revoke")
     p.add_argument("--database-url", help="SQLAlchemy URL of the service's database (default: LMC_DATABASE_URL, else sqlite in LMC_DATA_DIR)")
