@@ -6,15 +6,15 @@ A loader `fn(cfg: DataConfig) -> Dataset` returns the *raw* dataset (float32 inp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import Any
 
+from lmc_core.foundations.config import DataConfig
 from lmc_core.foundations.registry import Registry
 
-if TYPE_CHECKING:
-    from lmc_core.data.dataset import Dataset
-    from lmc_core.foundations.config import DataConfig
-
-Loader = Callable[["DataConfig"], "Dataset"]
+# Returns a raw lmc_core.data.dataset.Dataset; typed loosely because dataset.py dispatches through
+# this registry, and naming Dataset here would make the two modules import each other.
+Loader = Callable[[DataConfig], Any]
 
 DATASETS: Registry[Loader] = Registry(
     "dataset",
