@@ -139,8 +139,11 @@ def test_hessian_figures():
     assert min(figures.spectrum(deep).data[0].y) == pytest.approx(1e-6), "troughs are floored six decades under the peak"
     hist = figures.diagonal_histogram(data)
     assert list(hist.data[0].y) == [0, 1, 2, 3, 4]
-    rounds = figures.hessian_by_round([{"mask": "imp-k0-r1", "lambda_max": 2.0, "trace": 10.0, "trace_stderr": 0.5},
-                                       {"mask": "imp-k0-r2", "lambda_max": 3.0, "trace": 12.0, "trace_stderr": 0.5}])
+    # analysis rows as the API sends them: each with the reading of its mask id (mask_ref), which the figure goes by
+    rounds = figures.hessian_by_round([{"mask": "imp-k0-r1", "mask_ref": {"mask": "imp-k0-r1", "source": "imp", "k": 0, "round": 1},
+                                        "lambda_max": 2.0, "trace": 10.0, "trace_stderr": 0.5},
+                                       {"mask": "imp-k0-r2", "mask_ref": {"mask": "imp-k0-r2", "source": "imp", "k": 0, "round": 2},
+                                        "lambda_max": 3.0, "trace": 12.0, "trace_stderr": 0.5}])
     assert list(rounds.data[0].x) == [1, 2] and rounds.data[0].line.color == palette.colour("imp")
 
 

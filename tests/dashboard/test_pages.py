@@ -1,13 +1,23 @@
 """Page helpers without a browser: the studies table's key-result columns and sorting, gallery card pictures, queue labels,
-and the dashboard's thumbnail route (with a stand-in API client)."""
+the dashboard's thumbnail route (with a stand-in API client), stage labels from the API's readings, and how pages get
+their callbacks and their API client."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+from dash import Input, Output
 from flask import Flask
 
-from app.dashboard import routes
-from app.dashboard.client import ApiError
+from app.dashboard import create_dash, routes, stages
+from app.dashboard.callbacks import Callbacks
+from app.dashboard.client import ApiError, api
 from app.dashboard.pages import gallery, launch, studies
+from app.dashboard.pages.study import header, index
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard"
 
 STUDY = {"id": "s1", "name": "mine", "status": "finished", "preset": "smoke", "owner": "ada", "tags": ["a"], "stages_done": 13,
          "stages_total": 13, "created_at": "2026-11-27T10:11:12+00:00", "run_id": "r1", "queue": "gpu",
@@ -85,9 +95,74 @@ def test_thumbnail_route_passes_the_png_and_its_etag_through():
 
 
 def test_study_header_names_its_queue():
-    from app.dashboard.pages.study import _meta
-
+    _meta = header.meta
     study = {"id": "s1", "run_id": "r1", "status": "running", "queue": "gpu-big", "owner": "ann", "tags": []}
     texts = [getattr(b, "children", None) for b in _meta(study)]
     assert "queue gpu-big" in texts and "by ann" in texts
     assert not any(isinstance(t, str) and t.startswith("queue") for t in (getattr(b, "children", None) for b in _meta({**study, "queue": None})))
+
+
+def _ref(key: str, source: str | None, rnd: int | None, k: int | None, pair: int | None) -> dict:
+    """A stage reading as the API sends it (lmc_core.foundations.layout.parse_key(key).as_dict())."""
+    return {"key": key, "kind": key.split("/")[0], "mask": None, "source": source, "round": rnd, "k": k, "pair": pair, "set": None}
+
+
+def test_stage_labels_come_from_the_api_readings_not_from_the_key():
+    ref = _ref("surface/distilled.dm-k625-r2/k625/p0", "distilled.dm", 2, 625, 0)
+    assert stages.label(ref) == "distilled IMP (dm), round 2, k=625, pair 0"
+    assert stages.label(_ref("hessian/dense/k0/p1", "dense", 0, 0, 1)) == "dense, round 0, k=0, pair 1"
+    # the reading decides, whatever the key spells: a label built by parsing the key would say round 2 here
+    assert stages.label({**ref, "round": 5}) == "distilled IMP (dm), round 5, k=625, pair 0"
+    assert stages.label(_ref("mask/imp-k0-r1", "imp", 1, 0, None)) == "IMP (real data), round 1"
+    assert stages.label({"key": "synthetic/s1", "source": None}) == "synthetic/s1"  # no mask source: the key itself
+    idx = {"figures": {"surface": ["surface/a", "surface/b"]}, "stage_refs": {"surface": [_ref("surface/a", "imp", 1, 0, 0)]}}
+    assert index.stage_options(idx, "surface") == [{"label": "IMP (real data), round 1, k=0, pair 0", "value": "surface/a"},
+                                                   {"label": "surface/b", "value": "surface/b"}]
+    assert index.stage_keys(idx, "hessian") == [] and index.publishable(idx) == [{"label": "surface", "value": "surface"}]
+
+
+# Code that reads a stage key or a mask id apart: a regular expression, or splitting on the grammar's separators.
+_PARSING = re.compile(r"""^\s*import re\b|^\s*from re import|\bre\.(compile|match|fullmatch|search|split)\(|\.r?split\(\s*["']/["']|"""
+                      r"""\.r?partition\(\s*["'][/-]["']|\.rsplit\(\s*["']-""")
+# A JSON Schema $ref ("#/$defs/Train") is not a stage key.
+_NOT_A_KEY = {("schema_form.py", 'schema["$defs"][ref.split("/")[-1]]')}
+
+
+def test_the_dashboard_parses_no_stage_key():
+    found = []
+    for path in sorted(DASHBOARD.rglob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("  #")[0]
+            if _PARSING.search(code) and not any(path.name == name and snippet in code for name, snippet in _NOT_A_KEY):
+                found.append(f"{path.relative_to(DASHBOARD)}:{n}: {line.strip()}")
+    assert not found, "the dashboard must take stage readings from the API (stage_ref, mask_ref), not parse keys:\n" + "\n".join(found)
+    assert _PARSING.search('    parts = key.split("/")') and _PARSING.search("_MASK_ID = re.compile(r'(?P<source>.+)-k')")
+
+
+def test_callbacks_reach_every_app_built_not_only_the_first():
+    calls = Callbacks()
+
+    @calls.callback(Output("out", "children"), Input("in", "value"))
+    def echo(value: str) -> str:
+        return value
+
+    assert echo("x") == "x" and len(calls) == 1  # still a plain function
+    counts = []
+    for _ in range(2):  # dash.callback would hand its callbacks to the first app only
+        app = create_dash("http://127.0.0.1:9")
+        client = app.server.test_client()
+        client.get("/")
+        counts.append(len(client.get("/_dash-dependencies").get_json()))
+    assert counts[0] == counts[1] > 30
+
+
+def test_pages_get_the_api_client_of_the_app_serving_the_request():
+    one, two = create_dash("http://api-one:1"), create_dash("http://api-two:2")
+    with one.server.test_request_context("/"):
+        assert api("t").base_url == "http://api-one:1" and api("t").token == "t" and api().token is None
+    with two.server.test_request_context("/"):
+        assert api().base_url == "http://api-two:2"
+    with pytest.raises(RuntimeError):
+        api()  # outside a request: the study page's prefetch falls back to its callbacks
+    with Flask(__name__).test_request_context("/"), pytest.raises(RuntimeError, match="bound to no API"):
+        api()

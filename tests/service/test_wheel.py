@@ -17,6 +17,7 @@ import sysconfig
 import time
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -97,32 +98,36 @@ def test_installed_dashboard_serves_the_stylesheet(venv: Path, tmp_path: Path):
     assert not Path(where[0]).resolve().is_relative_to(ROOT), where
 
     port = _free_port()
-    log = open(tmp_path / "dashboard.log", "w+")
-    proc = subprocess.Popen([str(py), "-m", "app.dashboard", "--host", "127.0.0.1", "--port", str(port), "--api-url", "http://127.0.0.1:9",
-                             "--threads", "2"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        page = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                page = httpx.get(url + "/", timeout=10)
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        log.seek(0)
-        assert page is not None, f"the dashboard did not answer within {START_TIMEOUT_S} s (exit {proc.poll()}):\n{log.read()}"
-        assert page.status_code == 200, page.text[:2000]
-        links = re.findall(r'<link[^>]+href="([^"]*lmc\.css[^"]*)"', page.text)
-        assert links, f"the page links no lmc.css:\n{page.text[:2000]}"
-        css = httpx.get(url + links[0] if links[0].startswith("/") else links[0], timeout=10)
-        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css"), (css.status_code, css.headers)
-        assert css.content == CSS.read_bytes(), "the served stylesheet differs from app/dashboard/static/lmc.css"
-    finally:
-        proc.terminate()
+    cmd = [py, "-m", "app.dashboard", "--host", "127.0.0.1", "--port", port, "--api-url", "http://127.0.0.1:9", "--threads", 2]
+    with open(tmp_path / "dashboard.log", "w+") as log:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            _check_stylesheet(f"http://127.0.0.1:{port}", proc, log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _check_stylesheet(url: str, proc: subprocess.Popen, log: IO[str]) -> None:
+    """Wait for the dashboard at `url`, then fetch the stylesheet its page links and compare it with the package's file."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    page = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            page = httpx.get(url + "/", timeout=10)
+            break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    log.seek(0)
+    assert page is not None, f"the dashboard did not answer within {START_TIMEOUT_S} s (exit {proc.poll()}):\n{log.read()}"
+    assert page.status_code == 200, page.text[:2000]
+    links = re.findall(r'<link[^>]+href="([^"]*lmc\.css[^"]*)"', page.text)
+    assert links, f"the page links no lmc.css:\n{page.text[:2000]}"
+    css = httpx.get(url + links[0] if links[0].startswith("/") else links[0], timeout=10)
+    assert css.status_code == 200, (css.status_code, css.headers)
+    assert css.headers["content-type"].startswith("text/css"), css.headers
+    assert css.content == CSS.read_bytes(), "the served stylesheet differs from app/dashboard/static/lmc.css"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datafiles import (
+from tests.helpers.datafiles import (
     IDX_NAMES,
     SplitArrays,
     cifar_folder_name,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from datafiles import write_npz, write_npz_dataset
+from tests.helpers.datafiles import write_npz, write_npz_dataset
 from lmc_core.data.dataset import Dataset, balanced_subset_indices, load_dataset
 from lmc_core.data.generators import mnist1d_arrays
 from lmc_core.data.registry import DATASETS, available_datasets, register_dataset

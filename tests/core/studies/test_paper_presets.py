@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from datafiles import write_cifar_archive
+from tests.helpers.datafiles import write_cifar_archive
 from lmc_core.foundations.layout import copies_key, mask_key, path_key
 from lmc_core.studies.plan import plan
 from lmc_core.studies.presets import PRESETS, preset, preset_names
 
 PAPER = ["paper-cifar10", "paper-cifar10-resnet18", "paper-cifar100", "paper-cifar100-resnet18"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def lmc(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
