@@ -1,4 +1,4 @@
-"""Shared helpers for the side-by-side benchmarks (anchors_core.md section 17): fixtures, subprocess timing, tables.
+"""Shared helpers for the side-by-side benchmarks: fixtures, subprocess timing, tables.
 
 Fairness rules (17.2): every timed (tool, task, repeat) runs in a fresh Python subprocess pinned to
 2 threads (OMP/MKL env vars, `torch.set_num_threads(2)`, one inter-op thread); tools are

@@ -47,7 +47,7 @@ class Case:
     label: str
     model: ModelConfig
     dataset: str = "mnist1d"
-    lr: float = 0.1  # the calibrated presets (calibration.md): MLP lr 0.1, ConvNet lr 0.05; SGD momentum 0.9, bs 32
+    lr: float = 0.1  # the calibrated presets (docs/results.md): MLP lr 0.1, ConvNet lr 0.05; SGD momentum 0.9, bs 32
     copies: int = 2
     masked: bool = False  # pruned copies (IMP rounds >= 1): masks applied after every step
     wrapped: bool = False  # behind a wrapper whose forward train_stacked cannot know: the generic vmap path

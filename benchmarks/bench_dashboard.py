@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.api.figures import encode  # noqa: E402  (the API's encoder: the stub speaks exactly like the API)
+from app.api.figures import encode, mask_ref, stage_ref  # noqa: E402  (the API's encoder and readings: the stub speaks exactly like the API)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -53,15 +53,17 @@ def payloads(n: int) -> dict[str, object]:
         for rnd in (1, 2):
             sp = 100 * (1 - 0.8 ** rnd)
             err = 0.1 + 0.05 * rnd * np.sin(np.pi * alphas)
-            curves.append({"stage": f"path/{source}-k0-r{rnd}/k0/p0", "mask": f"{source}-k0-r{rnd}", "source": source, "round": rnd, "rewind_step": 0,
+            curves.append({"stage": f"path/{source}-k0-r{rnd}/k0/p0", "stage_ref": stage_ref(f"path/{source}-k0-r{rnd}/k0/p0"),
+                           "mask": f"{source}-k0-r{rnd}", "source": source, "round": rnd, "rewind_step": 0,
                            "pair": 0, "sparsity": sp, "alphas": typed(alphas), "error": {"test": typed(err), "train": typed(err * 0.8)},
                            "loss": {"test": typed(err * 3), "train": typed(err * 2)}})
-            table.append({"source": source, "round": rnd, "mask": f"{source}-k0-r{rnd}", "rewind_step": 0, "sparsity": sp, "accuracy_mean": 96 - rnd,
+            table.append({"source": source, "round": rnd, "mask": f"{source}-k0-r{rnd}", "mask_ref": mask_ref(f"{source}-k0-r{rnd}"),
+                          "rewind_step": 0, "sparsity": sp, "accuracy_mean": 96 - rnd,
                           "error_barrier": 2.0 * rnd, "error_barrier_std": 0.0, "loss_barrier": 0.1, "loss_barrier_std": 0.0, "training_points": 1000})
     series = [{"source": s, "rewind_step": 0, **{f: [r[f] for r in table if r["source"] == s] for f in
                                                   ("round", "sparsity", "accuracy_mean", "error_barrier", "error_barrier_std", "loss_barrier",
                                                    "loss_barrier_std", "training_points")}} for s in ("imp", "random", "distilled.dm")]
-    stage = "surface/imp-k0-r2/k0/p0"
+    stage, hstage = "surface/imp-k0-r2/k0/p0", "hessian/imp-k0-r2/k0/p0"
     study = {"id": SID, "name": "bench", "run_id": "bench", "preset": None, "status": "finished", "archived": False, "owner": "bench",
              "parent_id": None, "submitted": True, "tags": [], "stages_done": 10, "stages_total": 10, "error": None, "created_at": NOW,
              "updated_at": NOW, "started_at": NOW, "finished_at": NOW, "config": {}, "progress": None}
@@ -72,18 +74,22 @@ def payloads(n: int) -> dict[str, object]:
         f"/api/studies/{SID}": study,
         f"/api/studies/{SID}/progress": {"study_id": SID, "status": "finished", "done": 10, "total": 10, "fraction": 1.0, "eta_s": None,
                                          "running": [], "failed": [], "log_tail": ["done"], "error": None, "updated_at": NOW},
-        f"/api/studies/{SID}/figures": {"study_id": SID, "figures": {"interpolation": [], "sparsity": [], "surface": [stage],
-                                                                     "hessian": ["hessian/imp-k0-r2/k0/p0"]}},
+        f"/api/studies/{SID}/figures": {"study_id": SID, "figures": {"interpolation": [], "sparsity": [], "surface": [stage], "hessian": [hstage]},
+                                        "stage_refs": {"interpolation": [], "sparsity": [], "surface": [stage_ref(stage)],
+                                                       "hessian": [stage_ref(hstage)]}},
         f"/api/studies/{SID}/results": {"study_id": SID, "run_id": "bench", "status": "finished", "available": True, "table": table,
-                                        "analysis": [{"mask": "imp-k0-r2", "lambda_max": 2.0, "trace": 30.0, "trace_stderr": 1.0}],
+                                        "analysis": [{"mask": "imp-k0-r2", "mask_ref": mask_ref("imp-k0-r2"), "lambda_max": 2.0, "trace": 30.0,
+                                                      "trace_stderr": 1.0}],
                                         "synthetic": [], "stages": {}, "updated_at": NOW},
         f"/api/studies/{SID}/figures/sparsity": {"study_id": SID, "figure": "sparsity", "encoding": "list", "series": series, "sweep": []},
         f"/api/studies/{SID}/figures/interpolation": {"study_id": SID, "figure": "interpolation", "encoding": "typed", "curves": curves},
-        f"/api/studies/{SID}/figures/surface": {"study_id": SID, "figure": "surface", "encoding": "typed", "stage": stage, "split": "test",
+        f"/api/studies/{SID}/figures/surface": {"study_id": SID, "figure": "surface", "encoding": "typed", "stage": stage,
+                                                "stage_ref": stage_ref(stage), "split": "test",
                                                 "splits": ["test"], "plane": "copies", "span": 1.5, "resolution": n, "loss_min": float(loss.min()),
                                                 "loss_max": float(loss.max()), "x": typed(xs), "y": typed(xs), "loss": typed(loss),
                                                 "error": typed(loss / loss.max()), "points": {"rewind": [0, 0], "A": [1, 0], "B": [0.4, 1.1]}},
-        f"/api/studies/{SID}/figures/hessian": {"study_id": SID, "figure": "hessian", "encoding": "typed", "stage": "hessian/imp-k0-r2/k0/p0",
+        f"/api/studies/{SID}/figures/hessian": {"study_id": SID, "figure": "hessian", "encoding": "typed", "stage": hstage,
+                                                "stage_ref": stage_ref(hstage),
                                                 "top_eigenvalues": [2.0, 1.5], "trace": 30.0, "trace_stderr": 1.0,
                                                 "density": {"grid": typed(grid), "values": typed(np.exp(-grid))}, "diagonal_histogram": None},
         f"/api/studies/{SID}/artifacts": [],

@@ -30,7 +30,7 @@ from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, 
 
 # The settings of the paper-mini preset (tuned on MNIST-1D; see lmc_core/studies/presets.py), the same on digits.
 MTT = {"experts": 5, "expert_train_epochs": 12, "lr_teacher": 0.05, "expert_batch": 64, "syn_steps": 40, "expert_epochs": 2, "max_start_epoch": 8, "lr_lr": 1e-4}
-# The networks the studies use: MNIST-1D's ConvNet (calibration.md) and a small 2-D ConvNet for 8x8 digits.
+# The networks the studies use: MNIST-1D's ConvNet (docs/results.md) and a small 2-D ConvNet for 8x8 digits.
 SETTINGS = {
     "mnist1d": {
         "data": DataConfig(name="mnist1d"),

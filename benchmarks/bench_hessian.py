@@ -1,4 +1,4 @@
-"""Tracks C, D, F (anchors_core.md 17.4): top-5 eigenvalues, trace and spectral density, LMC Lab vs PyHessian 0.1.
+"""Top-5 eigenvalues, trace and spectral density, LMC Lab vs PyHessian 0.1.
 
 Run from the repository root: `.venv/bin/python benchmarks/bench_hessian.py [--quick] [--models t-mlp m-mlp cnn]`.
 

@@ -1,4 +1,4 @@
-"""Track A2 (anchors_core.md 17.4): a 2-D loss surface at *matched points*, LMC Lab vs loss-landscapes 3.0.6.
+"""A 2-D loss surface at *matched points*, LMC Lab vs loss-landscapes 3.0.6.
 
 Run from the repository root: `.venv/bin/python benchmarks/bench_surface.py [--quick] [--models m-mlp cnn]`.
 

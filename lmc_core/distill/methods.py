@@ -32,7 +32,7 @@ from lmc_core.models import build_model, prunable_modules
 from lmc_core.foundations.seeding import derive_seed, generator
 from lmc_core.distill.synthetic import SyntheticSet, decode, decode_labels, import_synthetic, init_from_real, init_noise
 
-# The published settings of each method's reference code (anchors_core.md 11-12, paper.md 3.3 and 6.2), for the record
+# The published settings of each method's reference code (github.com/VICO-UoE/DatasetCondensation, github.com/GeorgeCazenavette/mtt-distillation, github.com/snu-mllab/Efficient-Dataset-Condensation), for the record
 # and for GPU-scale configs; the CPU presets scale iterations down and retune the pixel lr (lmc_core/studies/presets.py).
 PUBLISHED = {
     "dm": {"iterations": 20000, "lr_img": 1.0, "batch_real": 256, "init": "real", "dsa": "color_crop_cutout_flip_scale_rotate"},

@@ -206,7 +206,7 @@ class DistillConfig(_Strict):
 
 
 def _synthetic_train() -> TrainConfig:
-    # The paper's inner loop on distilled data (paper.md 3.4), shortened from 1000 epochs for CPUs.
+    # The paper's inner loop on distilled data (McDermott & Cummings 2023; docs/science.md), shortened from 1000 epochs for CPUs.
     return TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=300, schedule="multistep", milestones=[200, 250], gamma=0.2)
 
 

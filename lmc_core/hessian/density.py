@@ -86,7 +86,7 @@ def slq_density(
 ) -> Density:
     """Return the SLQ spectral density: `runs` lockstep Lanczos runs of `steps` (at most the subspace dimension).
 
-    phi(t) = (1/runs) sum_runs sum_k tau_k g(t; theta_k, sigma^2), tau_k = (e1^T u_k)^2 (paper.md 6.5);
+    phi(t) = (1/runs) sum_runs sum_k tau_k g(t; theta_k, sigma^2), tau_k = (e1^T u_k)^2 (Ghorbani et al. 2019, section 3; Lin et al. 2016);
     sigma^2 = 1e-5 * max(1, lambda_max - lambda_min) by default (PyHessian); the grid spans the
     nodes with a margin of 1% of the range plus 6 sigma.
     """

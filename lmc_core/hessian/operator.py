@@ -1,7 +1,7 @@
 """Hessian of the mean cross-entropy loss as a matrix-free operator, and the estimators built on it.
 
 The operator never forms H: a product H v is one extra backward pass through the gradient graph
-(Pearlmutter's trick, paper.md 6.5). What makes it fast and honest (anchors_core.md 14-15):
+(Pearlmutter 1994, "Fast exact multiplication by the Hessian"). What makes it fast and honest:
 
 * each batch's gradient graph is built once and reused for every product; a block of b vectors
   costs one batched backward per batch, not b;
@@ -17,7 +17,7 @@ The operator never forms H: a product H v is one extra backward pass through the
   process the ~0.4 s import that autograd's `grad_outputs` shape check triggers on its first call;
 * estimators report their error: Ritz residuals for eigenpairs, standard errors for traces and
   diagonals, per-run nodes and weights for the spectral density; every probe comes from a seeded
-  generator (`seeding.generator`), never the global RNG.
+  generator (`foundations.seeding.generator`), never the global RNG.
 
 Vectors are flat, the parameters concatenated in `named_parameters()` order.
 """

@@ -7,7 +7,7 @@ which is what a Python loop over parameter dicts spends most of its time on for 
 
 Two ways to run a set of points:
 * `evaluate_loop`: one point per forward (the fastest on CPU for convolutional nets and for batches
-  of hundreds of rows, see environment.md 3.1);
+  of hundreds of rows, measured: docs/performance.md);
 * `evaluate_stacked`: a chunk of points in one `torch.vmap` pass over stacked parameters, built as
   one (C, N) tensor c + a d1 + b d2 (wins for small dense nets on small batches).
 
@@ -102,7 +102,7 @@ class PlaneEvaluator:
 
     `mode` is the resolved BatchNorm mode: "none" / "endpoint" (the buffers of `base` everywhere),
     "interpolate" (`buffers_at(a, b)` per point) or "reestimate" (fresh cumulative statistics from
-    `calibration` per point, as `connectivity.reestimate_bn`). Masked entries of the centre and both
+    `calibration` per point, as `connectivity.batchnorm.reestimate_bn`). Masked entries of the centre and both
     directions are +0, so every pruned weight is exactly +0 at every point.
     """
 

@@ -1,4 +1,4 @@
-"""A fused, multi-point forward for chain-shaped float32 conv nets, used by `plane_eval.PlaneEvaluator`.
+"""A fused, multi-point forward for chain-shaped float32 conv nets, used by `landscape.evaluator.PlaneEvaluator`.
 
 A surface evaluates the same network at hundreds of parameter points on a fixed batch. For the
 small conv nets of the paper (conv -> BatchNorm -> ReLU -> pool blocks, then Flatten -> Linear) the

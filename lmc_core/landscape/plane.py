@@ -14,7 +14,7 @@ kinds of plane are built here:
 Planes are held in float64 and cast back to each tensor's dtype in `Plane.at`, so coordinates
 are exact (the centre at (0, 0) is returned bitwise, and the four-solution plane's endpoints are
 reproduced exactly). Grids are exact and symmetric (`grid_axis`), evaluated coarse to fine so a
-preview is complete early. Evaluation (`plane_eval`) runs a private copy of the model whose
+preview is complete early. Evaluation (`landscape.evaluator`) runs a private copy of the model whose
 parameters are rewritten in place per point (the caller's model is never touched), with per-point
 BatchNorm re-estimation and the loop / vmap-batched strategies, timed and chosen per model.
 """

@@ -138,9 +138,9 @@ def evaluate_surface(
     "interpolate" moves them by the plane's rule and is only defined for planes spanned by solutions
     (`plane_through`, `four_solution_plane`); random and PCA planes refuse it with a ValueError.
     strategy "loop" evaluates one point per forward, "batched" stacks up to `chunk` points per vmap
-    pass (see `plane_eval.PlaneEvaluator`), "auto" times both on the first grid points and keeps the
+    pass (see `landscape.evaluator.PlaneEvaluator`), "auto" times both on the first grid points and keeps the
     faster (recorded in `info["strategy_timings_ms_per_point"]`); grids too small to measure use
-    `connectivity.choose_strategy`'s rule. `callback(done, total, partial)` is called after each
+    `connectivity.engine.choose_strategy`'s rule. `callback(done, total, partial)` is called after each
     chunk of points (coarse subgrid first) with a copy of the partial Surface. `reuse_first_layer`
     computes the first Conv/Linear's three parts z0, z1, z2 once per batch for the whole surface and
     each point's output as z0 + a z1 + b z2 (exact up to rounding, since the layer is linear in its
@@ -217,7 +217,7 @@ def _evaluate_surface(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.nda
     if strategy == "auto" and (stack < 2 or total < 4 * stack + 8):
         strategy = choose_strategy(model, rows_batch) if stack >= 2 else "loop"
     if strategy == "auto":
-        # Measure, then choose (issue 4: on CPU the loop beats vmap for convolutions and large batches,
+        # Measure, then choose (measured on CPU: the loop beats vmap for convolutions and large batches,
         # vmap wins for small dense nets on small batches). Calibration points are real grid points.
         strategy, timings, start = _calibrate(run, order, xs, ys, data, batch_size, stack, record)
         surface.info["strategy_timings_ms_per_point"] = timings

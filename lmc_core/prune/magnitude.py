@@ -1,7 +1,7 @@
 """Unstructured magnitude pruning with explicit boolean masks (open_lth semantics, deterministic ties).
 
 Masks are plain `{parameter name: bool tensor}` dicts applied after every optimizer step, not
-`torch.nn.utils.prune` re-parametrisations, which break deepcopy and torch.func (anchors_core.md 7).
+`torch.nn.utils.prune` re-parametrisations, which break deepcopy and torch.func.
 Prunable weights are the weights of every Conv and Linear layer, first layer and classifier included
 (as in the paper's code); biases and normalisation parameters are never pruned.
 """

@@ -1,7 +1,7 @@
-"""Presets: named study configs calibrated on the team's 2-core CPUs (shared/reference/calibration.md).
+"""Presets: named study configs calibrated on the team's 2-core CPUs (measurements in docs/results.md).
 
 A preset is a set of overrides on the StudyConfig defaults; `preset(name)` validates it. The
-expected numbers in each description are what calibration.md measured, so a run can be checked
+expected numbers in each description are what those calibration runs measured, so a run can be checked
 against them.
 """
 
@@ -101,7 +101,7 @@ _PAPER_MINI_SOURCES = ["dense", "imp", "distilled.dm", "distilled.mtt", "subset.
 
 
 def _paper_cifar(dataset: str, arch: str) -> dict[str, Any]:
-    """The paper's full CIFAR protocol (paper.md section 3), for a GPU and the CIFAR archives under ./data."""
+    """The paper's full CIFAR protocol (McDermott & Cummings 2023, section 3), for a GPU and the CIFAR archives under ./data."""
     convnet3 = {"arch": "convnet", "depth": 3, "width": 128, "kernel_size": 3, "stride": 1, "norm": "instance", "pooling": "avg"}
     model = convnet3 if arch == "convnet3" else {"arch": "resnet18", "norm": "batch"}
     idc = {  # IDC's condensation (ConvNet-3, instance norm, gradient matching with MSE, networks trained on real data, factor 2)
@@ -148,7 +148,7 @@ PRESETS.update({
         },
     },
     "paper-mini-mlp": {
-        "description": "The same experiment where real IMP at init stays unstable (MNIST-1D MLP, lr 0.1, 40 epochs; calibration.md: barrier 22-40 "
+        "description": "The same experiment where real IMP at init stays unstable (MNIST-1D MLP, lr 0.1, 40 epochs; measured: barrier 22-40 "
         "points up to 59 % sparsity): do distilled masks make it stable? Two seed pairs.",
         "config": {
             "name": "paper-mini-mlp",

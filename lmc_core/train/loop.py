@@ -5,7 +5,7 @@ SGD noise is exactly two random streams: the data order (`data_seed`) and the au
 different SGD noise" are two calls with the same starting state and mask and different noise seeds.
 
 The whole split lives on the device as one tensor and batches are gathered by index: these small
-models are bound by per-step Python overhead (calibration.md section 4), so there is no DataLoader.
+models are bound by per-step Python overhead (measured: docs/performance.md), so there is no DataLoader.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train several copies of one network in lockstep: parameters stacked along a leading copy dimension.
 
-These small models are bound by per-step Python overhead (calibration.md section 4), so doing C
+These small models are bound by per-step Python overhead (measured: docs/performance.md), so doing C
 copies' forward, backward and update as one set of batched ops can beat C ordinary runs. Each copy
 still sees exactly the batches `train` would give it (its own BatchStream), its own mean
 cross-entropy, and an update that redoes torch.optim.SGD / Adam's single-tensor arithmetic op for

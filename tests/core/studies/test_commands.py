@@ -51,7 +51,7 @@ def test_show_on_a_non_run_folder_says_so(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_preset_reproduces_the_calibrated_contrast(tmp_path):
-    """calibration.md: MLP lr 0.1, 20 epochs: barrier 45-50 points at k = 0, 1.4-3.3 at k = 625."""
+    """Measured in calibration runs (docs/results.md): MLP lr 0.1, 20 epochs: barrier 45-50 points at k = 0, 1.4-3.3 at k = 625."""
     res = lmc("run", "--preset", "smoke", "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr + res.stdout
     rows = json.loads(lmc("show", str(next(tmp_path.iterdir())), "--json").stdout)
