@@ -59,7 +59,33 @@ _EXPORTS = {
     "slq_density": "lmc_core.hessian.density",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: RUF022 (grouped as _EXPORTS, by layer)
+    "__version__",
+    "Run",
+    "preset",
+    "PRESETS",
+    "load_config",
+    "validate_config",
+    "StudyConfig",
+    "Dataset",
+    "load_dataset",
+    "available_datasets",
+    "build_model",
+    "evaluate_path",
+    "PathResult",
+    "random_plane",
+    "plane_through",
+    "grid_axis",
+    "evaluate_surface",
+    "Surface",
+    "SurfaceOptions",
+    "HessianOperator",
+    "lanczos",
+    "trace",
+    "exact_diagonal",
+    "hutchinson_diagonal",
+    "slq_density",
+]
 
 
 def __getattr__(name: str) -> Any:

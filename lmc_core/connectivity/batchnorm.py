@@ -21,11 +21,7 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 def _bn_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
     """Return the BatchNorm layers that keep running statistics, by module name."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def bn_buffer_keys(model: nn.Module) -> list[str]:

@@ -158,8 +158,7 @@ class PathResult:
     def barriers(self) -> dict[str, dict[str, float]]:
         """Return split -> {"error": Frankle error barrier, "loss": Entezari loss barrier}."""
         return {
-            split: {"error": error_barrier(self.error[split]), "loss": loss_barrier(self.loss[split], self.alphas)}
-            for split in self.loss
+            split: {"error": error_barrier(self.error[split]), "loss": loss_barrier(self.loss[split], self.alphas)} for split in self.loss
         }
 
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmc_core.foundations.config import DataConfig
 from lmc_core.data.dsa import DSA, resolve_strategy
+from lmc_core.foundations.config import DataConfig
 
 _KINDS = ("vector", "signal", "image")
 # Which kind of data each augmentation makes sense for.

@@ -51,13 +51,9 @@ class Dataset:
             if x.dtype != torch.float32:
                 raise ValueError(f"dataset {self.name!r}: x_{split} must be float32, got {x.dtype}")
             if x.ndim != ndim:
-                raise ValueError(
-                    f"dataset {self.name!r}: kind {self.kind!r} needs x_{split} of rank {ndim}, got shape {tuple(x.shape)}"
-                )
+                raise ValueError(f"dataset {self.name!r}: kind {self.kind!r} needs x_{split} of rank {ndim}, got shape {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.ndim != 1 or len(y) != len(x):
-                raise ValueError(
-                    f"dataset {self.name!r}: y_{split} must be int64 of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}"
-                )
+                raise ValueError(f"dataset {self.name!r}: y_{split} must be int64 of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}")
         if self.x_test.shape[1:] != self.x_train.shape[1:]:
             raise ValueError(
                 f"dataset {self.name!r}: train inputs {tuple(self.x_train.shape[1:])} and test inputs "
@@ -95,8 +91,6 @@ class Dataset:
         }
 
 
-
-
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Return the dataset `cfg.name`: loaded, reduced to a class-balanced train subset, then normalised."""
     if cfg.name not in DATASETS:
@@ -115,8 +109,7 @@ def _check_labels(ds: Dataset) -> None:
     for split, y in (("train", ds.y_train), ("test", ds.y_test)):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= ds.num_classes):
             raise ValueError(
-                f"dataset {ds.name!r}: y_{split} has labels in [{int(y.min())}, {int(y.max())}], "
-                f"outside 0..{ds.num_classes - 1}"
+                f"dataset {ds.name!r}: y_{split} has labels in [{int(y.min())}, {int(y.max())}], outside 0..{ds.num_classes - 1}"
             )
     if len(ds.x_train) == 0:
         raise ValueError(f"dataset {ds.name!r}: the training split is empty")

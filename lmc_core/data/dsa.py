@@ -22,8 +22,8 @@ While matching, distillation passes shared=True: one row for the whole batch (DS
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -94,9 +94,7 @@ class DSA:
         for name in names:
             if name not in valid:
                 allowed = ", ".join(valid) if valid else "none (vectors take no augmentation)"
-                raise ValueError(
-                    f"DSA transform {name!r} is not valid for {kind} data; valid names: {allowed}, joined by '_', or 'none'"
-                )
+                raise ValueError(f"DSA transform {name!r} is not valid for {kind} data; valid names: {allowed}, joined by '_', or 'none'")
         if len(set(names)) != len(names):
             raise ValueError(f"DSA strategy {strategy!r} names a transform twice")
         self.names = names

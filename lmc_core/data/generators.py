@@ -32,9 +32,7 @@ def _mnist1d_cache_file() -> Path:
 
 
 def _valid_mnist1d(arrays: dict[str, np.ndarray]) -> bool:
-    return all(
-        k in arrays and arrays[k].shape == shape and np.isfinite(arrays[k]).all() for k, shape in _MNIST1D_SHAPES.items()
-    )
+    return all(k in arrays and arrays[k].shape == shape and np.isfinite(arrays[k]).all() for k, shape in _MNIST1D_SHAPES.items())
 
 
 def _generate_mnist1d() -> dict[str, np.ndarray]:

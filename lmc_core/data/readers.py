@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmc_core.foundations.config import DataConfig
 from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.config import DataConfig
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 _PIXELS = 3 * 32 * 32
@@ -353,15 +353,12 @@ def _locate_idx(path: Path, label: str, url: str, torchvision_name: str) -> dict
 def read_idx_dataset(path: Path, label: str, name: str, url: str, torchvision_name: str) -> Dataset:
     """Return an MNIST-style IDX dataset from `path` as (N, 1, H, W) images in [0, 1], 10 classes."""
     files = _locate_idx(path, label, url, torchvision_name)
-    arrays = {
-        key: parse_idx(f.read_bytes(), str(f), ndim=3 if key.endswith("images") else 1) for key, f in files.items()
-    }
+    arrays = {key: parse_idx(f.read_bytes(), str(f), ndim=3 if key.endswith("images") else 1) for key, f in files.items()}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):
             raise ValueError(
-                f"{label}: {files[f'{split}_images']} has {len(images)} images but "
-                f"{files[f'{split}_labels']} has {len(labels)} labels"
+                f"{label}: {files[f'{split}_images']} has {len(images)} images but {files[f'{split}_labels']} has {len(labels)} labels"
             )
         _check_label_range(labels, 10, str(files[f"{split}_labels"]))
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:

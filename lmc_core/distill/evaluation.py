@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmc_core.foundations.config import ModelConfig, TrainConfig
 from lmc_core.data.dataset import Dataset
 from lmc_core.data.dsa import DSA
-from lmc_core.train.evaluation import evaluate
-from lmc_core.foundations.events import Callback, no_callback
-from lmc_core.models import build_model
-from lmc_core.foundations.seeding import derive_seed
 from lmc_core.distill.synthetic import SyntheticSet, decode_labels, noise_like, random_subset
+from lmc_core.foundations.config import ModelConfig, TrainConfig
+from lmc_core.foundations.events import Callback, no_callback
+from lmc_core.foundations.seeding import derive_seed
+from lmc_core.models import build_model
+from lmc_core.train.evaluation import evaluate
 from lmc_core.train.loop import train
 
 
@@ -72,6 +72,11 @@ def evaluate_set(
             train(model, train_set, cfg, augmenter, data_seed=noise, augment_seed=noise, stage=f"{stage}/{name}[{i}]", callback=callback)
             accuracies.append(evaluate(model, real.x_test, real.y_test, cfg.eval_batch_size).accuracy * 100)
         out[name] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "accuracies": accuracies}
-    out["protocol"] = {"runs": runs, "seed": seed, "train": recipe(train_cfg, s.lr).model_dump(mode="json"), "augmentation": repr(augmenter),
-                       "examples": sum(class_counts(s))}
+    out["protocol"] = {
+        "runs": runs,
+        "seed": seed,
+        "train": recipe(train_cfg, s.lr).model_dump(mode="json"),
+        "augmentation": repr(augmenter),
+        "examples": sum(class_counts(s)),
+    }
     return out

@@ -8,8 +8,8 @@ network and expert settings reuses them.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from lmc_core.data.augment import Augmenter
-from lmc_core.foundations.config import DataConfig, ModelConfig, MTTSettings, TrainConfig
 from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.config import DataConfig, ModelConfig, MTTSettings, TrainConfig
 from lmc_core.foundations.events import Callback, Event, no_callback
-from lmc_core.models import build_model
 from lmc_core.foundations.seeding import derive_seed
 from lmc_core.foundations.storage import load_json, load_tensors, save_json, save_tensors
+from lmc_core.models import build_model
 from lmc_core.train.loop import steps_per_epoch, train
 
 
@@ -61,7 +61,9 @@ class Trajectories:
         folder = Path(folder)
         for e in range(self.experts):
             save_tensors(folder / f"expert_{e:03d}.safetensors", {"trajectory": self.params[e]})
-        save_json(folder / "experts.json", {"experts": self.experts, "names": self.names, "shapes": [list(s) for s in self.shapes], **self.info})
+        save_json(
+            folder / "experts.json", {"experts": self.experts, "names": self.names, "shapes": [list(s) for s in self.shapes], **self.info}
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> Trajectories:
@@ -78,7 +80,10 @@ class Trajectories:
 def experts_hash(data: DataConfig, model: ModelConfig, settings: MTTSettings, dsa: str, seed: int) -> str:
     """Return the id of a set of experts: everything that changes them, and nothing that does not."""
     payload = {
-        "data": data.model_dump(mode="json"), "model": model.model_dump(mode="json"), "dsa": dsa, "seed": seed,
+        "data": data.model_dump(mode="json"),
+        "model": model.model_dump(mode="json"),
+        "dsa": dsa,
+        "seed": seed,
         "experts": settings.model_dump(mode="json", include={"experts", "expert_train_epochs", "lr_teacher", "expert_batch"}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -86,8 +91,14 @@ def experts_hash(data: DataConfig, model: ModelConfig, settings: MTTSettings, ds
 
 def expert_train_config(settings: MTTSettings) -> TrainConfig:
     """MTT's buffer.py recipe: plain SGD at a constant lr_teacher, no momentum, no weight decay."""
-    return TrainConfig(lr=settings.lr_teacher, momentum=0.0, weight_decay=0.0, batch_size=settings.expert_batch,
-                       epochs=settings.expert_train_epochs, schedule="constant")
+    return TrainConfig(
+        lr=settings.lr_teacher,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=settings.expert_batch,
+        epochs=settings.expert_train_epochs,
+        schedule="constant",
+    )
 
 
 def train_experts(
@@ -115,12 +126,20 @@ def train_experts(
             # One call per epoch so the parameters can be kept; without momentum a fresh optimizer per
             # call changes nothing, and each epoch gets its own data-order and augmentation stream.
             noise = derive_seed(seed, f"expert-{e}-epoch-{epoch}")
-            res = train(model, data, cfg, augmenter, data_seed=noise, augment_seed=noise, start_step=epoch * spe,
-                        end_step=(epoch + 1) * spe, stage=f"{stage}[{e}]")
+            res = train(
+                model,
+                data,
+                cfg,
+                augmenter,
+                data_seed=noise,
+                augment_seed=noise,
+                start_step=epoch * spe,
+                end_step=(epoch + 1) * spe,
+                stage=f"{stage}[{e}]",
+            )
             examples += res.examples
             points.append(flat_parameters(model).cpu())
         trajectories.append(torch.stack(points))
         callback(Event(stage, e + 1, settings.experts, {"train_loss": res.history[-1]["train_loss"]}))
     info = {"epochs": settings.expert_train_epochs, "seed": seed, "examples": examples, "train": cfg.model_dump(mode="json")}
     return Trajectories(torch.stack(trajectories), names, shapes, info), examples
-

@@ -23,24 +23,52 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lmc_core.foundations.config import DistillConfig, ModelConfig
 from lmc_core.data.dataset import Dataset
 from lmc_core.data.dsa import DSA, resolve_strategy
-from lmc_core.foundations.events import Callback, Event, no_callback
 from lmc_core.distill.experts import Trajectories, unflatten
-from lmc_core.models import build_model, prunable_modules
-from lmc_core.foundations.seeding import derive_seed, generator
 from lmc_core.distill.synthetic import SyntheticSet, decode, decode_labels, import_synthetic, init_from_real, init_noise
+from lmc_core.foundations.config import DistillConfig, ModelConfig
+from lmc_core.foundations.events import Callback, Event, no_callback
+from lmc_core.foundations.seeding import derive_seed, generator
+from lmc_core.models import build_model, prunable_modules
 
 # The published settings of each method's reference code (github.com/VICO-UoE/DatasetCondensation, github.com/GeorgeCazenavette/mtt-distillation, github.com/snu-mllab/Efficient-Dataset-Condensation), for the record
 # and for GPU-scale configs; the CPU presets scale iterations down and retune the pixel lr (lmc_core/studies/presets.py).
 PUBLISHED = {
     "dm": {"iterations": 20000, "lr_img": 1.0, "batch_real": 256, "init": "real", "dsa": "color_crop_cutout_flip_scale_rotate"},
-    "dc": {"iterations": 1000, "lr_img": 0.1, "lr_net": 0.01, "batch_real": 256, "init": "noise", "loops": "get_loops(ipc)", "match": "cos"},
-    "idc": {"iterations": 2000, "lr_img": 0.005, "batch_real": 64, "factor": 2, "init": "mix", "match": "mse", "net_data": "real",
-            "dsa": "color_crop_cutout", "network": "ConvNet-3, instance norm, width 128"},
-    "mtt": {"iterations": 5000, "lr_img": 1000.0, "lr_lr": 1e-5, "lr_teacher": 0.01, "syn_steps": 20, "expert_epochs": 3,
-            "max_start_epoch": 25, "experts": 100, "expert_train_epochs": 50, "expert_batch": 256, "init": "real"},
+    "dc": {
+        "iterations": 1000,
+        "lr_img": 0.1,
+        "lr_net": 0.01,
+        "batch_real": 256,
+        "init": "noise",
+        "loops": "get_loops(ipc)",
+        "match": "cos",
+    },
+    "idc": {
+        "iterations": 2000,
+        "lr_img": 0.005,
+        "batch_real": 64,
+        "factor": 2,
+        "init": "mix",
+        "match": "mse",
+        "net_data": "real",
+        "dsa": "color_crop_cutout",
+        "network": "ConvNet-3, instance norm, width 128",
+    },
+    "mtt": {
+        "iterations": 5000,
+        "lr_img": 1000.0,
+        "lr_lr": 1e-5,
+        "lr_teacher": 0.01,
+        "syn_steps": 20,
+        "expert_epochs": 3,
+        "max_start_epoch": 25,
+        "experts": 100,
+        "expert_train_epochs": 50,
+        "expert_batch": 256,
+        "init": "real",
+    },
 }
 DEFAULT_LR_IMG = {method: PUBLISHED[method]["lr_img"] for method in ("dm", "dc", "mtt")}
 
@@ -97,14 +125,28 @@ def distill(
     for it in range(cfg.iterations):
         loss = step(it, optimizer)
         if not torch.isfinite(torch.tensor(loss)):
-            raise FloatingPointError(f"{stage}: the matching loss became {loss} at iteration {it}; lower lr_img (now {optimizer.param_groups[0]['lr']})")
+            raise FloatingPointError(
+                f"{stage}: the matching loss became {loss} at iteration {it}; lower lr_img (now {optimizer.param_groups[0]['lr']})"
+            )
         losses.append(loss)
         callback(Event(stage, it + 1, cfg.iterations, {"loss": loss}))
     learned = None if lr is None else float(lr.detach())
     result = SyntheticSet(
-        images=images.detach().cpu(), labels=labels.cpu(), num_classes=data.num_classes, kind=data.kind, factor=cfg.factor, lr=learned,
-        provenance={"method": cfg.method, "settings": cfg.model_dump(mode="json"), "network": net_cfg.model_dump(mode="json"),
-                    "source": data.describe(), "seed": cfg.seed, "loss_curve": losses, "learned_lr": learned},
+        images=images.detach().cpu(),
+        labels=labels.cpu(),
+        num_classes=data.num_classes,
+        kind=data.kind,
+        factor=cfg.factor,
+        lr=learned,
+        provenance={
+            "method": cfg.method,
+            "settings": cfg.model_dump(mode="json"),
+            "network": net_cfg.model_dump(mode="json"),
+            "source": data.describe(),
+            "seed": cfg.seed,
+            "loss_curve": losses,
+            "learned_lr": learned,
+        },
     )
     real = matcher.real_examples + (int(experts.info.get("examples", 0)) if experts is not None and cfg.method == "mtt" else 0)
     result.provenance["real_examples"] = real
@@ -178,8 +220,10 @@ class _Matcher:
         if not self.dsa.active:
             return real, syn
         seed = int(torch.randint(2**62, (1,), generator=self.rng))  # one draw, replayed for both batches
-        return (self.dsa(real, torch.Generator().manual_seed(seed), shared=True),
-                self.dsa(syn, torch.Generator().manual_seed(seed), shared=True))
+        return (
+            self.dsa(real, torch.Generator().manual_seed(seed), shared=True),
+            self.dsa(syn, torch.Generator().manual_seed(seed), shared=True),
+        )
 
     def _update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -239,7 +283,9 @@ class _Matcher:
     def mtt_step(self, experts: Trajectories) -> Callable[[int, torch.optim.Optimizer], float]:
         mtt = self.cfg.mtt
         if experts.epochs < mtt.max_start_epoch + mtt.expert_epochs:
-            raise ValueError(f"experts hold {experts.epochs} epochs; MTT needs max_start_epoch + expert_epochs = {mtt.max_start_epoch + mtt.expert_epochs}")
+            raise ValueError(
+                f"experts hold {experts.epochs} epochs; MTT needs max_start_epoch + expert_epochs = {mtt.max_start_epoch + mtt.expert_epochs}"
+            )
         net = self.network(0)
         names = [n for n, _ in net.named_parameters()]
         if names != experts.names:
@@ -267,7 +313,9 @@ class _Matcher:
             value = self._update(loss, optimizer)
             lr_opt.step()
             if not float(self.syn_lr.detach()) > 0:  # a negative step size turns the student's descent into ascent
-                raise FloatingPointError(f"the learned synthetic lr became {float(self.syn_lr.detach()):.3g} at iteration {it}; lower mtt.lr_lr (now {mtt.lr_lr})")
+                raise FloatingPointError(
+                    f"the learned synthetic lr became {float(self.syn_lr.detach()):.3g} at iteration {it}; lower mtt.lr_lr (now {mtt.lr_lr})"
+                )
             return value
 
         return step

@@ -37,7 +37,9 @@ def _line_plot(signal: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return box
 
 
-def preview(s: SyntheticSet, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None, per_class: int = 10) -> np.ndarray:
+def preview(
+    s: SyntheticSet, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None, per_class: int = 10
+) -> np.ndarray:
     """Return up to `per_class` decoded examples per class as one (H, W) or (H, W, 3) uint8 grid, a row per class."""
     x, y = s.decode()
     x = x.detach().float().cpu()

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmc_core.foundations.version import __version__
 from lmc_core.data.dataset import Dataset
 from lmc_core.foundations.seeding import generator
 from lmc_core.foundations.storage import load_json, load_tensors, save_json, save_tensors
+from lmc_core.foundations.version import __version__
 
 TENSORS_FILE = "images.safetensors"
 META_FILE = "synthetic.json"
@@ -137,8 +137,7 @@ def encode(x: torch.Tensor, factor: int, kind: str) -> torch.Tensor:
     m = _multiplicity(factor, kind)
     if x.shape[0] % m:
         raise ValueError(
-            f"encode with factor {factor} packs {m} {kind}s into each stored one: got {x.shape[0]} examples, "
-            f"not a multiple of {m}"
+            f"encode with factor {factor} packs {m} {kind}s into each stored one: got {x.shape[0]} examples, not a multiple of {m}"
         )
     n = x.shape[0] // m
     if kind == "image":
@@ -171,9 +170,7 @@ class SyntheticSet:
     def __post_init__(self) -> None:
         _check_kind_factor(self.kind, self.factor)
         if not isinstance(self.images, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
-            raise ValueError(
-                f"images and labels must be torch tensors, got {type(self.images).__name__} and {type(self.labels).__name__}"
-            )
+            raise ValueError(f"images and labels must be torch tensors, got {type(self.images).__name__} and {type(self.labels).__name__}")
         if self.images.dtype != torch.float32:
             raise ValueError(f"images must be float32, got {self.images.dtype}: convert with images.float()")
         _check_rank(self.images, self.kind, "images")
@@ -285,13 +282,9 @@ class SyntheticSet:
         if self.kind != real.kind:
             raise ValueError(f"synthetic set is of kind {self.kind!r} but dataset {real.name!r} is {real.kind!r}")
         if self.input_shape != real.input_shape:
-            raise ValueError(
-                f"synthetic inputs have shape {self.input_shape} but dataset {real.name!r} expects {real.input_shape}"
-            )
+            raise ValueError(f"synthetic inputs have shape {self.input_shape} but dataset {real.name!r} expects {real.input_shape}")
         if self.num_classes != real.num_classes:
-            raise ValueError(
-                f"synthetic set has {self.num_classes} classes but dataset {real.name!r} has {real.num_classes}"
-            )
+            raise ValueError(f"synthetic set has {self.num_classes} classes but dataset {real.name!r} has {real.num_classes}")
         with torch.no_grad():
             x, y = self.decode()
         device = real.x_train.device
@@ -357,8 +350,16 @@ def _initial_set(real: Dataset, images: torch.Tensor, ipc: int, factor: int, see
         num_classes=real.num_classes,
         kind=real.kind,
         factor=factor,
-        provenance={"method": f"init-{init}", "init": init, "ipc": ipc, "factor": factor, "seed": seed,
-                    "source": real.describe(), **extra, "versions": _versions()},
+        provenance={
+            "method": f"init-{init}",
+            "init": init,
+            "ipc": ipc,
+            "factor": factor,
+            "seed": seed,
+            "source": real.describe(),
+            **extra,
+            "versions": _versions(),
+        },
     )
 
 
@@ -614,13 +615,10 @@ def import_synthetic(
     labels = _as_tensor(raw_labels, label_where, "labels")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(
-            f"{label_where}: labels must be integer class indices, found dtype {labels.dtype} "
-            "(soft or one-hot labels are not supported)"
+            f"{label_where}: labels must be integer class indices, found dtype {labels.dtype} (soft or one-hot labels are not supported)"
         )
     if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(
-            f"{label_where}: labels have shape {tuple(labels.shape)}; expected ({len(images)},), one per image in {path}"
-        )
+        raise ValueError(f"{label_where}: labels have shape {tuple(labels.shape)}; expected ({len(images)},), one per image in {path}")
     labels = labels.to(torch.int64)
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= real.num_classes):
         raise ValueError(

@@ -25,18 +25,27 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    name: str = Field("mnist1d", description="Dataset registry key: mnist1d, digits, teacher, cifar10, cifar100, mnist, fashion_mnist, npz.")
-    path: str | None = Field(None, description="File or folder for datasets read from local files (CIFAR archive folder, IDX folder, .npz file).")
+    name: str = Field(
+        "mnist1d", description="Dataset registry key: mnist1d, digits, teacher, cifar10, cifar100, mnist, fashion_mnist, npz."
+    )
+    path: str | None = Field(
+        None, description="File or folder for datasets read from local files (CIFAR archive folder, IDX folder, .npz file)."
+    )
     normalize: bool = Field(True, description="Standardise each input channel with the training split's mean and std.")
     augmentation: Literal["none", "shift", "crop_flip", "dsa"] = Field(
         "none",
         description="Training-time augmentation: 'shift' = random circular shift of 1-D signals; 'crop_flip' = padded random crop + "
         "horizontal flip of images; 'dsa' = differentiable siamese augmentation with `dsa_strategy` (the paper's real-data recipe).",
     )
-    dsa_strategy: str = Field("auto", description="DSA transforms joined by '_' (images: color crop cutout flip scale rotate; signals: shift scale); auto = all of the kind's.")
+    dsa_strategy: str = Field(
+        "auto",
+        description="DSA transforms joined by '_' (images: color crop cutout flip scale rotate; signals: shift scale); auto = all of the kind's.",
+    )
     max_shift: NonNegativeInt = Field(3, description="Largest circular shift (samples) for 'shift'.")
     crop_padding: NonNegativeInt = Field(4, description="Zero padding (pixels) before the random crop for 'crop_flip'.")
-    train_size: PositiveInt | None = Field(None, description="Use a class-balanced subset of this many training examples (chosen with `seed`).")
+    train_size: PositiveInt | None = Field(
+        None, description="Use a class-balanced subset of this many training examples (chosen with `seed`)."
+    )
     seed: int = Field(0, description="Seed of the training subset and of procedurally generated datasets.")
 
 
@@ -65,7 +74,9 @@ class TrainConfig(_Strict):
     milestones: list[PositiveFloat] = Field(default_factory=list, description="multistep: epochs at which the lr is multiplied by gamma.")
     gamma: PositiveFloat = 0.1
     warmup_steps: NonNegativeInt = Field(0, description="Linear warm-up from 0 over this many steps, then the schedule.")
-    cutmix: float = Field(0.0, ge=0.0, le=1.0, description="Probability that a batch is CutMixed (beta = 1), as the paper trains with DSA + CutMix.")
+    cutmix: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a batch is CutMixed (beta = 1), as the paper trains with DSA + CutMix."
+    )
     eval_batch_size: PositiveInt = 1000
 
     @model_validator(mode="after")
@@ -89,7 +100,9 @@ class PruningConfig(_Strict):
     scope: Literal["global", "layerwise"] = Field("global", description="Rank magnitudes across all prunable layers, or within each layer.")
     keep_first_dense: bool = Field(False, description="Never prune the first layer.")
     keep_last_dense: bool = Field(False, description="Never prune the classifier layer.")
-    rewind_steps: list[NonNegativeInt] = Field(default_factory=lambda: [0], description="Rewind steps k: 0 rewinds to the init (the paper), k > 0 is late rewinding.")
+    rewind_steps: list[NonNegativeInt] = Field(
+        default_factory=lambda: [0], description="Rewind steps k: 0 rewinds to the init (the paper), k > 0 is late rewinding."
+    )
     seed: int = Field(0, description="Seed of random masks.")
 
     @field_validator("mask_sources")
@@ -117,11 +130,13 @@ class StabilityConfig(_Strict):
     alphas: PositiveInt = Field(31, ge=2, description="Evenly spaced interpolation coefficients in [0, 1], both endpoints included.")
     splits: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test", "train"])
     bn_mode: Literal["auto", "reestimate", "interpolate", "endpoint"] = Field(
-        "auto", description="BatchNorm statistics along the path: re-estimate at every alpha (auto for BN nets), interpolate the running stats, or keep copy A's."
+        "auto",
+        description="BatchNorm statistics along the path: re-estimate at every alpha (auto for BN nets), interpolate the running stats, or keep copy A's.",
     )
     bn_batches: PositiveInt = Field(8, description="Calibration batches for bn_mode='reestimate'.")
     rounds: list[NonNegativeInt] | None = Field(
-        None, description="Pruning rounds whose subnetworks are tested (the paper: 0, 4, 9); None = every round. Untested IMP rounds train only copy A."
+        None,
+        description="Pruning rounds whose subnetworks are tested (the paper: 0, 4, 9); None = every round. Untested IMP rounds train only copy A.",
     )
     parent_seed: int = Field(0, description="Seed of the dense parent run that trains the init to the rewind step k.")
 
@@ -141,7 +156,8 @@ class SweepConfig(_Strict):
 
     steps: list[NonNegativeInt] = Field(default_factory=list, description="Rewind steps k at which to split; empty disables the sweep.")
     masks: list[str] = Field(
-        default_factory=lambda: ["dense"], description="Masks to sweep: 'dense' or '<source>-k<K>-r<R>', e.g. 'imp-k0-r2' (the mask of IMP round 2 found with rewind step 0)."
+        default_factory=lambda: ["dense"],
+        description="Masks to sweep: 'dense' or '<source>-k<K>-r<R>', e.g. 'imp-k0-r2' (the mask of IMP round 2 found with rewind step 0).",
     )
 
 
@@ -151,16 +167,24 @@ class DCSettings(_Strict):
     outer_loop: PositiveInt | None = Field(None, description="Image updates per sampled network; None = DC's get_loops(ipc).")
     inner_loop: PositiveInt | None = Field(None, description="Network updates between image updates; None = DC's get_loops(ipc).")
     lr_net: PositiveFloat = Field(0.01, description="SGD lr of the matching network.")
-    match: Literal["cos", "mse"] = Field("cos", description="Gradient distance: DC's per-output-row cosine ('cos') or IDC's squared error ('mse').")
-    net_data: Literal["synthetic", "real"] = Field("synthetic", description="Data the matching network trains on between matches: DC trains on the synthetic set, IDC on real data.")
+    match: Literal["cos", "mse"] = Field(
+        "cos", description="Gradient distance: DC's per-output-row cosine ('cos') or IDC's squared error ('mse')."
+    )
+    net_data: Literal["synthetic", "real"] = Field(
+        "synthetic", description="Data the matching network trains on between matches: DC trains on the synthetic set, IDC on real data."
+    )
 
 
 class MTTSettings(_Strict):
     """Matching training trajectories (Cazenavette et al. 2022)."""
 
     experts: PositiveInt = Field(5, description="Expert trajectories trained on real data (published: 100).")
-    expert_train_epochs: PositiveInt = Field(20, description="Epochs per expert trajectory; parameters are stored after each (published: 50).")
-    lr_teacher: PositiveFloat = Field(0.01, description="Experts' SGD lr (no momentum, no weight decay, as MTT's buffer.py); also the initial synthetic lr.")
+    expert_train_epochs: PositiveInt = Field(
+        20, description="Epochs per expert trajectory; parameters are stored after each (published: 50)."
+    )
+    lr_teacher: PositiveFloat = Field(
+        0.01, description="Experts' SGD lr (no momentum, no weight decay, as MTT's buffer.py); also the initial synthetic lr."
+    )
     expert_batch: PositiveInt = Field(256, description="Experts' batch size.")
     syn_steps: PositiveInt = Field(20, description="Student SGD steps on synthetic data per iteration (N).")
     expert_epochs: PositiveInt = Field(2, description="Expert epochs the student's N steps must match (M).")
@@ -181,22 +205,33 @@ class MTTSettings(_Strict):
 class DistillConfig(_Strict):
     """How one synthetic set is made: distilled here (dm, dc, mtt) or imported from a file."""
 
-    method: Literal["dm", "dc", "mtt", "import"] = Field("dm", description="dm = distribution matching, dc = gradient matching (IDC with factor 2), mtt = trajectory matching, import = a precomputed file.")
+    method: Literal["dm", "dc", "mtt", "import"] = Field(
+        "dm",
+        description="dm = distribution matching, dc = gradient matching (IDC with factor 2), mtt = trajectory matching, import = a precomputed file.",
+    )
     ipc: PositiveInt = Field(10, description="Stored images per class.")
-    factor: PositiveInt = Field(1, description="IDC multi-formation: each stored image holds factor x factor tiles (factor segments for signals).")
+    factor: PositiveInt = Field(
+        1, description="IDC multi-formation: each stored image holds factor x factor tiles (factor segments for signals)."
+    )
     init: Literal["real", "noise"] = Field("real", description="Initialise from random real examples or Gaussian noise.")
     iterations: PositiveInt = Field(200, description="Image updates (outer iterations).")
-    lr_img: PositiveFloat | None = Field(None, description="SGD lr of the synthetic pixels; None = the method's published default (dm 1.0, dc 0.1, mtt 1000).")
+    lr_img: PositiveFloat | None = Field(
+        None, description="SGD lr of the synthetic pixels; None = the method's published default (dm 1.0, dc 0.1, mtt 1000)."
+    )
     momentum_img: float = Field(0.5, ge=0.0, lt=1.0, description="Momentum of the pixel optimizer (0.5 in DC, DM and MTT).")
     batch_real: PositiveInt = Field(256, description="Real examples per class per matching step (DC, DM).")
     dsa: str = Field("auto", description="DSA strategy while matching; auto = all transforms of the data kind, 'none' = off.")
     seed: int = Field(0, description="Seed of the init, the sampled networks, the real batches and the augmentation.")
-    model: ModelConfig | None = Field(None, description="Distillation network; None = the study's model (IDC and MTT distil with ConvNet-3, instance norm).")
+    model: ModelConfig | None = Field(
+        None, description="Distillation network; None = the study's model (IDC and MTT distil with ConvNet-3, instance norm)."
+    )
     dc: DCSettings = Field(default_factory=DCSettings)
     mtt: MTTSettings = Field(default_factory=MTTSettings)
     path: str | None = Field(None, description="import: a .npz or .pt file of images and labels (read without unpickling).")
     labels_path: str | None = Field(None, description="import: labels in a separate file (MTT saves images_best.pt and labels_best.pt).")
-    space: Literal["normalized", "raw"] = Field("normalized", description="import: images are in the dataset's normalised space, or raw (normalised on load).")
+    space: Literal["normalized", "raw"] = Field(
+        "normalized", description="import: images are in the dataset's normalised space, or raw (normalised on load)."
+    )
 
     @model_validator(mode="after")
     def _import_needs_path(self) -> DistillConfig:
@@ -207,17 +242,30 @@ class DistillConfig(_Strict):
 
 def _synthetic_train() -> TrainConfig:
     # The paper's inner loop on distilled data (McDermott & Cummings 2023; docs/science.md), shortened from 1000 epochs for CPUs.
-    return TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=300, schedule="multistep", milestones=[200, 250], gamma=0.2)
+    return TrainConfig(
+        lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=300, schedule="multistep", milestones=[200, 250], gamma=0.2
+    )
 
 
 class SyntheticConfig(_Strict):
     """Synthetic sets and how networks train on them (distilled pruning's inner loop and the evaluation protocol)."""
 
-    sets: dict[str, DistillConfig] = Field(default_factory=dict, description="Named synthetic sets; mask sources refer to them as distilled.<name>.")
-    train: TrainConfig = Field(default_factory=_synthetic_train, description="Training on a synthetic set (paper: 1000 epochs, SGD 0.01, momentum 0.9, wd 5e-4, batch 64, x0.2 at 2/3 and 5/6).")
-    augmentation: str = Field("auto", description="DSA strategy when training on synthetic (and matched subset) data; auto = all of the kind's, 'none' = off.")
-    use_learned_lr: bool = Field(True, description="Train on an MTT set with the lr it learned (as MTT evaluates its sets) instead of train.lr.")
-    evaluate_runs: NonNegativeInt = Field(3, description="Fresh networks trained on each set, on a random real subset of its size and on noise (DD-Ranking style); 0 = skip.")
+    sets: dict[str, DistillConfig] = Field(
+        default_factory=dict, description="Named synthetic sets; mask sources refer to them as distilled.<name>."
+    )
+    train: TrainConfig = Field(
+        default_factory=_synthetic_train,
+        description="Training on a synthetic set (paper: 1000 epochs, SGD 0.01, momentum 0.9, wd 5e-4, batch 64, x0.2 at 2/3 and 5/6).",
+    )
+    augmentation: str = Field(
+        "auto", description="DSA strategy when training on synthetic (and matched subset) data; auto = all of the kind's, 'none' = off."
+    )
+    use_learned_lr: bool = Field(
+        True, description="Train on an MTT set with the lr it learned (as MTT evaluates its sets) instead of train.lr."
+    )
+    evaluate_runs: NonNegativeInt = Field(
+        3, description="Fresh networks trained on each set, on a random real subset of its size and on noise (DD-Ranking style); 0 = skip."
+    )
 
     @field_validator("sets")
     @classmethod
@@ -232,10 +280,14 @@ class SurfaceSpec(_Strict):
     """A 2-D loss surface per tested subnetwork and seed pair."""
 
     plane: Literal["copies", "random"] = Field(
-        "copies", description="copies = the plane through the rewind point and the pair's two copies (their positions marked); random = filter-normalised random directions around copy A."
+        "copies",
+        description="copies = the plane through the rewind point and the pair's two copies (their positions marked); random = filter-normalised random directions around copy A.",
     )
     resolution: PositiveInt = Field(21, description="Grid points per axis (odd, so the centre is on the grid).")
-    span: PositiveFloat = Field(1.0, description="random: half-width in filter-normalised units; copies: half-width as a multiple of the farthest model's coordinate.")
+    span: PositiveFloat = Field(
+        1.0,
+        description="random: half-width in filter-normalised units; copies: half-width as a multiple of the farthest model's coordinate.",
+    )
     split: Literal["train", "test"] = Field("test", description="Split the surface is evaluated on.")
     examples: PositiveInt = Field(1000, description="The first N examples of the split (a fixed subset keeps surfaces cheap).")
     seed: int = Field(0, description="Seed of random directions.")
@@ -258,7 +310,9 @@ class HessianSpec(_Strict):
     trace_max_hvps: PositiveInt = Field(300, description="Hessian-vector-product budget of the trace.")
     density_runs: NonNegativeInt = Field(4, description="Stochastic Lanczos quadrature runs for the spectral density (0 = skip).")
     density_steps: PositiveInt = Field(40, description="Lanczos steps per SLQ run.")
-    diagonal: Literal["none", "hutchinson", "exact"] = Field("hutchinson", description="Hessian diagonal: Hutchinson estimate, exact (P products: small models only), or none.")
+    diagonal: Literal["none", "hutchinson", "exact"] = Field(
+        "hutchinson", description="Hessian diagonal: Hutchinson estimate, exact (P products: small models only), or none."
+    )
     diagonal_samples: PositiveInt = Field(100, description="Probes of the Hutchinson diagonal.")
     seed: int = Field(0, description="Seed of the probes and start vectors.")
 
@@ -270,7 +324,9 @@ class AnalysisConfig(_Strict):
     hessian: HessianSpec | None = Field(None, description="Hessian spectrum, trace, density and diagonal per subnetwork; None = none.")
     rounds: list[NonNegativeInt] | None = Field(None, description="Rounds to analyse; None = every tested round.")
     mask_sources: list[str] | None = Field(None, description="Mask sources to analyse; None = all.")
-    pairs: list[NonNegativeInt] = Field(default_factory=lambda: [0], description="Seed pairs (indices into stability.pairs) whose copies are analysed.")
+    pairs: list[NonNegativeInt] = Field(
+        default_factory=lambda: [0], description="Seed pairs (indices into stability.pairs) whose copies are analysed."
+    )
 
 
 class StudyConfig(_Strict):
@@ -293,7 +349,9 @@ class StudyConfig(_Strict):
             raise ValueError(f"analysis.mask_sources: {unknown} are not among pruning.mask_sources {self.pruning.mask_sources}")
         bad_pairs = [p for p in self.analysis.pairs if p >= len(self.stability.pairs)]
         if bad_pairs:
-            raise ValueError(f"analysis.pairs: {bad_pairs} out of range; the study has {len(self.stability.pairs)} seed pair(s), indices from 0")
+            raise ValueError(
+                f"analysis.pairs: {bad_pairs} out of range; the study has {len(self.stability.pairs)} seed pair(s), indices from 0"
+            )
         return self
 
     def run_id(self) -> str:
@@ -301,4 +359,3 @@ class StudyConfig(_Strict):
         payload = self.model_dump(mode="json", exclude={"name", "device"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-

@@ -44,8 +44,13 @@ class Registry(Generic[T]):
         return entry
 
     def items(self) -> list[tuple[str, T]]:
-        """Return (name, entry) for every entry, importing them all."""
+        """Return (name, entry) for every entry, sorted by name, importing them all."""
         return [(name, self.get(name)) for name in self.names()]
+
+    def in_order(self) -> list[tuple[str, T]]:
+        """Return (name, entry) in registration order: the built-in table's, then run-time registrations'."""
+        names = list(self._paths) + [n for n in self._loaded if n not in self._paths]
+        return [(name, self.get(name)) for name in names]
 
     def register(self, name: str) -> Callable[[T], T]:
         """Return a decorator that registers an entry under `name` at run time.

@@ -45,6 +45,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Write numeric arrays to an uncompressed .npz file."""
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})

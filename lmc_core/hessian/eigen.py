@@ -71,7 +71,9 @@ def _cgs2(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _next_block(op: HessianOperator, w: torch.Tensor, basis: torch.Tensor, scale: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _next_block(
+    op: HessianOperator, w: torch.Tensor, basis: torch.Tensor, scale: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (Q, B) with W = Q B up to round-off directions (norm <= breakdown * scale), Q orthonormal and orthogonal to `basis`.
 
     SVD, not QR, so a rank-deficient W (an invariant subspace, repeated eigenvalues) is handled by

@@ -77,8 +77,13 @@ def _affine_batchnorm(model: nn.Module) -> None:
     """Replace, in place, every BatchNorm that normalises with running statistics in eval mode by `_EvalBatchNorm`."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if (isinstance(child, nn.modules.batchnorm._BatchNorm) and not child.training
-                    and child.track_running_stats and child.running_mean is not None and child.running_var is not None):
+            if (
+                isinstance(child, nn.modules.batchnorm._BatchNorm)
+                and not child.training
+                and child.track_running_stats
+                and child.running_mean is not None
+                and child.running_var is not None
+            ):
                 setattr(parent, name, _EvalBatchNorm(child))
 
 
@@ -178,9 +183,7 @@ class HessianOperator:
                 out = functional_call(work, {**frozen, **buffers, **dict(zip(names, self._leaves))}, (x,))
                 loss = F.cross_entropy(out, y)
                 grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
-                flat_g = torch.cat([
-                    (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self._leaves)
-                ])
+                flat_g = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self._leaves)])
             self._grads.append(flat_g)
             sizes.append(int(y.shape[0]))
             total += int(y.shape[0])
@@ -209,10 +212,13 @@ class HessianOperator:
             # grad_outputs shape check, whose first call imports sympy (~0.4 s in a fresh process).
             parts = torch.autograd.grad(torch.dot(g, v), self._leaves, retain_graph=True, allow_unused=True)
         lead = (v.shape[0],) if batched else ()
-        return torch.cat([
-            (h if h is not None else torch.zeros(*lead, *p.shape, dtype=self.dtype, device=self.device)).reshape(*lead, -1)
-            for h, p in zip(parts, self._leaves)
-        ], dim=-1)
+        return torch.cat(
+            [
+                (h if h is not None else torch.zeros(*lead, *p.shape, dtype=self.dtype, device=self.device)).reshape(*lead, -1)
+                for h, p in zip(parts, self._leaves)
+            ],
+            dim=-1,
+        )
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """Return H v for a vector (P,) or H V for a block (P, b), masked as m * H(m * v); counts b products."""

@@ -36,6 +36,8 @@ from lmc_core.models import prunable_modules
 Row = dict[str, tuple[float, float]]
 REUSE_BUDGET_BYTES = 512 * 2**20  # cached first-layer parts (3 per batch); beyond this, reuse is switched off
 GROUP_POINTS = 4  # points per fused forward (strategy "batched" on a fused conv net)
+
+
 class _Injected(nn.Module):
     """Stands in for the first Conv/Linear: returns the pre-computed output `z` of the current point."""
 
@@ -348,7 +350,9 @@ class PlaneEvaluator:
                 for i, (a, b) in enumerate(pts):
                     self._set(a, b)
                     ref = self.worker(xb)
-                    if got[i].shape != ref.shape or not torch.allclose(got[i], ref, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))):
+                    if got[i].shape != ref.shape or not torch.allclose(
+                        got[i], ref, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))
+                    ):
                         raise ValueError(f"fused forward differs from the module's by {float((got[i] - ref).abs().max()):.3g}")
         except Exception as e:  # noqa: BLE001 - whatever the plan cannot do, the module forward still does
             self.plan = None

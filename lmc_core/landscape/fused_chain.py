@@ -107,8 +107,12 @@ def build(model: nn.Module) -> list[Step] | None:
             steps.append(Step("linear", name, m))
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if (
-                last is None or last.kind not in ("conv", "linear") or last.bn is not None or last.relu
-                or not m.track_running_stats or m.running_mean is None
+                last is None
+                or last.kind not in ("conv", "linear")
+                or last.bn is not None
+                or last.relu
+                or not m.track_running_stats
+                or m.running_mean is None
             ):
                 return None
             last.bn, last.bn_module = name, m

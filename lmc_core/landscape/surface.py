@@ -176,14 +176,16 @@ def evaluate_surface(
             if k in worker_base:
                 worker_base[k] = v.detach().to(worker_base[k].device, worker_base[k].dtype)
     batches = calibration_batches(calibration, opts.bn_batches, opts.bn_batch_size) if mode == "reestimate" else []
-    settings = EvaluatorSettings(mode=mode, base=worker_base, masks=use_masks, calibration=batches,
-                                 reuse_first_layer=opts.reuse_first_layer, fused=opts.fused)
+    settings = EvaluatorSettings(
+        mode=mode, base=worker_base, masks=use_masks, calibration=batches, reuse_first_layer=opts.reuse_first_layer, fused=opts.fused
+    )
     with roomy_heap():
         return _evaluate_surface(model, plane, xs, ys, data, opts, settings)
 
 
-def _evaluate_surface(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarray, data: Splits, opts: SurfaceOptions,
-                      settings: EvaluatorSettings) -> Surface:
+def _evaluate_surface(
+    model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.ndarray, data: Splits, opts: SurfaceOptions, settings: EvaluatorSettings
+) -> Surface:
     evaluator = PlaneEvaluator(model, plane, settings)
     mode, batches = settings.mode, list(settings.calibration)
     bn_batch_size, batch_size, strategy, chunk, callback = opts.bn_batch_size, opts.batch_size, opts.strategy, opts.chunk, opts.callback
@@ -203,8 +205,18 @@ def _evaluate_surface(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.nda
         info["bn"] = {"statistics": "centre" if plane.buffers else "template"}
     info["first_layer_reuse"] = evaluator.reuse_note
     info["fused"] = evaluator.plan_note
-    surface = Surface(xs=xs, ys=ys, loss=loss, error=error, bn_mode=mode, strategy=strategy, kind=plane.kind, info=info,
-                      points=dict(plane.points), done=done_mask)
+    surface = Surface(
+        xs=xs,
+        ys=ys,
+        loss=loss,
+        error=error,
+        bn_mode=mode,
+        strategy=strategy,
+        kind=plane.kind,
+        info=info,
+        points=dict(plane.points),
+        done=done_mask,
+    )
 
     def record(idx: list[tuple[int, int]], rows: list) -> None:
         for (i, j), row in zip(idx, rows):
@@ -230,8 +242,15 @@ def _evaluate_surface(model: nn.Module, plane: Plane, xs: np.ndarray, ys: np.nda
         start += len(idx)
         if callback is not None:
             partial = Surface(
-                xs=xs.copy(), ys=ys.copy(), loss={s: v.copy() for s, v in loss.items()}, error={s: v.copy() for s, v in error.items()},
-                bn_mode=mode, strategy=surface.strategy, kind=plane.kind, info=dict(surface.info), points=dict(plane.points),
+                xs=xs.copy(),
+                ys=ys.copy(),
+                loss={s: v.copy() for s, v in loss.items()},
+                error={s: v.copy() for s, v in error.items()},
+                bn_mode=mode,
+                strategy=surface.strategy,
+                kind=plane.kind,
+                info=dict(surface.info),
+                points=dict(plane.points),
                 done=done_mask.copy(),
             )
             callback(start, total, partial)

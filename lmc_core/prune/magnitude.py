@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmc_core.models import prunable_modules
 from lmc_core.foundations.seeding import generator
 from lmc_core.foundations.types import Masks, State
-
+from lmc_core.models import prunable_modules
 
 
 def prunable_names(model: nn.Module) -> list[str]:
@@ -90,7 +89,9 @@ def magnitude_prune(
     if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity}")
     # float64 scores; pruned entries get -1 so they are chosen for removal first.
-    scores = {n: torch.where(masks[n], state[n].detach().abs().double().cpu(), torch.tensor(-1.0, dtype=torch.float64)).flatten() for n in names}
+    scores = {
+        n: torch.where(masks[n], state[n].detach().abs().double().cpu(), torch.tensor(-1.0, dtype=torch.float64)).flatten() for n in names
+    }
     new = {n: m.clone() for n, m in masks.items()}
     if scope == "global":
         flat = torch.cat([scores[n] for n in names])

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
     src.add_argument("config", nargs="?", help="a study config, .yaml or .json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. --set train.epochs=5 (repeatable)"
+    )
     p.add_argument("--out", default="runs", help="folder holding run directories (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -121,8 +123,13 @@ class _ProgressView:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
         )
         self.study = self.progress.add_task("stages", total=None, info="")
         self.stage = self.progress.add_task("", total=None, info="", visible=False)
@@ -153,8 +160,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for (sweep, key), group in groups.items():
         title = f"rewinding sweep ({key})" if sweep else f"subnetworks rewound to step k = {key}"
         table = Table(title=title, title_justify="left")
-        for col in ("k" if sweep else "source", "round", "sparsity %", "accuracy % (copies)", "error barrier (pts)", "loss barrier",
-                    "training points", "IMP's points / these"):
+        for col in (
+            "k" if sweep else "source",
+            "round",
+            "sparsity %",
+            "accuracy % (copies)",
+            "error barrier (pts)",
+            "loss barrier",
+            "training points",
+            "IMP's points / these",
+        ):
             table.add_column(col, justify="left" if col == "source" else "right")
         previous = None
         for row in group:
@@ -176,9 +191,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
         console.print(table)
     if rows:
-        console.print(f"barriers on the {rows[0]['split']} split; error barrier = max err(alpha) - mean endpoint error (Frankle et al. 2020), "
-                      "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022); "
-                      "training points = sample-gradient evaluations spent finding the mask (+ real examples the distillation consumed)")
+        console.print(
+            f"barriers on the {rows[0]['split']} split; error barrier = max err(alpha) - mean endpoint error (Frankle et al. 2020), "
+            "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022); "
+            "training points = sample-gradient evaluations spent finding the mask (+ real examples the distillation consumed)"
+        )
 
 
 def print_analysis_table(rows: list[dict[str, Any]]) -> None:
@@ -195,8 +212,16 @@ def print_analysis_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         trace = f"{row['trace']:.4g} ± {row['trace_stderr']:.2g}" if "trace" in row else "-"
         surface = f"{row['surface_loss_min']:.3f} / {row['surface_loss_max']:.3f}" if "surface_loss_min" in row else "-"
-        table.add_row(row["mask"], str(row["rewind_step"]), str(row["pair"]), num(row, "lambda_max"), trace, num(row, "active", ","),
-                      num(row, "hvps", ","), surface)
+        table.add_row(
+            row["mask"],
+            str(row["rewind_step"]),
+            str(row["pair"]),
+            num(row, "lambda_max"),
+            trace,
+            num(row, "active", ","),
+            num(row, "hvps", ","),
+            surface,
+        )
     console.print(table)
 
 
@@ -205,8 +230,17 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title="synthetic sets (test accuracy %, fresh networks trained on each)", title_justify="left")
-    for col in ("set", "method", "stored / decoded", "learned lr", "real examples used", "synthetic", "random subset", "noise",
-                "subset at recipe lr"):
+    for col in (
+        "set",
+        "method",
+        "stored / decoded",
+        "learned lr",
+        "real examples used",
+        "synthetic",
+        "random subset",
+        "noise",
+        "subset at recipe lr",
+    ):
         table.add_column(col, justify="right")
 
     def score(row: dict[str, Any], key: str) -> str:
@@ -215,9 +249,17 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
 
     for row in rows:
         lr = row.get("learned_lr")
-        table.add_row(row["set"], row["method"], f"{row['stored']} / {row['decoded']}", f"{lr:.4g}" if lr else "-",
-                      f"{row['real_examples']:,}", score(row, "synthetic"), score(row, "random_subset"), score(row, "noise"),
-                      score(row, "random_subset_recipe_lr"))
+        table.add_row(
+            row["set"],
+            row["method"],
+            f"{row['stored']} / {row['decoded']}",
+            f"{lr:.4g}" if lr else "-",
+            f"{row['real_examples']:,}",
+            score(row, "synthetic"),
+            score(row, "random_subset"),
+            score(row, "noise"),
+            score(row, "random_subset_recipe_lr"),
+        )
     console.print(table)
 
 
@@ -245,7 +287,9 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         return 2
     rows = run.synthetic_table()
     if not rows:
-        errors.print(f"[yellow]{args.run_dir}: no finished synthetic set (the study defines: {', '.join(run.cfg.synthetic.sets) or 'none'})[/yellow]")
+        errors.print(
+            f"[yellow]{args.run_dir}: no finished synthetic set (the study defines: {', '.join(run.cfg.synthetic.sets) or 'none'})[/yellow]"
+        )
         return 1
     print_synthetic_table(rows)
     if args.png:

@@ -17,15 +17,14 @@ from lmc_core.foundations.layout import (
     copies_key,
     eval_key,
     experts_key,
-    hessian_key,
     mask_id,
     mask_key,
     path_key,
     rewind_key,
-    surface_key,
     synthetic_key,
 )
 from lmc_core.prune.sources import get_mask_source
+from lmc_core.studies.stages import STAGE_KINDS
 
 
 @dataclass(frozen=True)
@@ -114,19 +113,18 @@ def plan(cfg: StudyConfig) -> list[Stage]:
 
 
 def analysis_stages(cfg: StudyConfig) -> dict[str, Stage]:
-    """Return the surface and Hessian stages of the tested subnetworks that `cfg.analysis` selects."""
+    """Return the analysis stages (surfaces, Hessians, any registered analysis kind) of the subnetworks `cfg.analysis` selects."""
     a = cfg.analysis
+    planners = [kind.plan for _, kind in STAGE_KINDS.in_order() if kind.plan is not None]
     out: dict[str, Stage] = {}
     for s in subnetworks(cfg):
         if (a.rounds is not None and s.round not in a.rounds) or (a.mask_sources is not None and s.source not in a.mask_sources):
             continue
         for p in a.pairs:
-            params = {"mask": s.mask, "k": s.k, "pair": p}
-            deps = (copies_key(s.mask, s.k, p), rewind_key(s.k))
-            if a.surface is not None:
-                out.setdefault(surface_key(s.mask, s.k, p), Stage(surface_key(s.mask, s.k, p), "surface", deps, params))
-            if a.hessian is not None:
-                out.setdefault(hessian_key(s.mask, s.k, p), Stage(hessian_key(s.mask, s.k, p), "hessian", deps[:1], params))
+            for planner in planners:
+                stage = planner(cfg, s, p)
+                if stage is not None:
+                    out.setdefault(stage.key, stage)
     return out
 
 

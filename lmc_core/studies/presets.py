@@ -29,14 +29,29 @@ PRESETS: dict[str, dict[str, Any]] = {
             "sweep": {"steps": [0, 625], "masks": ["dense"]},
             "synthetic": {
                 "sets": {"dm": {"method": "dm", "ipc": 10, "iterations": 30, "lr_img": 10.0, "batch_real": 64}},
-                "train": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 50, "epochs": 100, "schedule": "multistep",
-                          "milestones": [67, 83], "gamma": 0.2},
+                "train": {
+                    "lr": 0.01,
+                    "momentum": 0.9,
+                    "weight_decay": 5e-4,
+                    "batch_size": 50,
+                    "epochs": 100,
+                    "schedule": "multistep",
+                    "milestones": [67, 83],
+                    "gamma": 0.2,
+                },
                 "evaluate_runs": 1,
             },
             "analysis": {
                 "rounds": [2],
                 "surface": {"plane": "copies", "resolution": 15, "examples": 500},
-                "hessian": {"examples": 256, "top_k": 3, "trace_max_hvps": 120, "density_runs": 2, "density_steps": 30, "diagonal_samples": 30},
+                "hessian": {
+                    "examples": 256,
+                    "top_k": 3,
+                    "trace_max_hvps": 120,
+                    "density_runs": 2,
+                    "density_steps": 30,
+                    "diagonal_samples": 30,
+                },
             },
         },
     },
@@ -89,12 +104,34 @@ _PAPER_MINI_SYNTHETIC = {
         # Tuned on MNIST-1D (benchmarks/bench_distill.py): the published pixel lrs (DM 1, MTT 1000 on ZCA'd CIFAR) barely move or
         # wreck normalised 1-D signals; MTT's experts need a higher lr than 0.01 to travel in 12 epochs, and its lr_lr 1e-4 to follow.
         "dm": {"method": "dm", "ipc": 10, "iterations": 300, "lr_img": 10.0, "batch_real": 128, "seed": 0},
-        "mtt": {"method": "mtt", "ipc": 10, "iterations": 150, "lr_img": 5.0, "seed": 0,
-                "mtt": {"experts": 5, "expert_train_epochs": 12, "lr_teacher": 0.05, "expert_batch": 64, "syn_steps": 40,
-                        "expert_epochs": 2, "max_start_epoch": 8, "lr_lr": 1e-4}},
+        "mtt": {
+            "method": "mtt",
+            "ipc": 10,
+            "iterations": 150,
+            "lr_img": 5.0,
+            "seed": 0,
+            "mtt": {
+                "experts": 5,
+                "expert_train_epochs": 12,
+                "lr_teacher": 0.05,
+                "expert_batch": 64,
+                "syn_steps": 40,
+                "expert_epochs": 2,
+                "max_start_epoch": 8,
+                "lr_lr": 1e-4,
+            },
+        },
     },
-    "train": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 50, "epochs": 300, "schedule": "multistep",
-              "milestones": [200, 250], "gamma": 0.2},
+    "train": {
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 50,
+        "epochs": 300,
+        "schedule": "multistep",
+        "milestones": [200, 250],
+        "gamma": 0.2,
+    },
     "evaluate_runs": 3,
 }
 _PAPER_MINI_SOURCES = ["dense", "imp", "distilled.dm", "distilled.mtt", "subset.dm", "random"]
@@ -105,8 +142,15 @@ def _paper_cifar(dataset: str, arch: str) -> dict[str, Any]:
     convnet3 = {"arch": "convnet", "depth": 3, "width": 128, "kernel_size": 3, "stride": 1, "norm": "instance", "pooling": "avg"}
     model = convnet3 if arch == "convnet3" else {"arch": "resnet18", "norm": "batch"}
     idc = {  # IDC's condensation (ConvNet-3, instance norm, gradient matching with MSE, networks trained on real data, factor 2)
-        "method": "dc", "factor": 2, "init": "real", "iterations": 2000, "lr_img": 0.005, "batch_real": 64, "model": convnet3,
-        "dsa": "color_crop_cutout", "dc": {"match": "mse", "net_data": "real", "outer_loop": 100, "inner_loop": 1, "lr_net": 0.01},
+        "method": "dc",
+        "factor": 2,
+        "init": "real",
+        "iterations": 2000,
+        "lr_img": 0.005,
+        "batch_real": 64,
+        "model": convnet3,
+        "dsa": "color_crop_cutout",
+        "dc": {"match": "mse", "net_data": "real", "outer_loop": 100, "inner_loop": 1, "lr_net": 0.01},
     }
     return {
         "description": f"The paper's protocol on {dataset.upper()} with {'ConvNet-3 (instance norm, width 128)' if arch == 'convnet3' else 'the half-width ResNet-18'}: "
@@ -117,14 +161,37 @@ def _paper_cifar(dataset: str, arch: str) -> dict[str, Any]:
             "name": f"paper-{dataset}" + ("" if arch == "convnet3" else "-resnet18"),
             "data": {"name": dataset, "path": "data", "augmentation": "dsa", "dsa_strategy": "color_crop_flip_scale_rotate"},
             "model": model,
-            "train": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "epochs": 300, "schedule": "multistep",
-                      "milestones": [200, 250], "gamma": 0.2, "cutmix": 0.5, "eval_batch_size": 500},
-            "pruning": {"mask_sources": ["dense", "imp", "distilled.idc10", "distilled.idc50", "random"], "rounds": 10, "rewind_steps": [0]},
+            "train": {
+                "lr": 0.01,
+                "momentum": 0.9,
+                "weight_decay": 5e-4,
+                "batch_size": 64,
+                "epochs": 300,
+                "schedule": "multistep",
+                "milestones": [200, 250],
+                "gamma": 0.2,
+                "cutmix": 0.5,
+                "eval_batch_size": 500,
+            },
+            "pruning": {
+                "mask_sources": ["dense", "imp", "distilled.idc10", "distilled.idc50", "random"],
+                "rounds": 10,
+                "rewind_steps": [0],
+            },
             "stability": {"pairs": [[0, 1]], "alphas": 11, "splits": ["test", "train"], "rounds": [0, 4, 9]},
             "synthetic": {
                 "sets": {"idc10": {**idc, "ipc": 10}, "idc50": {**idc, "ipc": 50, "lr_img": 0.025}},
-                "train": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "epochs": 1000, "schedule": "multistep",
-                          "milestones": [667, 833], "gamma": 0.2, "cutmix": 0.5},
+                "train": {
+                    "lr": 0.01,
+                    "momentum": 0.9,
+                    "weight_decay": 5e-4,
+                    "batch_size": 64,
+                    "epochs": 1000,
+                    "schedule": "multistep",
+                    "milestones": [667, 833],
+                    "gamma": 0.2,
+                    "cutmix": 0.5,
+                },
                 "augmentation": "color_crop_flip_scale_rotate",
                 "evaluate_runs": 3,
             },
@@ -133,38 +200,40 @@ def _paper_cifar(dataset: str, arch: str) -> dict[str, Any]:
     }
 
 
-PRESETS.update({
-    "paper-mini": {
-        "description": "The paper's experiment on MNIST-1D with the ConvNet (lr 0.05, 20 epochs), rewound to init: IMP trained on DM and MTT sets "
-        "(10 per class) vs real IMP, IMP on a random real subset of the same size, random pruning and dense; 4 rounds, stability at every round.",
-        "config": {
-            "name": "paper-mini",
-            "data": _MNIST1D_SHIFT,
-            "model": {"arch": "convnet", "depth": 3, "width": 64, "kernel_size": 5, "stride": 2, "norm": "none", "pooling": "none"},
-            "train": {"lr": 0.05, "batch_size": 32, "epochs": 20, "schedule": "cosine"},
-            "pruning": {"mask_sources": _PAPER_MINI_SOURCES, "rounds": 4, "rewind_steps": [0]},
-            "stability": {"pairs": [[100, 101]], "alphas": 31},
-            "synthetic": _PAPER_MINI_SYNTHETIC,
+PRESETS.update(
+    {
+        "paper-mini": {
+            "description": "The paper's experiment on MNIST-1D with the ConvNet (lr 0.05, 20 epochs), rewound to init: IMP trained on DM and MTT sets "
+            "(10 per class) vs real IMP, IMP on a random real subset of the same size, random pruning and dense; 4 rounds, stability at every round.",
+            "config": {
+                "name": "paper-mini",
+                "data": _MNIST1D_SHIFT,
+                "model": {"arch": "convnet", "depth": 3, "width": 64, "kernel_size": 5, "stride": 2, "norm": "none", "pooling": "none"},
+                "train": {"lr": 0.05, "batch_size": 32, "epochs": 20, "schedule": "cosine"},
+                "pruning": {"mask_sources": _PAPER_MINI_SOURCES, "rounds": 4, "rewind_steps": [0]},
+                "stability": {"pairs": [[100, 101]], "alphas": 31},
+                "synthetic": _PAPER_MINI_SYNTHETIC,
+            },
         },
-    },
-    "paper-mini-mlp": {
-        "description": "The same experiment where real IMP at init stays unstable (MNIST-1D MLP, lr 0.1, 40 epochs; measured: barrier 22-40 "
-        "points up to 59 % sparsity): do distilled masks make it stable? Two seed pairs.",
-        "config": {
-            "name": "paper-mini-mlp",
-            "data": _MNIST1D_SHIFT,
-            "model": {"arch": "mlp", "hidden": [100, 100]},
-            "train": {"lr": 0.1, "batch_size": 32, "epochs": 40, "schedule": "cosine"},
-            "pruning": {"mask_sources": _PAPER_MINI_SOURCES, "rounds": 4, "rewind_steps": [0]},
-            "stability": {"pairs": [[100, 101], [102, 103]], "alphas": 31},
-            "synthetic": _PAPER_MINI_SYNTHETIC,
+        "paper-mini-mlp": {
+            "description": "The same experiment where real IMP at init stays unstable (MNIST-1D MLP, lr 0.1, 40 epochs; measured: barrier 22-40 "
+            "points up to 59 % sparsity): do distilled masks make it stable? Two seed pairs.",
+            "config": {
+                "name": "paper-mini-mlp",
+                "data": _MNIST1D_SHIFT,
+                "model": {"arch": "mlp", "hidden": [100, 100]},
+                "train": {"lr": 0.1, "batch_size": 32, "epochs": 40, "schedule": "cosine"},
+                "pruning": {"mask_sources": _PAPER_MINI_SOURCES, "rounds": 4, "rewind_steps": [0]},
+                "stability": {"pairs": [[100, 101], [102, 103]], "alphas": 31},
+                "synthetic": _PAPER_MINI_SYNTHETIC,
+            },
         },
-    },
-    "paper-cifar10": _paper_cifar("cifar10", "convnet3"),
-    "paper-cifar10-resnet18": _paper_cifar("cifar10", "resnet18"),
-    "paper-cifar100": _paper_cifar("cifar100", "convnet3"),
-    "paper-cifar100-resnet18": _paper_cifar("cifar100", "resnet18"),
-})
+        "paper-cifar10": _paper_cifar("cifar10", "convnet3"),
+        "paper-cifar10-resnet18": _paper_cifar("cifar10", "resnet18"),
+        "paper-cifar100": _paper_cifar("cifar100", "convnet3"),
+        "paper-cifar100-resnet18": _paper_cifar("cifar100", "resnet18"),
+    }
+)
 
 
 def preset_names() -> list[str]:

@@ -145,8 +145,17 @@ class Run:
         model = self.fresh_model()
         rewind(model, self.load_state(rewind_key(k)), masks)
         seed = self.cfg.stability.pairs[0][0]
-        return train(model, train_set, recipe(self.cfg.synthetic.train, lr), self.synthetic_augmenter, data_seed=seed,
-                     augment_seed=seed, masks=masks, stage=stage, callback=callback)
+        return train(
+            model,
+            train_set,
+            recipe(self.cfg.synthetic.train, lr),
+            self.synthetic_augmenter,
+            data_seed=seed,
+            augment_seed=seed,
+            masks=masks,
+            stage=stage,
+            callback=callback,
+        )
 
     def parent_examples(self, k: int) -> int:
         return 0 if k == 0 else self.stage_info(rewind_key(k))["examples"]
@@ -181,9 +190,15 @@ class Run:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         t0 = time.perf_counter()
-        info = STAGE_KINDS.get(stage.kind)(self, stage, out, callback)
-        info = {"key": stage.key, "kind": stage.kind, **stage.params, **info, "seconds": time.perf_counter() - t0,
-                "device": str(self.device)}
+        info = STAGE_KINDS.get(stage.kind).run(self, stage, out, callback)
+        info = {
+            "key": stage.key,
+            "kind": stage.kind,
+            **stage.params,
+            **info,
+            "seconds": time.perf_counter() - t0,
+            "device": str(self.device),
+        }
         save_json(out / STAGE_FILE, info)
         return info
 

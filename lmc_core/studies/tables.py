@@ -45,12 +45,19 @@ def _row(run: FinishedStages, source: str, rnd: int | None, mid: str, k: int) ->
     imp = mask_id("imp", k, rnd) if rnd else None
     reference = run.stage_info(mask_key(imp))["examples"] if imp and run.is_done(mask_key(imp)) else None
     return {
-        "source": source, "round": rnd, "mask": mid, "rewind_step": k, "split": split,
+        "source": source,
+        "round": rnd,
+        "mask": mid,
+        "rewind_step": k,
+        "split": split,
         "sparsity": sparsity_ * 100,
-        "accuracy": acc, "accuracy_mean": float(np.mean(acc)),
-        "error_barrier": float(err.mean()), "error_barrier_std": float(err.std()),
+        "accuracy": acc,
+        "accuracy_mean": float(np.mean(acc)),
+        "error_barrier": float(err.mean()),
+        "error_barrier_std": float(err.std()),
         "error_barriers": err.tolist(),
-        "loss_barrier": float(loss.mean()), "loss_barrier_std": float(loss.std()),
+        "loss_barrier": float(loss.mean()),
+        "loss_barrier_std": float(loss.std()),
         "training_points": spent,
         "distill_points": info.get("distill_examples", 0),
         "points_ratio": reference / spent if reference and spent else None,  # real IMP's training points / this source's
@@ -65,8 +72,16 @@ def analysis_table(run: FinishedStages) -> list[dict[str, Any]]:
         if stage.kind != "hessian" or not run.is_done(key):
             continue
         p, info = stage.params, run.stage_info(key)
-        row = {"mask": p["mask"], "rewind_step": p["k"], "pair": p["pair"], "lambda_max": (info.get("top_eigenvalues") or [None])[0],
-               "trace": info["trace"], "trace_stderr": info["trace_stderr"], "active": info["active"], "hvps": info["hvps"]}
+        row = {
+            "mask": p["mask"],
+            "rewind_step": p["k"],
+            "pair": p["pair"],
+            "lambda_max": (info.get("top_eigenvalues") or [None])[0],
+            "trace": info["trace"],
+            "trace_stderr": info["trace_stderr"],
+            "active": info["active"],
+            "hvps": info["hvps"],
+        }
         skey = surface_key(p["mask"], p["k"], p["pair"])
         if run.is_done(skey):
             surface = run.stage_info(skey)
@@ -74,11 +89,21 @@ def analysis_table(run: FinishedStages) -> list[dict[str, Any]]:
         rows.append(row)
     for key, stage in planned.items():  # surfaces without a Hessian
         p = stage.params
-        if stage.kind == "surface" and run.is_done(key) and not any(
-                r["mask"] == p["mask"] and r["rewind_step"] == p["k"] and r["pair"] == p["pair"] for r in rows):
+        if (
+            stage.kind == "surface"
+            and run.is_done(key)
+            and not any(r["mask"] == p["mask"] and r["rewind_step"] == p["k"] and r["pair"] == p["pair"] for r in rows)
+        ):
             info = run.stage_info(key)
-            rows.append({"mask": p["mask"], "rewind_step": p["k"], "pair": p["pair"], "surface_loss_min": info["loss_min"],
-                         "surface_loss_max": info["loss_max"]})
+            rows.append(
+                {
+                    "mask": p["mask"],
+                    "rewind_step": p["k"],
+                    "pair": p["pair"],
+                    "surface_loss_min": info["loss_min"],
+                    "surface_loss_max": info["loss_max"],
+                }
+            )
     return rows
 
 
@@ -90,7 +115,10 @@ def synthetic_table(run: FinishedStages) -> list[dict[str, Any]]:
             continue
         row = {"set": name, **run.stage_info(synthetic_key(name))}
         if run.is_done(eval_key(name)):
-            row["evaluation"] = {k: v for k, v in run.stage_info(eval_key(name)).items()
-                                 if k in ("synthetic", "random_subset", "noise", "random_subset_recipe_lr")}
+            row["evaluation"] = {
+                k: v
+                for k, v in run.stage_info(eval_key(name)).items()
+                if k in ("synthetic", "random_subset", "noise", "random_subset_recipe_lr")
+            }
         rows.append(row)
     return rows

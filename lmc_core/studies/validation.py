@@ -24,8 +24,9 @@ def registry_problems(cfg: StudyConfig) -> list[tuple[tuple[str | int, ...], str
     """Return (location, message, value) for every name in `cfg` that no registry knows or that cannot run under `cfg`."""
     problems: list[tuple[tuple[str | int, ...], str, Any]] = []
     if cfg.data.name not in DATASETS:
-        problems.append((("data", "name"), f"unknown dataset {cfg.data.name!r}; available datasets: {', '.join(DATASETS.names())}",
-                         cfg.data.name))
+        problems.append(
+            (("data", "name"), f"unknown dataset {cfg.data.name!r}; available datasets: {', '.join(DATASETS.names())}", cfg.data.name)
+        )
     for name in cfg.pruning.mask_sources:
         loc: tuple[str | int, ...] = ("pruning", "mask_sources")
         try:

@@ -41,13 +41,36 @@ def train_copies(
         raise ValueError(f"unknown strategy {strategy!r}; use 'loop', 'stacked' or 'auto'")
     if strategy != "loop":
         if strategy == "stacked" or choose_copies_strategy(model, len(seeds)) == "stacked":
-            return train_stacked(model, data, cfg, augmenter, seeds=seeds, masks=masks, start_step=start_step,
-                                 end_step=end_step, stage=stage, callback=callback)
+            return train_stacked(
+                model,
+                data,
+                cfg,
+                augmenter,
+                seeds=seeds,
+                masks=masks,
+                start_step=start_step,
+                end_step=end_step,
+                stage=stage,
+                callback=callback,
+            )
     start = {k: v.clone() for k, v in model.state_dict().items()}
     results = []
     for i, (data_seed, augment_seed) in enumerate(seeds):
         replica = copy.deepcopy(model)
         replica.load_state_dict(start)
-        results.append(train(replica, data, cfg, augmenter, data_seed=data_seed, augment_seed=augment_seed, masks=masks,
-                             start_step=start_step, end_step=end_step, stage=f"{stage}[{i}]", callback=callback))
+        results.append(
+            train(
+                replica,
+                data,
+                cfg,
+                augmenter,
+                data_seed=data_seed,
+                augment_seed=augment_seed,
+                masks=masks,
+                start_step=start_step,
+                end_step=end_step,
+                stage=f"{stage}[{i}]",
+                callback=callback,
+            )
+        )
     return results

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmc_core.data.augment import Augmenter
-from lmc_core.foundations.config import TrainConfig
 from lmc_core.data.dataset import Dataset
 from lmc_core.data.dsa import cutmix
+from lmc_core.foundations.config import TrainConfig
 from lmc_core.foundations.events import Callback, Event, no_callback
-from lmc_core.prune.magnitude import apply_masks
-from lmc_core.foundations.types import Masks, State
 from lmc_core.foundations.seeding import generator
+from lmc_core.foundations.types import Masks, State
+from lmc_core.prune.magnitude import apply_masks
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,7 +93,9 @@ class BatchStream:
 
     def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: Augmenter, cutmix: float = 0.0):
         if cutmix and data.kind == "vector":
-            raise ValueError(f"cutmix pastes a box of an image or a segment of a signal; dataset {data.name!r} holds vectors: set cutmix to 0")
+            raise ValueError(
+                f"cutmix pastes a box of an image or a segment of a signal; dataset {data.name!r} holds vectors: set cutmix to 0"
+            )
         self.x, self.y = data.x_train, data.y_train
         self.num_classes = data.num_classes
         self.cutmix = cutmix
@@ -185,4 +187,3 @@ def train(
         seconds=time.perf_counter() - t0,
         history=history,
     )
-

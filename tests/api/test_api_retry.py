@@ -12,17 +12,19 @@ pytestmark = pytest.mark.timeout(300, method="thread")  # RQ arms SIGALRM in thi
 
 
 def test_retry_after_a_failure_recomputes_only_the_unfinished_stages(api, rconn, artifact_root, backend, monkeypatch):
+    from dataclasses import replace
+
     from lmc_core.studies.stages import masks
 
-    original = masks.run_mask
+    original = masks.MASK
 
     def broken(run, stage, out, callback):
         if stage.params["source"] == "random":
             raise RuntimeError("random masks are broken today")
-        return original(run, stage, out, callback)
+        return original.run(run, stage, out, callback)
 
-    # The stage-kind registry looks the function up on every call, so patching the module reaches Run.execute.
-    monkeypatch.setattr(masks, "run_mask", broken)  # the forked jobs of the in-process worker inherit the patch
+    # The stage-kind registry looks the kind up on every call, so patching the module reaches Run.execute.
+    monkeypatch.setattr(masks, "MASK", replace(original, run=broken))  # the forked jobs of the in-process worker inherit the patch
     study = api.create({"config": worker_config(seed=21 if backend == "sqlite" else 22)})
     sid, run = study["id"], artifact_root / "runs" / study["run_id"]
     burst()
@@ -34,7 +36,7 @@ def test_retry_after_a_failure_recomputes_only_the_unfinished_stages(api, rconn,
     done_before = {k.rsplit("/", 1)[0] for k in before}
     assert done_before and not any("random" in k for k in done_before) and len(done_before) < 13
 
-    monkeypatch.setattr(masks, "run_mask", original)  # fixed
+    monkeypatch.setattr(masks, "MASK", original)  # fixed
     r = api.post(f"/api/studies/{sid}/retry")
     assert r.status_code == 200, r.text
     again = r.json()

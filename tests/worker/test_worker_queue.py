@@ -233,17 +233,19 @@ def test_empty_redis_mid_study_is_reconciled_without_losing_work(conn, tmp_path,
 
 
 def test_failed_stage_keeps_its_error_and_earlier_stages(conn, tmp_path, monkeypatch):
+    from dataclasses import replace
+
     from lmc_core.studies.stages import masks
 
-    original = masks.run_mask
+    original = masks.MASK
 
     def broken(run, stage, out, callback):
         if stage.params["source"] == "random":
             raise RuntimeError("random masks are broken today")
-        return original(run, stage, out, callback)
+        return original.run(run, stage, out, callback)
 
-    # The stage-kind registry looks the function up on every call, so patching the module reaches Run.execute.
-    monkeypatch.setattr(masks, "run_mask", broken)  # forked jobs inherit the patch
+    # The stage-kind registry looks the kind up on every call, so patching the module reaches Run.execute.
+    monkeypatch.setattr(masks, "MASK", replace(original, run=broken))  # forked jobs inherit the patch
     config = tiny_config()
     root = str(tmp_path)
     run_id = _run_id(config)
@@ -262,7 +264,7 @@ def test_failed_stage_keeps_its_error_and_earlier_stages(conn, tmp_path, monkeyp
     assert not list(run_dir(root, run_id).glob(f"{layout.STAGES_DIR}/*random*/**/{layout.STAGE_FILE}"))
 
     # Fixed and resubmitted: the failed stage and its dependents run; the rest is not recomputed.
-    monkeypatch.setattr(masks, "run_mask", original)
+    monkeypatch.setattr(masks, "MASK", original)
     before = stage_mtimes(run_dir(root, run_id))
     submit_study(conn, "s1", config, root)
     burst(conn)

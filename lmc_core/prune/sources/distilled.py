@@ -40,8 +40,12 @@ class DistilledIMP(MaskSource):
         prev = mask_id(self.name, k, r - 1)
         prev_masks = ctx.load_masks(prev)
         result = ctx.train_on_small_set(
-            self.training_data(ctx), k, None if prev == DENSE else prev_masks, self.set,
-            stage=mask_key(mask_id(self.name, k, r)), callback=callback,
+            self.training_data(ctx),
+            k,
+            None if prev == DENSE else prev_masks,
+            self.set,
+            stage=mask_key(mask_id(self.name, k, r)),
+            callback=callback,
         )
         spent = spent_before(ctx, prev, k)
         spent["examples"] += result.examples

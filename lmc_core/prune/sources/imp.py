@@ -51,7 +51,9 @@ class Combined(IMP):
 
     def problem(self, cfg: StudyConfig) -> str | None:
         if f"distilled.{self.set}" not in cfg.pruning.mask_sources:
-            return f"needs distilled.{self.set} among the mask sources (its round-{self.start} subnetwork is trained on real data and pruned)"
+            return (
+                f"needs distilled.{self.set} among the mask sources (its round-{self.start} subnetwork is trained on real data and pruned)"
+            )
         if not 1 <= self.start < cfg.pruning.rounds:
             return f"start round {self.start} must be in [1, pruning.rounds - 1 = {cfg.pruning.rounds - 1}]"
         return None

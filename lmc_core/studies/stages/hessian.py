@@ -7,16 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.events import Callback, Event
-from lmc_core.foundations.layout import DENSE, copies_key
+from lmc_core.foundations.layout import DENSE, copies_key, hessian_key
 from lmc_core.foundations.storage import save_arrays
 from lmc_core.hessian.density import slq_density
 from lmc_core.hessian.diagonal import exact_diagonal, hutchinson_diagonal
 from lmc_core.hessian.eigen import lanczos
 from lmc_core.hessian.operator import HessianOperator
 from lmc_core.hessian.trace import trace as hessian_trace
-from lmc_core.studies.plan import Stage
+from lmc_core.studies.plan import Stage, Subnetwork
 from lmc_core.studies.run import Run
+from lmc_core.studies.stages import StageKind
 
 
 def run_hessian(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
@@ -53,3 +55,14 @@ def run_hessian(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
     info["hvps"] = op.hvps
     save_arrays(out / "hessian.npz", arrays)
     return info
+
+
+def plan_hessian(cfg: StudyConfig, s: Subnetwork, pair: int) -> Stage | None:
+    """Return the hessian stage of subnetwork `s` and seed pair `pair` when `analysis.hessian` is configured; it needs the copies (copy A is analysed)."""
+    if cfg.analysis.hessian is None:
+        return None
+    key = hessian_key(s.mask, s.k, pair)
+    return Stage(key, "hessian", (copies_key(s.mask, s.k, pair),), {"mask": s.mask, "k": s.k, "pair": pair})
+
+
+HESSIAN = StageKind(run=run_hessian, plan=plan_hessian)

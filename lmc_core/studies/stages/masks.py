@@ -11,6 +11,7 @@ from lmc_core.prune.magnitude import layer_sparsity, sparsity
 from lmc_core.prune.sources import get_mask_source
 from lmc_core.studies.plan import Stage
 from lmc_core.studies.run import Run
+from lmc_core.studies.stages import StageKind
 
 
 def run_mask(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
@@ -19,3 +20,6 @@ def run_mask(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str,
     masks, spent = get_mask_source(p["source"]).build(run, p["k"], p["round"], callback)
     save_tensors(out / "masks.safetensors", masks)
     return {"sparsity": sparsity(masks), "layer_sparsity": layer_sparsity(masks), **spent}
+
+
+MASK = StageKind(run=run_mask)

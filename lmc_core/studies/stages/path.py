@@ -11,6 +11,7 @@ from lmc_core.foundations.layout import DENSE, copies_key
 from lmc_core.foundations.storage import save_arrays
 from lmc_core.studies.plan import Stage
 from lmc_core.studies.run import Run
+from lmc_core.studies.stages import StageKind
 
 
 def run_path(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
@@ -34,3 +35,6 @@ def run_path(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str,
     )
     save_arrays(out / "path.npz", result.to_arrays())
     return {"seeds": [a, b], "bn_mode": result.bn_mode, "barriers": result.barriers()}
+
+
+PATH = StageKind(run=run_path)

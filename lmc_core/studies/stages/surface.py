@@ -7,14 +7,16 @@ from typing import Any
 
 import numpy as np
 
+from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.events import Callback, Event
-from lmc_core.foundations.layout import DENSE, copies_key, rewind_key
+from lmc_core.foundations.layout import DENSE, copies_key, rewind_key, surface_key
 from lmc_core.foundations.storage import save_arrays
 from lmc_core.landscape.grid import grid_axis
 from lmc_core.landscape.plane import plane_through, random_plane
 from lmc_core.landscape.surface import SurfaceOptions, evaluate_surface
-from lmc_core.studies.plan import Stage
+from lmc_core.studies.plan import Stage, Subnetwork
 from lmc_core.studies.run import Run
+from lmc_core.studies.stages import StageKind
 
 
 def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
@@ -42,10 +44,44 @@ def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
     def progress(done: int, total: int, partial: Any) -> None:
         callback(Event(stage.key, done, total))
 
-    surface = evaluate_surface(run.template, plane, axis, axis, data, SurfaceOptions(masks=masks, bn_mode=run.cfg.stability.bn_mode, calibration=run.data.x_train, bn_batches=run.cfg.stability.bn_batches, batch_size=run.cfg.train.eval_batch_size, callback=progress))
+    surface = evaluate_surface(
+        run.template,
+        plane,
+        axis,
+        axis,
+        data,
+        SurfaceOptions(
+            masks=masks,
+            bn_mode=run.cfg.stability.bn_mode,
+            calibration=run.data.x_train,
+            bn_batches=run.cfg.stability.bn_batches,
+            batch_size=run.cfg.train.eval_batch_size,
+            callback=progress,
+        ),
+    )
     save_arrays(out / "surface.npz", surface.to_arrays())
     loss = surface.loss[spec.split]
-    return {"plane": spec.plane, "points": {k: list(v) for k, v in plane.points.items()}, "span": float(span),
-            "resolution": spec.resolution, "split": spec.split, "examples": len(data[spec.split][0]),
-            "loss_min": float(np.nanmin(loss)), "loss_max": float(np.nanmax(loss)), "bn_mode": surface.bn_mode,
-            "strategy": surface.strategy, "cosine": plane.info.get("cosine")}
+    return {
+        "plane": spec.plane,
+        "points": {k: list(v) for k, v in plane.points.items()},
+        "span": float(span),
+        "resolution": spec.resolution,
+        "split": spec.split,
+        "examples": len(data[spec.split][0]),
+        "loss_min": float(np.nanmin(loss)),
+        "loss_max": float(np.nanmax(loss)),
+        "bn_mode": surface.bn_mode,
+        "strategy": surface.strategy,
+        "cosine": plane.info.get("cosine"),
+    }
+
+
+def plan_surface(cfg: StudyConfig, s: Subnetwork, pair: int) -> Stage | None:
+    """Return the surface stage of subnetwork `s` and seed pair `pair` when `analysis.surface` is configured; it needs the copies and the rewind point (a 'copies' plane passes through it)."""
+    if cfg.analysis.surface is None:
+        return None
+    key = surface_key(s.mask, s.k, pair)
+    return Stage(key, "surface", (copies_key(s.mask, s.k, pair), rewind_key(s.k)), {"mask": s.mask, "k": s.k, "pair": pair})
+
+
+SURFACE = StageKind(run=run_surface, plan=plan_surface)

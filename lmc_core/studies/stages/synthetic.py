@@ -15,6 +15,7 @@ from lmc_core.foundations.seeding import derive_seed
 from lmc_core.foundations.version import versions
 from lmc_core.studies.plan import Stage
 from lmc_core.studies.run import Run
+from lmc_core.studies.stages import StageKind
 
 
 def _distill_config(run: Run, stage: Stage) -> DistillConfig:
@@ -25,8 +26,9 @@ def run_experts(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
     """Train and save the MTT expert trajectories a set distils from."""
     d = _distill_config(run, stage)
     augmenter = DSA(resolve_strategy(d.dsa, run.data.kind), run.data.kind)
-    experts, examples = train_experts(run.data, d.model or run.cfg.model, d.mtt, augmenter, run.cfg.seed,
-                                      stage=stage.key, callback=callback)
+    experts, examples = train_experts(
+        run.data, d.model or run.cfg.model, d.mtt, augmenter, run.cfg.seed, stage=stage.key, callback=callback
+    )
     experts.save(out)
     return {"experts": experts.experts, "epochs": experts.epochs, "examples": examples, "seed": run.cfg.seed}
 
@@ -39,14 +41,34 @@ def run_synthetic(run: Run, stage: Stage, out: Path, callback: Callback) -> dict
     s = made.synthetic
     s.provenance["versions"] = versions()
     s.save(out)
-    return {"method": d.method, "stored": len(s.labels), "decoded": s.decoded_count, "factor": s.factor, "learned_lr": s.lr,
-            "real_examples": made.real_examples, "final_loss": made.losses[-1] if made.losses else None,
-            "distill_seconds": made.seconds}
+    return {
+        "method": d.method,
+        "stored": len(s.labels),
+        "decoded": s.decoded_count,
+        "factor": s.factor,
+        "learned_lr": s.lr,
+        "real_examples": made.real_examples,
+        "final_loss": made.losses[-1] if made.losses else None,
+        "distill_seconds": made.seconds,
+    }
 
 
 def run_synthetic_eval(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
     """Train fresh networks on the set, on a size-matched real subset and on noise; return their accuracies."""
     name = stage.params["set"]
-    return evaluate_set(run.synthetic_set(name), run.data, run.cfg.model, run.cfg.synthetic.train, run.synthetic_augmenter,
-                        runs=run.cfg.synthetic.evaluate_runs, seed=derive_seed(run.cfg.seed, f"evaluate-{name}"),
-                        stage=stage.key, callback=callback)
+    return evaluate_set(
+        run.synthetic_set(name),
+        run.data,
+        run.cfg.model,
+        run.cfg.synthetic.train,
+        run.synthetic_augmenter,
+        runs=run.cfg.synthetic.evaluate_runs,
+        seed=derive_seed(run.cfg.seed, f"evaluate-{name}"),
+        stage=stage.key,
+        callback=callback,
+    )
+
+
+EXPERTS = StageKind(run=run_experts)
+SYNTHETIC = StageKind(run=run_synthetic)
+SYNTHETIC_EVAL = StageKind(run=run_synthetic_eval)

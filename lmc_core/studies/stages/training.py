@@ -12,6 +12,7 @@ from lmc_core.models import count_parameters
 from lmc_core.prune.magnitude import rewind, sparsity
 from lmc_core.studies.plan import Stage
 from lmc_core.studies.run import Run
+from lmc_core.studies.stages import StageKind
 from lmc_core.train.copies import train_copies
 from lmc_core.train.evaluation import evaluate
 from lmc_core.train.loop import train
@@ -28,8 +29,17 @@ def run_parent(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
     model = run.fresh_model()
     model.load_state_dict(run.load_state("init"))
     seed = run.cfg.stability.parent_seed
-    res = train(model, run.data, run.cfg.train, run.augmenter, data_seed=seed, augment_seed=seed,
-                end_step=stage.params["k"], stage=stage.key, callback=callback)
+    res = train(
+        model,
+        run.data,
+        run.cfg.train,
+        run.augmenter,
+        data_seed=seed,
+        augment_seed=seed,
+        end_step=stage.params["k"],
+        stage=stage.key,
+        callback=callback,
+    )
     save_tensors(out / "state.safetensors", res.state)
     return {"seed": seed, "examples": res.examples, "history": res.history}
 
@@ -41,9 +51,18 @@ def run_copies(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
     model = run.fresh_model()
     rewind(model, run.load_state(rewind_key(p["k"])), masks)
     seeds = run.cfg.stability.pairs[p["pair"]][: p["n_copies"]]
-    results = train_copies(model, run.data, run.cfg.train, run.augmenter, seeds=[(s, s) for s in seeds],
-                           masks=masks, start_step=p["k"], stage=stage.key, callback=callback,
-                           strategy="auto")  # stacked only where bit-identical to the loop and measured faster
+    results = train_copies(
+        model,
+        run.data,
+        run.cfg.train,
+        run.augmenter,
+        seeds=[(s, s) for s in seeds],
+        masks=masks,
+        start_step=p["k"],
+        stage=stage.key,
+        callback=callback,
+        strategy="auto",
+    )  # stacked only where bit-identical to the loop and measured faster
     copies = []
     for name, seed, res in zip("ab", seeds, results):
         save_tensors(out / f"{name}.safetensors", res.state)
@@ -51,3 +70,8 @@ def run_copies(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
         metrics = {split: evaluate(model, x, y, run.cfg.train.eval_batch_size).as_dict() for split, (x, y) in run.splits().items()}
         copies.append({"seed": seed, "examples": res.examples, "seconds": res.seconds, "metrics": metrics, "history": res.history})
     return {"seeds": list(seeds), "sparsity": sparsity(masks) if masks else 0.0, "copies": copies}
+
+
+INIT = StageKind(run=run_init)
+PARENT = StageKind(run=run_parent)
+COPIES = StageKind(run=run_copies)
