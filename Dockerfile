@@ -13,8 +13,8 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 COPY pyproject.toml README.md ./
 COPY lmc_core ./lmc_core
 COPY worker ./worker
+# app/ carries app/dashboard/static/ (the CSS), which `pip install .` ships as package data.
 COPY app ./app
-COPY static ./static
 RUN pip install --no-cache-dir .
 
 RUN useradd --create-home --uid 1000 lmc && mkdir -p /data /artifacts && chown lmc /data /artifacts

@@ -6,8 +6,12 @@ PIP := $(PY) -m pip
 # CPU wheel on the team's machines; an unpinned resolve would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# What `make lint` checks; ruff and mypy read their settings from pyproject.toml (mypy's file list too).
+LINT_PATHS := lmc_core worker app tests benchmarks
+# `make test-fast`: everything but full studies, PostgreSQL and the browser (markers: pyproject.toml, tests/conftest.py).
+FAST := not slow and not postgres and not browser
 
-.PHONY: install up test demo bench clean
+.PHONY: install up test test-fast lint demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +29,17 @@ up: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "$(FAST)"
+
+# All three checks run, so one report shows every problem; the target fails when any of them does.
+lint: $(STAMP)
+	@status=0; \
+	echo "ruff check"; $(PY) -m ruff check $(LINT_PATHS) || status=1; \
+	echo "ruff format --check"; $(PY) -m ruff format --check $(LINT_PATHS) || status=1; \
+	echo "mypy"; $(PY) -m mypy || status=1; \
+	exit $$status
+
 demo: $(STAMP)
 	$(VENV)/bin/lmc run --preset mnist1d
 
@@ -37,4 +52,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_service.py
 
 clean:
-	rm -rf $(VENV) runs lmc-data .pytest_cache
+	rm -rf $(VENV) runs lmc-data .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lmc_core.foundations.config import ModelConfig
+from lmc_core.foundations.registry import Registry
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -177,6 +178,40 @@ class ResNet(nn.Module):
 # ----------------------------------------------------------------------------- public API
 
 
+def mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return the MLP of `cfg.hidden` widths."""
+    return MLP(input_shape, list(cfg.hidden), num_classes)
+
+
+def convnet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return the ConvNet of `cfg.depth` blocks of `cfg.width` channels."""
+    return ConvNet(cfg, input_shape, num_classes)
+
+
+def resnet10(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return ResNet-10: one basic block per stage."""
+    return ResNet(1, input_shape, num_classes, cfg.norm, cfg.groups)
+
+
+def resnet18(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return ResNet-18: two basic blocks per stage."""
+    return ResNet(2, input_shape, num_classes, cfg.norm, cfg.groups)
+
+
+Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
+
+# One line per architecture; a new one also joins ModelConfig.arch's choices (the config lists them for the launch form).
+MODELS: Registry[Builder] = Registry(
+    "model",
+    {
+        "mlp": "lmc_core.models:mlp",
+        "convnet": "lmc_core.models:convnet",
+        "resnet10": "lmc_core.models:resnet10",
+        "resnet18": "lmc_core.models:resnet18",
+    },
+)
+
+
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
     """Return a freshly initialised CPU model; same (cfg, shapes, seed) => bit-identical parameters, global RNG untouched."""
     input_shape = tuple(int(s) for s in input_shape)
@@ -184,19 +219,16 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         raise ValueError(f"input_shape must be (F,), (C, L) or (C, H, W) with positive sizes, got {input_shape}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if cfg.arch not in MODELS:
+        raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {', '.join(MODELS.names())}")
+    builder = MODELS.get(cfg.arch)
 
     # fork_rng(devices=[]) saves/restores only the CPU generator; seeding the CPU generator directly
     # (not torch.manual_seed) leaves any CUDA generators alone too. The device context pins the
     # factory device so a caller's torch.set_default_device cannot change where (or how) we build.
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.default_generator.manual_seed(int(seed))
-        if cfg.arch == "mlp":
-            return MLP(input_shape, list(cfg.hidden), num_classes)
-        if cfg.arch == "convnet":
-            return ConvNet(cfg, input_shape, num_classes)
-        if cfg.arch in ("resnet10", "resnet18"):
-            return ResNet(1 if cfg.arch == "resnet10" else 2, input_shape, num_classes, cfg.norm, cfg.groups)
-    raise ValueError(f"unknown arch {cfg.arch!r}; expected mlp, convnet, resnet10 or resnet18")
+        return builder(cfg, input_shape, num_classes)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -1,7 +1,8 @@
-"""Every number and name the worker layer uses, in one place; the timing knobs can be overridden from the environment.
+"""Every setting of the worker layer, in one place; the timing knobs can be overridden from the environment.
 
 RQ's own defaults are sized for short web jobs (180 s timeout, results kept 500 s, a dead worker noticed
 after 420-600 s); a study stage can train for hours and a dead GPU box should be noticed in about a minute.
+The names this layer writes into Redis live in `worker.keys`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 
 
 def _env_int(name: str, default: int) -> int:
+    """Return the integer in environment variable `name`, or `default` when it is unset or empty."""
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else default
 
@@ -19,7 +21,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"  # LMC_REDIS_URL overrides (same default 
 
 # Job lifetimes. A stage is a single training / distillation / analysis and may run for hours on a GPU.
 JOB_TIMEOUT = "24h"
-PLAN_TIMEOUT = "30m"  # the plan job only hashes the config and checks which stage.json files exist
+PLAN_TIMEOUT = "30m"  # the plan job only hashes the config and checks which stage files exist
 RESULT_TTL = 24 * 3600  # Redis keeps a finished job a day; the results themselves live in the artifact root
 FAILURE_TTL = 30 * 24 * 3600  # a failed stage's traceback stays visible until someone looks at it
 
@@ -39,44 +41,7 @@ MAINTENANCE_INTERVAL = _env_int("LMC_MAINTENANCE_INTERVAL", 60)  # how often an 
 MAX_ABANDONED_REQUEUES = 3  # a stage that kills its worker every time (e.g. the host OOM-kills it) stops being retried
 PARENT_WATCH_INTERVAL_S = 1.0  # how often a job checks that the worker that forked it is still alive
 
-# Locks (Redis, seconds): the plan of a run and its summary.json are written by one job at a time.
+# Locks (Redis, seconds): the plan of a run and its summary file are written by one job at a time.
 PLAN_LOCK_TIMEOUT = 300
 SUMMARY_LOCK_TIMEOUT = 120
-
-# Redis keys owned by this layer (RQ's own keys start with "rq:").
-KEY_PREFIX = "lmc"
-
-
-def study_key(study_id: str) -> str:
-    """Return the Redis hash holding a study's run id, queue, artifact root and cancel flag."""
-    return f"{KEY_PREFIX}:study:{study_id}"
-
-
-def run_studies_key(run_id: str) -> str:
-    """Return the Redis set of the active studies sharing run `run_id`'s stage jobs."""
-    return f"{KEY_PREFIX}:run:{run_id}:studies"
-
-
-def run_jobs_key(run_id: str) -> str:
-    """Return the Redis set of a run's stage job ids (what cancel_study cancels)."""
-    return f"{KEY_PREFIX}:run:{run_id}:jobs"
-
-
-def log_key(run_id: str) -> str:
-    """Return the Redis list holding a run's log tail."""
-    return f"{KEY_PREFIX}:log:{run_id}"
-
-
-def plan_lock_key(run_id: str) -> str:
-    """Return the Redis lock serialising plan jobs (and cancellation) of one run."""
-    return f"{KEY_PREFIX}:plan:{run_id}"
-
-
-def summary_lock_key(run_id: str) -> str:
-    """Return the Redis lock under which summary.json is rewritten."""
-    return f"{KEY_PREFIX}:summary:{run_id}"
-
-
-def abandoned_key(job_id: str) -> str:
-    """Return the Redis counter of how often a job was requeued after its worker died."""
-    return f"{KEY_PREFIX}:abandoned:{job_id}"
+SUBMIT_LOCK_TIMEOUT = 30  # submitting one study (the plan job is created at most once)

@@ -1,8 +1,8 @@
-"""The job functions RQ workers run: plan a study, run one stage. They import torch (through lmc_core.studies.run).
+"""The job functions RQ workers run: plan a study, run one stage. They import torch (through lmc_core's run store).
 
-Referenced only by dotted path (`worker.jobs.plan_study`, `worker.jobs.run_stage`), so the API never imports
+Referenced only by dotted path (`worker.keys.PLAN_FUNC`, `worker.keys.STAGE_FUNC`), so the API never imports
 this module. Both are idempotent: planning skips finished stages and jobs already waiting, and a stage whose
-stage.json exists is not run again, so a job may be requeued after its worker died without harm.
+stage file exists is not run again, so a job may be requeued after its worker died without harm.
 """
 
 from __future__ import annotations
@@ -12,70 +12,79 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 from rq import get_current_job
 from rq.job import Job
 from rq.worker import Worker
 
-from lmc_core.foundations.config import load_config
+from lmc_core.foundations import layout
 from lmc_core.foundations.events import Event
 from lmc_core.foundations.storage import save_json
-from lmc_core.studies.run import Run, Stage
+from lmc_core.studies.plan import Stage
+from lmc_core.studies.run import Run
+from lmc_core.studies.validation import load_config
 
-from . import defaults
-from .queue import DEFAULT_QUEUE, append_log, connect, enqueue_stages
+from . import defaults, keys
+from .connection import connect
+from .defaults import DEFAULT_QUEUE
+from .runlog import append_log
 from .runner import watch_parent
+from .runs import runs_dir
+from .submit import enqueue_stages
 
 
 def _connection(job: Job | None) -> redis.Redis:
+    """Return the Redis connection of the running job, or a fresh one when called outside a worker."""
     return job.connection if job is not None else connect()
 
 
 def _run(config: dict[str, Any], artifact_root: str) -> Run:
+    """Return the lmc_core Run of `config` under the artifact root this worker sees."""
     # A worker may see the shared artifact mount at another path than the API that enqueued the job.
     root = os.environ.get("LMC_ARTIFACT_ROOT") or artifact_root
-    return Run(load_config(config), root=Path(root) / "runs")
+    return Run(load_config(config), root=runs_dir(root))
 
 
 def plan_study(study_id: str, config: dict[str, Any], artifact_root: str, queue: str = DEFAULT_QUEUE) -> dict[str, Any]:
-    """Plan the study, write config.json, manifest.json and stages.json, enqueue its unfinished stages; return enqueue_stages' report."""
+    """Plan the study, write its config, manifest and plan files, enqueue its unfinished stages; return enqueue_stages' report."""
     job = get_current_job()
     conn = _connection(job)
     run = _run(config, artifact_root)
     # run_id is recorded before the plan lock is taken: cancel_study relies on this order (see enqueue_stages).
-    conn.hset(defaults.study_key(study_id), "run_id", run.id)
+    conn.hset(keys.study_key(study_id), "run_id", run.id)
     run.write_manifest()
     stages = [{"key": s.key, "kind": s.kind, "deps": list(s.deps)} for s in run.stages]
-    save_json(run.dir / "stages.json", stages)
+    save_json(run.dir / layout.PLAN_FILE, stages)
     done = [s.key for s in run.stages if run.is_done(s.key)]
     report = enqueue_stages(conn, study_id, config, artifact_root, queue, run.id, stages, done)
-    if len(done) == len(stages) or not (run.dir / "summary.json").exists():
+    if len(done) == len(stages) or not (run.dir / layout.SUMMARY_FILE).exists():
         refresh_summary(conn, run)
     return report
 
 
 def refresh_summary(conn: redis.Redis, run: Run) -> None:
-    """Rewrite summary.json (study table, analysis table, synthetic table, stage kinds) under the run's Redis lock."""
+    """Rewrite the run's summary file (study table, analysis table, synthetic table, stage kinds) under the run's Redis lock."""
     # Each writer reads the stage files inside the lock, so the last write has seen every stage finished before it.
-    with conn.lock(defaults.summary_lock_key(run.id), timeout=defaults.SUMMARY_LOCK_TIMEOUT,
+    with conn.lock(keys.summary_lock_key(run.id), timeout=defaults.SUMMARY_LOCK_TIMEOUT,
                    blocking_timeout=defaults.SUMMARY_LOCK_TIMEOUT):
         summary = {"table": run.table(), "analysis": run.analysis_table(), "synthetic": run.synthetic_table(),
                    "stages": {s.key: s.kind for s in run.stages}, "done": [s.key for s in run.stages if run.is_done(s.key)],
                    "updated": time.time()}
-        save_json(run.dir / "summary.json", summary)
+        save_json(run.dir / layout.SUMMARY_FILE, summary)
 
 
 def _refresh_summary_safely(conn: redis.Redis, run: Run, stage_key: str) -> None:
-    # summary.json is derived from the stage files and rewritten after every stage: failing the job here would
+    """Refresh the run's summary file, logging rather than raising a failure."""
+    # The summary is derived from the stage files and rewritten after every stage: failing the job here would
     # mark a finished stage failed and strand its dependents, so a failed refresh is only logged.
     try:
         refresh_summary(conn, run)
     except Exception as e:  # noqa: BLE001
-        append_log(conn, run.id, f"{stage_key}: summary.json not refreshed: {type(e).__name__}: {e}")
+        append_log(conn, run.id, f"{stage_key}: {layout.SUMMARY_FILE} not refreshed: {type(e).__name__}: {e}")
 
 
 def _number(v: Any) -> float | int | str | None:
@@ -92,7 +101,7 @@ def _number(v: Any) -> float | int | str | None:
 class Progress:
     """The Event callback of a stage: writes job.meta["progress"] at most once per PROGRESS_INTERVAL_S and feeds the log tail."""
 
-    def __init__(self, job: Job | None, conn: redis.Redis, run_id: str, stage: str):
+    def __init__(self, job: Job | None, conn: redis.Redis, run_id: str, stage: str) -> None:
         self.job, self.conn, self.run_id, self.stage = job, conn, run_id, stage
         self.last_write = self.last_log = -math.inf
         self.phase: tuple[str, int] | None = None
@@ -100,6 +109,7 @@ class Progress:
         self.phase_step = 0
 
     def __call__(self, event: Event) -> None:
+        """Record one progress event: the log tail gets every message, job.meta the latest progress with its ETA."""
         now = time.monotonic()
         phase = (event.stage, event.total)
         if phase != self.phase or event.step < self.phase_step:  # a new loop inside the stage: restart the ETA clock
@@ -153,7 +163,7 @@ def _worker_pid(conn: redis.Redis, job: Job | None) -> int | None:
 
 
 def run_stage(study_id: str, config: dict[str, Any], artifact_root: str, stage_key: str) -> dict[str, Any]:
-    """Run one stage of the study unless its stage.json exists, refresh summary.json; return {key, kind, skipped, seconds}."""
+    """Run one stage of the study unless its stage file exists, refresh the summary; return {key, kind, skipped, seconds}."""
     job = get_current_job()
     conn = _connection(job)
     run = _run(config, artifact_root)

@@ -1,6 +1,6 @@
 """The RQ worker that runs study jobs: RQ's forking Worker with this layer's TTLs, serializer and dead-worker recovery.
 
-Torch-free itself; `lmc worker` (worker/cli.py) imports torch before building it so every forked job
+Torch-free itself; `lmc worker` (worker/commands.py) imports torch before building it so every forked job
 starts with torch already loaded.
 """
 
@@ -10,21 +10,25 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 from rq.worker import Worker
 
-from . import defaults
-from .queue import SERIALIZER, reap_dead_workers, requeue_abandoned
+from . import defaults, keys
+from .abandoned import requeue_abandoned
+from .connection import SERIALIZER
+from .liveness import reap_dead_workers
 
 log = logging.getLogger(__name__)
 
 
 class LmcWorker(Worker):
-    """A forking RQ worker whose maintenance also requeues jobs abandoned by dead workers (see queue.requeue_abandoned)."""
+    """A forking RQ worker whose maintenance also requeues jobs abandoned by dead workers (see abandoned.requeue_abandoned)."""
 
     def run_maintenance_tasks(self) -> None:
+        """Reap dead workers and requeue their jobs, then run RQ's own maintenance."""
         # Ours first: RQ's cleanup would otherwise fail an abandoned job for good once its registry entry expires.
         try:
             reap_dead_workers(self.connection)
@@ -36,8 +40,9 @@ class LmcWorker(Worker):
         super().run_maintenance_tasks()
 
     def register_death(self) -> None:
+        """Deregister as RQ does, and drop the GPU and thread record that live_workers reads."""
         super().register_death()
-        self.connection.delete(f"{defaults.KEY_PREFIX}:worker:{self.name}")
+        self.connection.delete(keys.worker_info_key(self.name))
 
 
 def watch_parent(stop: threading.Event, parent: int | None = None) -> None:
@@ -68,5 +73,5 @@ def make_worker(conn: redis.Redis, queues: Sequence[str] = (defaults.DEFAULT_QUE
                        worker_ttl=defaults.WORKER_TTL, job_monitoring_interval=defaults.JOB_MONITORING_INTERVAL,
                        maintenance_interval=defaults.MAINTENANCE_INTERVAL, default_result_ttl=defaults.RESULT_TTL, **kwargs)
     info = {"gpu": "" if gpu is None else str(gpu), "threads": "" if threads is None else str(threads)}
-    conn.hset(f"{defaults.KEY_PREFIX}:worker:{name}", mapping=info)
+    conn.hset(keys.worker_info_key(name), mapping=info)
     return worker

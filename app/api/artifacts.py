@@ -14,6 +14,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lmc_core.foundations import layout
+from lmc_core.foundations.layout import RUN_FILES, STAGE_FILE, STAGES_DIR
+
 from .errors import NotFound
 from .models import Artifact
 from .settings import Settings
@@ -21,12 +24,11 @@ from .settings import Settings
 KINDS = {".npz": "npz", ".safetensors": "safetensors", ".json": "json", ".png": "png"}
 MEDIA = {"npz": "application/octet-stream", "safetensors": "application/octet-stream", "json": "application/json",
          "png": "image/png", "other": "application/octet-stream"}
-RUN_FILES = ("config.json", "manifest.json", "stages.json", "summary.json")
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
     """Return the run directory of `run_id` under the artifact root."""
-    return settings.runs_dir / run_id
+    return layout.run_dir(settings.runs_dir, run_id)
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -40,14 +42,14 @@ def _inside(root: Path, path: Path) -> bool:
 def stage_dir(settings: Settings, run_id: str, stage: str) -> Path | None:
     """Return the folder of `stage` in the run, or None when the key would lead outside the run directory."""
     root = run_dir(settings, run_id)
-    folder = root / "stages" / stage
-    return folder if stage and _inside(root / "stages", folder) else None
+    folder = layout.stage_dir(root, stage)
+    return folder if stage and _inside(root / STAGES_DIR, folder) else None
 
 
 def is_done(settings: Settings, run_id: str, stage: str) -> bool:
     """Return True when the stage's stage.json exists (lmc_core writes it last)."""
     folder = stage_dir(settings, run_id, stage)
-    return folder is not None and (folder / "stage.json").is_file()
+    return folder is not None and (folder / STAGE_FILE).is_file()
 
 
 def _register(session: Session, known: dict[tuple[str, str], Artifact], run_id: str, stage: str, path: Path) -> bool:
@@ -107,7 +109,7 @@ def get(session: Session, artifact_id: str) -> Artifact:
 def path_of(settings: Settings, artifact: Artifact) -> Path:
     """Return the file behind `artifact`; 404 when it has vanished from the artifact root."""
     root = run_dir(settings, artifact.run_id)
-    path = (root / "stages" / artifact.stage / artifact.name) if artifact.stage else root / artifact.name
+    path = (layout.stage_dir(root, artifact.stage) / artifact.name) if artifact.stage else root / artifact.name
     if not _inside(root, path) or not path.is_file():
         raise NotFound(f"artifact {artifact.id} ({artifact.stage or 'run'}/{artifact.name}) is registered but its file is gone "
                        "from the artifact root")

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lmc_core.foundations.config import StudyConfig
+from lmc_core.studies.validation import validate_config
 from lmc_core.studies.presets import PRESETS, merge
 
 from .errors import FieldErrors, NotFound
@@ -65,7 +66,7 @@ def _unstorable(value: Any, loc: str) -> list[dict[str, Any]]:
 def validate(raw: dict[str, Any]) -> StudyConfig:
     """Return the StudyConfig `raw` describes; 422 with one dotted path per bad field otherwise."""
     try:
-        cfg = StudyConfig.model_validate(raw)
+        cfg = validate_config(raw)
     except ValidationError as err:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
         raise FieldErrors(errors) from None

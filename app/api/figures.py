@@ -2,23 +2,25 @@
 
 Arrays go out as float32: either plotly's typed arrays ({"dtype": "f4", "bdata": base64, "shape": "r, c"}, which
 plotly.js draws without parsing a list) or nested lists (null for NaN), as the request's `encoding` asks.
+
+Stage keys and mask ids go out with their reading (`stage_ref`, `mask_ref`), parsed here by lmc_core's layout module,
+the one description of the key grammar, so that no client parses a key.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any, Literal
 
 import numpy as np
+
+from lmc_core.foundations.layout import parse_key, parse_mask_id
 
 from .jsonsafe import jsonsafe
 
 Encoding = Literal["typed", "list"]
 PLOTLY_DTYPES = {"float32": "f4", "float64": "f8", "int32": "i4", "int16": "i2", "int8": "i1", "uint8": "u1", "uint16": "u2", "uint32": "u4"}
-_PATH_KEY = re.compile(r"^path/(?P<mask>[^/]+)/k(?P<k>\d+)/p(?P<pair>\d+)$")
-_MASK_ID = re.compile(r"^(?P<source>.+)-k(?P<k>\d+)-r(?P<round>\d+)$")
 
 
 def encode(values: Any, encoding: Encoding, dtype: str = "float32") -> Any:
@@ -42,15 +44,28 @@ def decode(value: Any) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in np.ravel(np.asarray(value, dtype=object))], dtype=np.float64).reshape(np.shape(value))
 
 
-def parse_path_key(key: str) -> dict[str, Any] | None:
-    """Return {mask, source, round, rewind_step, pair} of a path stage key, or None when `key` is not one."""
-    m = _PATH_KEY.match(key)
-    if m is None:
+def stage_ref(key: str) -> dict[str, Any] | None:
+    """Return what stage `key` names, {key, kind, mask, source, round, k, pair, set} (layout.parse_key; k is the rewind
+    step, null where a kind has no such field), or None for '' (a run-level file) and keys outside the grammar."""
+    try:
+        return parse_key(key).as_dict()
+    except ValueError:
         return None
-    mask = m["mask"]
-    mm = _MASK_ID.match(mask)
-    source, rnd = (mm["source"], int(mm["round"])) if mm else (mask, 0)
-    return {"mask": mask, "source": source, "round": rnd, "rewind_step": int(m["k"]), "pair": int(m["pair"])}
+
+
+def mask_ref(mid: str) -> dict[str, Any] | None:
+    """Return what mask id `mid` names, {mask, source, k, round} (layout.parse_mask_id; the dense mask is
+    ('dense', null, 0)), or None for an id outside the grammar."""
+    try:
+        source, k, rnd = parse_mask_id(mid)
+    except ValueError:
+        return None
+    return {"mask": mid, "source": source, "k": k, "round": rnd}
+
+
+def with_mask_refs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return summary-table rows with `mask_ref` added to every row that names a mask (the rows are not modified)."""
+    return [{**r, "mask_ref": mask_ref(r["mask"])} if isinstance(r.get("mask"), str) else r for r in rows]
 
 
 def interpolation(curves: list[tuple[str, dict[str, np.ndarray]]], table: list[dict[str, Any]], encoding: Encoding) -> dict[str, Any]:
@@ -58,12 +73,13 @@ def interpolation(curves: list[tuple[str, dict[str, np.ndarray]]], table: list[d
     sparsity = {(row["mask"], row["rewind_step"]): row.get("sparsity") for row in table}
     out = []
     for key, arrays in curves:
-        meta = parse_path_key(key)
-        if meta is None:
+        ref = stage_ref(key)
+        if ref is None or ref["kind"] != "path":
             continue
+        meta = {"mask": ref["mask"], "source": ref["source"], "round": ref["round"], "rewind_step": ref["k"], "pair": ref["pair"]}
         splits = sorted(k[len("error_"):] for k in arrays if k.startswith("error_"))
         out.append({
-            "stage": key, **meta, "sparsity": sparsity.get((meta["mask"], meta["rewind_step"])),
+            "stage": key, "stage_ref": ref, **meta, "sparsity": sparsity.get((meta["mask"], meta["rewind_step"])),
             "alphas": encode(arrays["alphas"], encoding),
             "error": {s: encode(arrays[f"error_{s}"], encoding) for s in splits},
             "loss": {s: encode(arrays[f"loss_{s}"], encoding) for s in splits},
@@ -111,7 +127,7 @@ def surface(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], spl
     meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
     points = meta.get("points") or info.get("points") or {}
     return jsonsafe({
-        "stage": stage, "split": split, "splits": splits, "plane": info.get("plane"), "span": info.get("span"),
+        "stage": stage, "stage_ref": stage_ref(stage), "split": split, "splits": splits, "plane": info.get("plane"), "span": info.get("span"),
         "resolution": info.get("resolution"), "loss_min": info.get("loss_min"), "loss_max": info.get("loss_max"),
         "x": encode(arrays["xs"], encoding), "y": encode(arrays["ys"], encoding),
         "loss": encode(np.asarray(arrays[f"loss_{split}"]).T, encoding), "error": encode(np.asarray(arrays[f"error_{split}"]).T, encoding),
@@ -138,4 +154,4 @@ def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bin
             "examples", "hvps", "diagonal", "mask", "k", "pair")
     summary = {k: info[k] for k in keep if k in info}
     summary["diagonal_stats"] = summary.pop("diagonal", None)
-    return jsonsafe({"stage": stage, **summary, "density": density, "diagonal_histogram": histogram})
+    return jsonsafe({"stage": stage, "stage_ref": stage_ref(stage), **summary, "density": density, "diagonal_histogram": histogram})

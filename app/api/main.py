@@ -15,8 +15,8 @@ import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+import worker
 from lmc_core import __version__
-from worker import queue as wq
 
 from . import errors, openapi
 from .db import make_engine, make_sessions, migrate
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = make_sessions(engine)
-    app.state.redis = wq.connect(settings.redis_url)
+    app.state.redis = worker.connect(settings.redis_url)
     errors.install(app)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     routers = [module.router for module in (health, studies, results, presets, gallery, users)]

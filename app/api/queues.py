@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from worker import queue as wq
+from worker import queue_summary
 
 from .errors import FieldErrors
 from .settings import Settings
@@ -34,7 +34,7 @@ def summary(conn: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
     """Return one QueueOut per allowed queue, default first; workers, busy and queued are None when Redis does not answer."""
     names = settings.allowed_queues
     try:
-        rows = {r["name"]: r for r in wq.queue_summary(conn, names)}
+        rows = {r["name"]: r for r in queue_summary(conn, names)}
     except REDIS_DOWN:
         rows = {}
     return [{"name": n, "default": n == settings.queue, "workers": rows[n]["workers"] if n in rows else None,

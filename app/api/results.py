@@ -10,8 +10,11 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lmc_core.foundations.layout import STAGE_FILE, SUMMARY_FILE
+
 from . import artifacts, key_results
 from .errors import NotFound
+from .figures import with_mask_refs
 from .jsonsafe import jsonsafe
 from .models import Artifact, Result, Study, utcnow
 from .settings import Settings
@@ -19,7 +22,7 @@ from .settings import Settings
 
 def read_summary(settings: Settings, run_id: str) -> dict[str, Any] | None:
     """Return the run's summary.json (written by the worker after every stage), or None while there is none."""
-    path = artifacts.run_dir(settings, run_id) / "summary.json"
+    path = artifacts.run_dir(settings, run_id) / SUMMARY_FILE
     try:
         return jsonsafe(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -43,11 +46,13 @@ def store_summary(session: Session, study: Study, summary: dict[str, Any]) -> bo
 
 
 def public(session: Session, study: Study) -> dict[str, Any]:
-    """Return the study's results as ResultsOut expects them (empty tables while nothing is finished)."""
+    """Return the study's results as ResultsOut expects them (empty tables while nothing is finished); the rows of the
+    study and analysis tables carry `mask_ref`, the reading of their mask id."""
     row = session.get(Result, study.id)
     return {
         "study_id": study.id, "run_id": study.run_id, "status": study.status, "available": row is not None,
-        "table": row.table if row else [], "analysis": row.analysis if row else [], "synthetic": row.synthetic if row else [],
+        "table": with_mask_refs(row.table) if row else [], "analysis": with_mask_refs(row.analysis) if row else [],
+        "synthetic": row.synthetic if row else [],
         "stages": row.stages if row else {}, "updated_at": row.updated_at if row else None,
     }
 
@@ -79,5 +84,5 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def stage_info(session: Session, settings: Settings, study: Study, stage: str) -> dict[str, Any]:
     """Return the stage.json of a finished stage of the study (404 naming the finished stages otherwise)."""
-    _, path = stage_file(session, settings, study, stage, "stage.json")
+    _, path = stage_file(session, settings, study, stage, STAGE_FILE)
     return jsonsafe(json.loads(path.read_text()))

@@ -197,13 +197,45 @@ class CancelOut(BaseModel):
 # ---- results --------------------------------------------------------------------------------------------------
 
 
+class StageRefOut(BaseModel):
+    """What a stage key names, read by lmc_core.foundations.layout.parse_key (the one description of the key grammar);
+    fields a kind does not have are null (a synthetic set has no round)."""
+
+    key: str = Field(description="The stage key, e.g. surface/imp-k0-r2/k0/p0.")
+    kind: str = Field(description="init, parent, mask, copies, path, surface, hessian, experts, synthetic or synthetic_eval.")
+    mask: str | None = Field(description="The mask id, e.g. imp-k0-r2 or dense.")
+    source: str | None = Field(description="The mask source, e.g. imp, random, distilled.dm; dense for the shared round-0 mask.")
+    round: int | None = Field(description="The pruning round (0 = dense).")
+    k: int | None = Field(description="The rewind step: the training step whose weights the subnetwork restarts from.")
+    pair: int | None = Field(description="The seed pair (index into stability.pairs).")
+    set: str | None = Field(description="The synthetic set's name.")
+
+
+class MaskRefOut(BaseModel):
+    """What a mask id names, read by lmc_core.foundations.layout.parse_mask_id; the dense mask is (dense, null, 0)."""
+
+    mask: str
+    source: str
+    k: int | None = Field(description="The rewind step the mask was found with; null for the dense mask.")
+    round: int
+
+
+class ResultRow(BaseModel):
+    """One row of a summary table as lmc_core's Run tables write it (every field kept), with the reading of its mask id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mask: str | None = Field(None, description="The subnetwork's mask id, e.g. imp-k0-r2.")
+    mask_ref: MaskRefOut | None = Field(None, description="The mask id read: source, rewind step k and round.")
+
+
 class ResultsOut(BaseModel):
     study_id: str
     run_id: str
     status: str
     available: bool = Field(description="False until a worker has written the study's summary.")
-    table: list[dict[str, Any]]
-    analysis: list[dict[str, Any]]
+    table: list[ResultRow] = Field(description="One row per (mask source, rewind step, round): sparsity, accuracies, barriers.")
+    analysis: list[ResultRow] = Field(description="One row per analysed subnetwork and pair: top eigenvalue, trace, surface loss range.")
     synthetic: list[dict[str, Any]]
     stages: dict[str, str]
     updated_at: datetime | None
@@ -211,7 +243,8 @@ class ResultsOut(BaseModel):
 
 class ArtifactOut(BaseModel):
     id: str
-    stage: str
+    stage: str = Field(description="The stage key of the file's stage; '' for run-level files (config.json, summary.json, ...).")
+    stage_ref: StageRefOut | None = Field(description="The stage key read; null for run-level files.")
     name: str
     kind: str
     bytes: int
@@ -228,9 +261,36 @@ class FigureOut(BaseModel):
     encoding: Literal["typed", "list"]
 
 
+class StageFigureOut(FigureOut):
+    """The data of a figure of one stage (a surface or a Hessian)."""
+
+    stage: str = Field(description="The stage key drawn, e.g. surface/imp-k0-r2/k0/p0.")
+    stage_ref: StageRefOut | None = Field(description="The stage key read.")
+
+
+class CurveOut(BaseModel):
+    """One interpolation curve: error and loss per split along the path between pair `pair`'s two copies."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage: str = Field(description="The path stage's key, e.g. path/imp-k0-r2/k0/p0.")
+    stage_ref: StageRefOut = Field(description="The stage key read.")
+    mask: str
+    source: str
+    round: int
+    rewind_step: int
+    pair: int
+    sparsity: float | None = Field(description="Sparsity (%) of the subnetwork, from the results table; null until its row exists.")
+
+
+class InterpolationFigureOut(FigureOut):
+    curves: list[CurveOut]
+
+
 class FiguresIndex(BaseModel):
     study_id: str
     figures: dict[str, list[str]] = Field(description="Figure name -> the stages it can be drawn for ([] = the whole study).")
+    stage_refs: dict[str, list[StageRefOut]] = Field(description="Figure name -> those stages' keys read, in the same order.")
 
 
 # ---- presets, health, users -------------------------------------------------------------------------------------

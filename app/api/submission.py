@@ -1,4 +1,4 @@
-"""Handing studies to the queue (worker.queue) after the database has committed them; Redis trouble becomes a 503."""
+"""Handing studies to the queue (worker.submit_study) after the database has committed them; Redis trouble becomes a 503."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session
 
-from worker import queue as wq
+from worker import cancel_study, submit_study
 
 from .errors import QueueUnavailable
 from .models import Study
@@ -33,7 +33,7 @@ def submit(session: Session, conn: redis.Redis, study: Study, settings: Settings
     sync task's reconciliation submits it once Redis answers.
     """
     try:
-        job_id = wq.submit_study(conn, study.id, study.config, str(settings.artifact_root), study.queue or settings.queue)
+        job_id = submit_study(conn, study.id, study.config, str(settings.artifact_root), study.queue or settings.queue)
     except REDIS_DOWN as err:
         log.warning("study %s recorded but not submitted: %s", study.id, err)
         raise unavailable(err, f"study {study.id} is recorded as queued but not yet submitted; it will be submitted "
@@ -46,6 +46,6 @@ def submit(session: Session, conn: redis.Redis, study: Study, settings: Settings
 def cancel(conn: redis.Redis, study: Study) -> int:
     """Return how many jobs were cancelled or stopped for `study`; 503 if Redis is down (nothing changes then)."""
     try:
-        return wq.cancel_study(conn, study.id)
+        return cancel_study(conn, study.id)
     except REDIS_DOWN as err:
         raise unavailable(err, f"study {study.id} could not be cancelled (it keeps its state)") from None

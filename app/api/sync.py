@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import queue as wq
+from worker import reconcile_study, requeue_abandoned, study_status, submit_study, workers_per_queue
 
 from . import artifacts, key_results, progress, results
 from .jsonsafe import jsonsafe
@@ -118,16 +118,16 @@ class Syncer:
 
     def reconcile(self) -> dict[str, Any]:
         """Return {requeued, resubmitted}: jobs of dead workers requeued and unfinished studies resubmitted to Redis."""
-        requeued = wq.requeue_abandoned(self.conn)
+        requeued = requeue_abandoned(self.conn)
         resubmitted = []
         with self.sessions() as session:
             for study in self._active(session):
                 try:
                     if study.submitted:
-                        job_id = wq.reconcile_study(self.conn, study.id, study.config, study.run_id, str(self.settings.artifact_root),
-                                                    self.queue_of(study))
+                        job_id = reconcile_study(self.conn, study.id, study.config, study.run_id, str(self.settings.artifact_root),
+                                                 self.queue_of(study))
                     else:
-                        job_id = wq.submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
+                        job_id = submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
                 except REDIS_DOWN:
                     raise
                 except Exception:  # e.g. a damaged stages.json: reconcile the other studies anyway
@@ -152,7 +152,7 @@ class Syncer:
         with self.sessions() as session:
             pending = session.scalars(select(Study).where(Study.status.in_(ACTIVE_STATES), Study.submitted.is_(False))).all()
             for study in pending:
-                job_id = wq.submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
+                job_id = submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
                 self._mark_submitted(session, study.id, job_id)
                 done.append(study.id)
         return done
@@ -163,10 +163,10 @@ class Syncer:
         changed = 0
         with self.sessions() as session:
             studies = session.scalars(select(Study).where(Study.status.in_(ACTIVE_STATES), Study.submitted.is_(True))).all()
-            workers = wq.workers_per_queue(self.conn) if studies else {}  # once per tick: it reads every worker's key
+            workers = workers_per_queue(self.conn) if studies else {}  # once per tick: it reads every worker's key
             for study in studies:
                 try:
-                    status = wq.study_status(self.conn, study.id, study.run_id, str(self.settings.artifact_root))
+                    status = study_status(self.conn, study.id, study.run_id, str(self.settings.artifact_root))
                     changed += self.apply(session, study, status, workers.get(self.queue_of(study), 0))
                 except REDIS_DOWN:
                     raise
@@ -194,7 +194,7 @@ class Syncer:
         `workers`: live workers on the study's queue (counted here when None), for the ETA.
         """
         if workers is None:
-            workers = wq.workers_per_queue(self.conn).get(self.queue_of(study), 0)
+            workers = workers_per_queue(self.conn).get(self.queue_of(study), 0)
         digest = hashlib.sha256(json.dumps([status, workers], sort_keys=True, default=str).encode()).hexdigest()
         if self._seen.get(study.id) == digest:
             return False

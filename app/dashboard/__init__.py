@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STATIC = Path(__file__).resolve().parents[2] / "static"
+STATIC = Path(__file__).resolve().parent / "static"  # package data: ships in the wheel (pyproject: tool.setuptools.package-data)
 
 
 def create_dash(api_url: str):

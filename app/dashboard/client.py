@@ -1,13 +1,18 @@
-"""The one module that talks to the LMC Lab API: httpx with timeouts, every failure turned into a message a person can read."""
+"""The one module that talks to the LMC Lab API: httpx with timeouts, every failure turned into a message a person can read.
+
+A Dash app is bound to its API once, when it is built (`bind`, on its Flask server); pages and callbacks obtain a client
+per request with `api(token)`, which carries the visitor's token: no module holds a client or an API address.
+"""
 
 from __future__ import annotations
 
 import threading
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
+from flask import Flask, current_app
 
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
@@ -138,9 +143,10 @@ class Client:
         """Return a study's summary tables."""
         return self.get(f"/api/studies/{study_id}/results")
 
-    def figures_index(self, study_id: str) -> dict[str, list[str]]:
-        """Return {figure name: stages} of the figures a study can draw now."""
-        return self.get(f"/api/studies/{study_id}/figures")["figures"]
+    def figures_index(self, study_id: str) -> dict[str, Any]:
+        """Return the figures a study can draw now: {study_id, figures: {figure name: stage keys}, stage_refs: {figure name:
+        the API's readings of those keys}}."""
+        return self.get(f"/api/studies/{study_id}/figures")
 
     def figure(self, study_id: str, name: str, **params: Any) -> dict[str, Any]:
         """Return the figure-ready JSON of one figure (typed arrays unless encoding='list')."""
@@ -214,3 +220,34 @@ class Client:
     def arrays(self, study_id: str, kind: str, stage: str | None = None) -> bytes:
         """Return a stage's arrays as npz bytes (kind: path, surface or hessian)."""
         return self.get_bytes(f"/api/studies/{study_id}/arrays/{kind}", stage=stage)
+
+
+class Api:
+    """Builds a Client per request with the visitor's token: the token lives in the browser, never on the server."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def __call__(self, token: str | None = None) -> Client:
+        return Client(self.base_url, token or None)
+
+
+EXTENSION = "lmc_api"  # the key of the bound Api in the Flask server's `extensions`
+
+
+def bind(server: Flask, base_url: str) -> Api:
+    """Bind the API at `base_url` to a Dash app's Flask server, where `api` finds it during each request; return the Api."""
+    bound = server.extensions[EXTENSION] = Api(base_url)
+    return bound
+
+
+def api(token: str | None = None) -> Client:
+    """Return a client of the API bound to the app serving the current request, sending `token` (None: anonymous).
+
+    Raises RuntimeError outside a request of a bound app (Flask's application context).
+    """
+    try:
+        bound = current_app.extensions[EXTENSION]
+    except KeyError:
+        raise RuntimeError("this Dash app is bound to no API: build it with app.dashboard.create_dash(api_url)") from None
+    return bound(token)

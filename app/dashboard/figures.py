@@ -6,7 +6,6 @@ Every array goes into the figure as a numpy float32 array, so plotly serialises 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,7 +25,6 @@ METRICS = {
     "loss_barrier": ("loss barrier (cross-entropy, nats)", ""),
 }
 QUANTITY_AXIS = {"error": dict(title="error (%)", ticksuffix="%"), "loss": dict(title="loss (cross-entropy, nats)")}
-_MASK_ID = re.compile(r"^(?P<source>.+)-k(?P<k>\d+)-r(?P<round>\d+)$")
 
 
 def f32(seq: Any) -> np.ndarray:
@@ -49,14 +47,6 @@ def empty(message: str, height: int = 300) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return base_layout(fig, height=height)
-
-
-def parse_mask(mask: str) -> dict[str, Any]:
-    """Return {source, rewind_step, round} of a mask id like 'distilled.dm-k625-r2' ('dense' -> dense, round 0)."""
-    m = _MASK_ID.match(mask)
-    if m is None:
-        return {"source": mask, "rewind_step": None, "round": 0}
-    return {"source": m["source"], "rewind_step": int(m["k"]), "round": int(m["round"])}
 
 
 # ---------------------------------------------------------------------------------------------- vs sparsity
@@ -224,8 +214,12 @@ def shared_range(datas: Sequence[dict[str, Any]], quantity: str = "loss", log: b
 
 
 def analysis_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the analysis table's rows with source, round and rewind step parsed from their mask id."""
-    return [{**r, **parse_mask(r.get("mask", ""))} for r in rows]
+    """Return the analysis table's rows with the source and round of their mask (the API's reading of it, `mask_ref`)."""
+    out = []
+    for r in rows:
+        ref = r.get("mask_ref") or {}
+        out.append({**r, "source": ref.get("source", r.get("mask", "")), "round": ref.get("round", 0)})
+    return out
 
 
 def hessian_by_round(rows: Sequence[dict[str, Any]]) -> go.Figure:

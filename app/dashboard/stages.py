@@ -1,28 +1,25 @@
-"""Stage keys as people read them: 'surface/distilled.dm-k625-r2/k625/p0' -> 'distilled IMP (dm), round 2, k=625, pair 0'."""
+"""Stage keys as people read them, from the API's readings of them (stage_ref: {key, kind, mask, source, round, k, pair, set}):
+surface/distilled.dm-k625-r2/k625/p0 -> 'distilled IMP (dm), round 2, k=625, pair 0'. The dashboard never parses a key itself."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from . import palette
-from .figures import parse_mask
 
 
-def label(key: str) -> str:
-    """Return a reader's label for an analysis stage key (surface/..., hessian/..., path/...)."""
-    parts = key.split("/")
-    if len(parts) < 2:
-        return key
-    m = parse_mask(parts[1])
-    bits = [palette.label(m["source"]), f"round {m['round']}"]
-    bits += [p.replace("k", "k=", 1) if p.startswith("k") else p.replace("p", "pair ", 1) for p in parts[2:]]
+def label(ref: dict[str, Any]) -> str:
+    """Return a reader's label for a stage of a subnetwork (surface, hessian, path, copies, mask): source, round, and for
+    one pair's stages its rewind step and pair; other stages (no mask source) by their key."""
+    if ref.get("source") is None:
+        return ref["key"]
+    bits = [palette.label(ref["source"]), f"round {ref['round']}"]
+    if ref.get("pair") is not None:
+        bits += [f"k={ref['k']}", f"pair {ref['pair']}"]
     return ", ".join(bits)
 
 
-def options(keys: list[str]) -> list[dict[str, str]]:
-    """Return dropdown options for stage keys."""
-    return [{"label": label(k), "value": k} for k in keys]
-
-
-def source_of(key: str) -> str:
-    """Return the mask source of an analysis stage key."""
-    parts = key.split("/")
-    return parse_mask(parts[1])["source"] if len(parts) > 1 else key
+def options(refs: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    """Return dropdown options (label, value = the stage key) for stage readings."""
+    return [{"label": label(r), "value": r["key"]} for r in refs]

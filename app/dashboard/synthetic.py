@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import dash_table, html
+from dash import dash_table
 
 from . import figures, safetensors_np, ui
 from .client import ApiError, Client
+from .ids import Study, pattern
 
 
 def score_rows(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -31,11 +32,13 @@ def view(client: Client, study_id: str, sets: list[dict[str, Any]]) -> list[Any]
     out: list[Any] = [dash_table.DataTable(data=rows, columns=[{"name": k, "id": k} for k in rows[0]], style_as_list_view=True,
                                            style_cell={"fontFamily": "inherit", "padding": "4px 8px"}, style_header={"fontWeight": "600"})]
     try:
-        files = {a["stage"]: a for a in client.artifacts(study_id) if a["name"] == "images.safetensors"}
+        # each set's stored images, found by the API's reading of their stage key (kind synthetic, the set's name)
+        files = {a["stage_ref"]["set"]: a for a in client.artifacts(study_id)
+                 if a["name"] == "images.safetensors" and (a.get("stage_ref") or {}).get("kind") == "synthetic"}
     except ApiError as err:
         return out + [ui.error(err.message)]
     for s in sets:
-        art = files.get(s.get("key") or f"synthetic/{s.get('set')}")
+        art = files.get(s.get("set"))
         if art is None:
             out.append(ui.empty(f"set {s.get('set')}: no stored images"))
             continue
@@ -45,6 +48,5 @@ def view(client: Client, study_id: str, sets: list[dict[str, Any]]) -> list[Any]
             out.append(ui.error(getattr(err, "message", str(err)), title=f"set {s.get('set')}"))
             continue
         fig = figures.synthetic_grid(tensors["images"], tensors["labels"], title=f"set {s.get('set')} ({s.get('method')}): a few per class")
-        out.append(ui.graph({"type": "synthetic-grid", "set": str(s.get("set"))}))
-        out[-1].figure = fig
+        out.append(ui.graph(pattern(Study.SYNTHETIC_GRID_TYPE, set=str(s.get("set"))), figure=fig))
     return out

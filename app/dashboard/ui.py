@@ -48,10 +48,10 @@ def card(title: str, *children: Any, id: str | None = None, extra: Any = None) -
     return html.Section([html.Div(head, className="card-head"), *children], className="card", **kw)
 
 
-def graph(id: Any, height: int | None = None) -> dcc.Graph:
-    """Return a graph with the house modebar (PNG export at 2x, no logo)."""
+def graph(id: Any, height: int | None = None, figure: Any = None) -> dcc.Graph:
+    """Return a graph with the house modebar (PNG export at 2x, no logo), drawing `figure` when given."""
     style = {"height": f"{height}px"} if height else None
-    return dcc.Graph(id=id, config=GRAPH_CONFIG, style=style)
+    return dcc.Graph(id=id, config=GRAPH_CONFIG, style=style, **({"figure": figure} if figure is not None else {}))
 
 
 def edit_only(*children: Any, className: str = "", **kw: Any) -> html.Div:

@@ -7,9 +7,16 @@ its own events and popstate), so the page is not re-rendered on every control ch
 from __future__ import annotations
 
 import json
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from dash import Input, Output
+
+
+class ClientsideTarget(Protocol):
+    """Where a clientside callback is registered: a Dash app or a page's Callbacks."""
+
+    def clientside_callback(self, function: str, *dependencies: Any, **kwargs: Any) -> Any: ...
 
 
 def params(search: str | None) -> dict[str, list[str]]:
@@ -31,10 +38,10 @@ def many(kw: dict, name: str) -> list[str] | None:
     return None if v is None else [x for x in v.split(",") if x]
 
 
-def sync(app, sink_id: str, fields: dict[str, tuple[str, str]]) -> None:
-    """Register a clientside callback that writes `fields` ({param: (component id, prop)}) into the address bar."""
+def sync(target: ClientsideTarget, sink_id: str, fields: dict[str, tuple[str, str]]) -> None:
+    """Register on `target` a clientside callback that writes `fields` ({param: (component id, prop)}) into the address bar."""
     names = list(fields)
-    app.clientside_callback(
+    target.clientside_callback(
         f"""function() {{
             const names = {json.dumps(names)};
             const q = new URLSearchParams();

@@ -18,6 +18,7 @@ Stage keys (they double as folders under `stages/`):
     path/{mask id}/k{K}/p{P}     the linear path between pair P's two copies, with its barriers
     surface/{mask id}/k{K}/p{P}  a 2-D loss surface through pair P's copies
     hessian/{mask id}/k{K}/p{P}  the Hessian of pair P's copy A in its unpruned subspace
+    {kind}/{mask id}/k{K}/p{P}   any other analysis kind, keyed like the two above
     experts/{hash}               MTT expert trajectories, shared by every set with the same settings
     synthetic/{set}              a distilled (or imported) synthetic set
     synthetic-eval/{set}         fresh networks trained on the set, on a size-matched real subset and on noise
@@ -44,7 +45,8 @@ RUN_FILES = (CONFIG_FILE, MANIFEST_FILE, PLAN_FILE, SUMMARY_FILE)
 DENSE = "dense"
 
 _MASK_ID = re.compile(r"(?P<source>.+)-k(?P<k>\d+)-r(?P<round>\d+)")
-_SUBNETWORK = re.compile(r"(?P<kind>copies|path|surface|hessian)/(?P<mask>[^/]+)/k(?P<k>\d+)/p(?P<pair>\d+)")
+# copies, path and every analysis kind (surface, hessian, and kinds registered later) key a subnetwork and a pair.
+_SUBNETWORK = re.compile(r"(?P<kind>[a-z][a-z0-9_]*)/(?P<mask>[^/]+)/k(?P<k>\d+)/p(?P<pair>\d+)")
 _BY_NAME = {"synthetic": "synthetic", "synthetic-eval": "synthetic_eval", "experts": "experts"}
 
 

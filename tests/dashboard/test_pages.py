@@ -4,14 +4,17 @@ their callbacks and their API client."""
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dash import Input, Output
 from flask import Flask
 
-from app.dashboard import create_dash, routes, stages
+from app.dashboard import create_dash, routes, stages, synthetic
 from app.dashboard.callbacks import Callbacks
 from app.dashboard.client import ApiError, api
 from app.dashboard.pages import gallery, launch, studies
@@ -166,3 +169,81 @@ def test_pages_get_the_api_client_of_the_app_serving_the_request():
         api()  # outside a request: the study page's prefetch falls back to its callbacks
     with Flask(__name__).test_request_context("/"), pytest.raises(RuntimeError, match="bound to no API"):
         api()
+
+
+def _safetensors(**arrays: np.ndarray) -> bytes:
+    """Return a safetensors file holding `arrays` (F32 or I64)."""
+    header, blobs, offset = {}, [], 0
+    for name, a in arrays.items():
+        raw = a.tobytes()
+        header[name] = {"dtype": {"float32": "F32", "int64": "I64"}[str(a.dtype)], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    return struct.pack("<Q", len(head)) + head + b"".join(blobs)
+
+
+def test_synthetic_sets_find_their_images_by_the_api_reading_of_the_stage():
+    images = np.zeros((4, 1, 8, 8), np.float32)
+
+    class Client:
+        def artifacts(self, study_id: str) -> list[dict]:
+            # an images file of another kind of stage, and one of the set whose stage key is read as kind synthetic, set "s1"
+            return [{"stage": "experts/ab12", "name": "images.safetensors", "url": "/x",
+                     "stage_ref": {"key": "experts/ab12", "kind": "experts", "set": None}},
+                    {"stage": "synthetic/s1", "name": "images.safetensors", "url": "/s1",
+                     "stage_ref": {"key": "synthetic/s1", "kind": "synthetic", "set": "s1"}},
+                    {"stage": "", "name": "summary.json", "url": "/sum", "stage_ref": None}]
+
+        def get_bytes(self, url: str) -> bytes:
+            assert url == "/s1"
+            return _safetensors(images=images, labels=np.array([0, 0, 1, 1]))
+
+    sets = [{"set": "s1", "method": "dm", "evaluation": {}}, {"set": "s2", "method": "mtt", "evaluation": {}}]
+    out = synthetic.view(Client(), "study", sets)
+    grids = [c for c in out if getattr(c, "id", None) == {"type": "synthetic-grid", "set": "s1"}]
+    assert len(grids) == 1 and grids[0].figure.data[0].type == "heatmap"
+    assert any("set s2: no stored images" in str(getattr(c, "children", "")) for c in out)
+
+
+def test_the_study_layout_prefetches_through_the_app_api_and_labels_stages_from_readings():
+    from app.dashboard.client import EXTENSION
+    from app.dashboard.pages import study
+
+    surface = {"key": "surface/imp-k0-r2/k0/p0", "kind": "surface", "mask": "imp-k0-r2", "source": "imp", "round": 2, "k": 0, "pair": 0,
+               "set": None}
+
+    class Client:
+        def study(self, sid: str) -> dict:
+            return {"id": sid, "name": "mine", "status": "finished", "run_id": "r1", "tags": []}
+
+        def progress(self, sid: str) -> dict:
+            return {"done": 5, "total": 5, "status": "finished", "running": [], "failed": [], "log_tail": []}
+
+        def figures_index(self, sid: str) -> dict:
+            return {"study_id": sid, "figures": {"surface": [surface["key"]]}, "stage_refs": {"surface": [surface]}}
+
+        def results(self, sid: str) -> dict:
+            return {"table": [], "analysis": []}
+
+    app = create_dash("http://127.0.0.1:9")
+    page = study.layout("s1")  # outside a request: no API to ask, the callbacks fetch instead
+    assert page.children[1].data is None and page.children[5].interval == study.header.FIRST_POLL_MS
+    app.server.extensions[EXTENSION] = lambda token=None: Client()
+    with app.server.test_request_context("/study/s1"):
+        page = study.layout("s1", tab="landscape")
+    stores = {c.id: c for c in page.children if getattr(c, "id", None) in ("st-rev", "st-index", "st-poll")}
+    assert stores["st-rev"].data == "5:finished" and stores["st-index"].data["_rev"] == "5:finished"
+    assert stores["st-poll"].disabled, "a finished study is not polled"
+    dropdown = next(d for d in _walk(page) if getattr(d, "id", None) == "st-surface-stage")
+    assert dropdown.value == surface["key"] and dropdown.options == [{"label": "IMP (real data), round 2, k=0, pair 0", "value": surface["key"]}]
+
+
+def _walk(component: object) -> list:
+    """Return the component and every component below it."""
+    out = [component]
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children] if children is not None else []:
+        out += _walk(child)
+    return out

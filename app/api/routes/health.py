@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from lmc_core import __version__
-from worker import queue as wq
+from worker import live_workers
 
 from .. import queues
 from ..deps import QUEUE_DOWN, READ_ERRORS, Reader, RedisDep, SessionDep, SettingsDep
@@ -30,7 +30,7 @@ def health(session: SessionDep, conn: RedisDep) -> dict[str, Any]:
     workers = None
     try:
         conn.ping()
-        workers = len(wq.live_workers(conn))
+        workers = len(live_workers(conn))
     except REDIS_DOWN as err:
         redis_state.update(ok=False, error=f"{err.__class__.__name__}: {err}")
     ok = database["ok"] and redis_state["ok"]
@@ -41,7 +41,7 @@ def health(session: SessionDep, conn: RedisDep) -> dict[str, Any]:
 def list_workers(conn: RedisDep, _: Reader) -> list[dict[str, Any]]:
     """Return the live workers: name, queues, state, current job and stage, GPU, last heartbeat."""
     try:
-        return wq.live_workers(conn)
+        return live_workers(conn)
     except REDIS_DOWN as err:
         raise unavailable(err, "the workers cannot be listed") from None
 

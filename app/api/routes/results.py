@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from .. import artifacts, figures, results
 from ..deps import NOT_FOUND, READ_ERRORS, Reader, SessionDep, SettingsDep
 from ..errors import NotFound
-from ..schemas import ArtifactOut, FigureOut, FiguresIndex, ResultsOut
+from ..schemas import ArtifactOut, FigureOut, FiguresIndex, InterpolationFigureOut, ResultsOut, StageFigureOut
 from .studies import StudyDep
 
 router = APIRouter(tags=["results"], responses={**READ_ERRORS, **NOT_FOUND})
@@ -37,9 +37,16 @@ def get_results(study: StudyDep, session: SessionDep) -> dict:
 
 @router.get("/studies/{study_id}/artifacts", response_model=list[ArtifactOut])
 def list_artifacts(study: StudyDep, session: SessionDep) -> list[dict]:
-    """Return the files of the study's finished stages (weights, masks, arrays, stage.json), each with its download URL."""
-    return [{"id": a.id, "stage": a.stage, "name": a.name, "kind": a.kind, "bytes": a.bytes, "url": f"/api/artifacts/{a.id}"}
-            for a in artifacts.for_run(session, study.run_id)]
+    """Return the files of the study's finished stages (weights, masks, arrays, stage.json), each with its download URL and
+    the reading of its stage key."""
+    refs: dict[str, dict | None] = {}
+    out = []
+    for a in artifacts.for_run(session, study.run_id):
+        if a.stage not in refs:
+            refs[a.stage] = figures.stage_ref(a.stage) if a.stage else None
+        out.append({"id": a.id, "stage": a.stage, "stage_ref": refs[a.stage], "name": a.name, "kind": a.kind, "bytes": a.bytes,
+                    "url": f"/api/artifacts/{a.id}"})
+    return out
 
 
 @router.get("/artifacts/{artifact_id}", response_class=FileResponse, responses=_FILE_RESPONSES)
@@ -67,8 +74,9 @@ def stage_info(study: StudyDep, session: SessionDep, settings: SettingsDep,
 
 @router.get("/studies/{study_id}/figures", response_model=FiguresIndex)
 def figures_index(study: StudyDep, session: SessionDep) -> dict:
-    """Return which figures the study can draw now, and for surface and Hessian figures the stages to choose from."""
-    available = {}
+    """Return which figures the study can draw now, and for surface and Hessian figures the stages to choose from, each
+    with its reading (stage_refs)."""
+    available: dict[str, list[str]] = {}
     if results.stages_with(session, study.run_id, "path.npz"):
         available["interpolation"] = []
     if results.public(session, study)["table"]:
@@ -77,10 +85,11 @@ def figures_index(study: StudyDep, session: SessionDep) -> dict:
         stages = results.stages_with(session, study.run_id, f"{name}.npz")
         if stages:
             available[name] = stages
-    return {"study_id": study.id, "figures": available}
+    refs = {name: [ref for ref in map(figures.stage_ref, keys) if ref is not None] for name, keys in available.items()}
+    return {"study_id": study.id, "figures": available, "stage_refs": refs}
 
 
-@router.get("/studies/{study_id}/figures/interpolation", response_model=FigureOut)
+@router.get("/studies/{study_id}/figures/interpolation", response_model=InterpolationFigureOut)
 def interpolation_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, encoding: EncodingQuery = "typed") -> dict:
     """Return every interpolation curve (error and loss along the path, per split) with its mask source, round and sparsity."""
     stages = results.stages_with(session, study.run_id, "path.npz")
@@ -100,7 +109,7 @@ def sparsity_figure(study: StudyDep, session: SessionDep) -> dict:
     return {"study_id": study.id, "figure": "sparsity", "encoding": "list", **figures.sparsity(table)}
 
 
-@router.get("/studies/{study_id}/figures/surface", response_model=FigureOut)
+@router.get("/studies/{study_id}/figures/surface", response_model=StageFigureOut)
 def surface_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, stage: StageQuery = None,
                    split: Annotated[Literal["train", "test"] | None, Query()] = None, encoding: EncodingQuery = "typed") -> dict:
     """Return a loss surface (x, y, loss and error grids with rows along y) and the positions of the rewind point and both copies."""
@@ -112,7 +121,7 @@ def surface_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, 
     return {"study_id": study.id, "figure": "surface", "encoding": encoding, **data}
 
 
-@router.get("/studies/{study_id}/figures/hessian", response_model=FigureOut)
+@router.get("/studies/{study_id}/figures/hessian", response_model=StageFigureOut)
 def hessian_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, stage: StageQuery = None,
                    bins: Annotated[int, Query(ge=1, le=1000, description="Bins of the diagonal's histogram.")] = 50,
                    encoding: EncodingQuery = "typed") -> dict:

@@ -9,9 +9,12 @@ import dash
 from dash import Input, Output, State, dash_table, dcc, html
 
 from .. import figures, schema_form, stages, ui, urlstate
-from ..client import ApiError
+from ..callbacks import Callbacks
+from ..client import ApiError, api
+from ..ids import Compare, Shell, pattern
 
 MAX_STUDIES = 4
+callbacks = Callbacks()
 
 
 def diff_rows(configs: list[dict[str, Any]], names: list[str], only_differences: bool) -> list[dict[str, Any]]:
@@ -27,104 +30,112 @@ def diff_rows(configs: list[dict[str, Any]], names: list[str], only_differences:
     return rows
 
 
-def layout(ids: str | None = None, **q) -> html.Div:
+def layout(ids: str | None = None, **q: str) -> html.Div:
     """Return the compare page; ?ids=a,b,c picks the studies, ?round= the interpolation round, ?all=1 shows every config field."""
     chosen = [i for i in (ids or "").split(",") if i][:MAX_STUDIES]
     return html.Div(className="compare", children=[
-        dcc.Store(id="cp-url"),
+        dcc.Store(id=Compare.URL),
         html.Div(className="page-head", children=[html.H1("Compare studies")]),
         html.Div(className="controls", children=[
-            dcc.Dropdown(id="cp-ids", value=chosen, options=[{"label": c, "value": c} for c in chosen], multi=True, placeholder="choose 2 to 4 studies", className="dd-wide"),
-            html.Label(["interpolation round", dcc.Input(id="cp-round", type="number", min=0, step=1, value=int(urlstate.first(q, "round", "0")),
+            dcc.Dropdown(id=Compare.IDS, value=chosen, options=[{"label": c, "value": c} for c in chosen], multi=True, placeholder="choose 2 to 4 studies", className="dd-wide"),
+            html.Label(["interpolation round", dcc.Input(id=Compare.ROUND, type="number", min=0, step=1, value=int(urlstate.first(q, "round") or 0),
                                                          className="input-num")]),
-            dcc.RadioItems(id="cp-barrier", options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"},
+            dcc.RadioItems(id=Compare.METRIC, options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"},
                                                      {"label": "accuracy", "value": "accuracy_mean"}],
                            value=urlstate.first(q, "metric", "error_barrier"), inline=True),
         ]),
-        html.Div(id="cp-msg"),
+        html.Div(id=Compare.MSG),
         html.P("Colour = mask source (the same on every page); line dash and marker = study.", className="hint"),
-        html.Div(className="grid2", children=[ui.card("vs sparsity", ui.loading(ui.graph("cp-sparsity"))),
-                                              ui.card("Interpolation (test error)", ui.loading(ui.graph("cp-interp")))]),
-        ui.card("Loss surfaces (one shared colour scale)", dcc.Checklist(id="cp-log", options=[{"label": "log scale", "value": "log"}],
+        html.Div(className="grid2", children=[ui.card("vs sparsity", ui.loading(ui.graph(Compare.SPARSITY_GRAPH))),
+                                              ui.card("Interpolation (test error)", ui.loading(ui.graph(Compare.INTERP_GRAPH)))]),
+        ui.card("Loss surfaces (one shared colour scale)", dcc.Checklist(id=Compare.LOG, options=[{"label": "log scale", "value": "log"}],
                                                                          value=["log"] if urlstate.first(q, "log") == "1" else [], inline=True),
-                ui.loading(html.Div(id="cp-surfaces", className="grid-auto"))),
-        ui.card("Config", dcc.Checklist(id="cp-diffonly", options=[{"label": "differences only", "value": "on"}],
+                ui.loading(html.Div(id=Compare.SURFACES, className="grid-auto"))),
+        ui.card("Config", dcc.Checklist(id=Compare.DIFF_ONLY, options=[{"label": "differences only", "value": "on"}],
                                         value=[] if urlstate.first(q, "all") == "1" else ["on"], inline=True),
-                ui.loading(html.Div(id="cp-diff"))),
+                ui.loading(html.Div(id=Compare.DIFF))),
     ])
 
 
-def register(app, api) -> None:
-    """Register the page and its callbacks."""
+def register(app: dash.Dash) -> None:
+    """Register the page and install its callbacks on `app`."""
     dash.register_page(__name__, path="/compare", layout=layout, title="Compare · LMC Lab", name="Compare")
-    app.clientside_callback(
-        """function(ids, round, metric, log, diffonly) {
-            const q = new URLSearchParams();
-            if (ids && ids.length) q.set('ids', ids.join(','));
-            if (round) q.set('round', round);
-            if (metric && metric !== 'error_barrier') q.set('metric', metric);
-            if (log && log.length) q.set('log', '1');
-            if (!(diffonly && diffonly.length)) q.set('all', '1');
-            const s = q.toString();
-            window.history.replaceState(window.history.state, '', window.location.pathname + (s ? '?' + s : ''));
-            return s;
-        }""",
-        Output("cp-url", "data"), Input("cp-ids", "value"), Input("cp-round", "value"), Input("cp-barrier", "value"), Input("cp-log", "value"),
-        Input("cp-diffonly", "value"))
+    callbacks.install(app)
 
-    @app.callback(Output("cp-ids", "options"), Input("cp-ids", "id"), State("cp-ids", "value"), State("token", "data"))
-    def options(_id, chosen, token):
+
+callbacks.clientside_callback(
+    """function(ids, round, metric, log, diffonly) {
+        const q = new URLSearchParams();
+        if (ids && ids.length) q.set('ids', ids.join(','));
+        if (round) q.set('round', round);
+        if (metric && metric !== 'error_barrier') q.set('metric', metric);
+        if (log && log.length) q.set('log', '1');
+        if (!(diffonly && diffonly.length)) q.set('all', '1');
+        const s = q.toString();
+        window.history.replaceState(window.history.state, '', window.location.pathname + (s ? '?' + s : ''));
+        return s;
+    }""",
+    Output(Compare.URL, "data"), Input(Compare.IDS, "value"), Input(Compare.ROUND, "value"), Input(Compare.METRIC, "value"), Input(Compare.LOG, "value"),
+    Input(Compare.DIFF_ONLY, "value"))
+
+
+@callbacks.callback(Output(Compare.IDS, "options"), Input(Compare.IDS, "id"), State(Compare.IDS, "value"), State(Shell.TOKEN, "data"))
+def options(_id: str, chosen: list[str] | None, token: str | None) -> list[dict[str, str]]:
+    """Return the studies to choose from (the chosen ones alone when the API fails)."""
+    try:
+        rows = api(token).studies(limit=200, archived="any")["data"]
+    except ApiError:
+        return [{"label": c, "value": c} for c in chosen or []]
+    return [{"label": f"{s['name']} · {s['status']} · {s['id'][:8]}", "value": s["id"]} for s in rows]
+
+
+@callbacks.callback(Output(Compare.SPARSITY_GRAPH, "figure"), Output(Compare.INTERP_GRAPH, "figure"), Output(Compare.SURFACES, "children"),
+                    Output(Compare.DIFF, "children"), Output(Compare.MSG, "children"),
+                    Input(Compare.IDS, "value"), Input(Compare.ROUND, "value"), Input(Compare.METRIC, "value"), Input(Compare.LOG, "value"),
+                    Input(Compare.DIFF_ONLY, "value"), State(Shell.TOKEN, "data"))
+def compare(ids: list[str] | None, rnd: int | None, metric: str, log: list[str] | None, diffonly: list[str] | None,
+            token: str | None) -> tuple[Any, Any, Any, Any, Any]:
+    """Return the overlaid sparsity and interpolation figures, the surfaces on one colour scale, the config diff and problems."""
+    ids = (ids or [])[:MAX_STUDIES]
+    if len(ids) < 2:
+        e = figures.empty("choose at least two studies")
+        return e, e, ui.empty("choose at least two studies"), "", ""
+    client = api(token)
+    sp, ip = None, None
+    surfaces, configs, names, problems = [], [], [], []
+    for i, sid in enumerate(ids):
         try:
-            rows = api(token).studies(limit=200, archived="any")["data"]
-        except ApiError:
-            return [{"label": c, "value": c} for c in chosen or []]
-        return [{"label": f"{s['name']} · {s['status']} · {s['id'][:8]}", "value": s["id"]} for s in rows]
-
-    @app.callback(Output("cp-sparsity", "figure"), Output("cp-interp", "figure"), Output("cp-surfaces", "children"), Output("cp-diff", "children"),
-                  Output("cp-msg", "children"),
-                  Input("cp-ids", "value"), Input("cp-round", "value"), Input("cp-barrier", "value"), Input("cp-log", "value"),
-                  Input("cp-diffonly", "value"), State("token", "data"))
-    def compare(ids, rnd, metric, log, diffonly, token):
-        ids = (ids or [])[:MAX_STUDIES]
-        if len(ids) < 2:
-            e = figures.empty("choose at least two studies")
-            return e, e, ui.empty("choose at least two studies"), "", ""
-        client = api(token)
-        sp, ip = None, None
-        surfaces, configs, names, problems = [], [], [], []
-        for i, sid in enumerate(ids):
-            try:
-                study = client.study(sid)
-            except ApiError as err:
-                problems.append(f"{sid}: {err.message}")
-                continue
-            label = f"{study['name']} ({sid[:6]})"
-            names.append(label)
-            configs.append(study["config"])
-            try:
-                sp = figures.sparsity(client.figure(sid, "sparsity"), metric, study=label, index=i, fig=sp if sp is not None and sp.data else None)
-            except ApiError as err:
-                problems.append(f"{label}: {err.message}")
-            try:
-                curves = figures.select_curves(client.figure(sid, "interpolation")["curves"], rounds=[int(rnd or 0)])
-                ip = figures.interpolation(curves, "error", ("test",), study=label, index=i, fig=ip if ip is not None and ip.data else None)
-            except ApiError as err:
-                problems.append(f"{label}: {err.message}")
-            try:
-                index = client.figures_index(sid)
-                if index.get("surface"):
-                    surfaces.append((label, client.figure(sid, "surface", stage=index["surface"][0])))
-            except ApiError as err:
-                problems.append(f"{label}: {err.message}")
-        lg = "log" in (log or [])
-        zr = figures.shared_range([d for _, d in surfaces], "loss", lg) if surfaces else None
-        surf_children = [ui.graph({"type": "cp-surface", "i": i}) for i in range(len(surfaces))]
-        for g, (label, d), i in zip(surf_children, surfaces, range(len(surfaces))):
-            g.figure = figures.contour(d, "loss", lg, zrange=zr, title=f"{label}: {stages.label(d['stage'])}", showscale=i == len(surfaces) - 1)
-        rows = diff_rows(configs, names, bool(diffonly))
-        diff = dash_table.DataTable(data=rows, columns=[{"name": c, "id": c} for c in ["field", *names]], style_as_list_view=True, page_size=60,
-                                    style_cell={"fontFamily": "ui-monospace, monospace", "fontSize": "12px", "textAlign": "left", "whiteSpace": "normal"},
-                                    style_data_conditional=[{"if": {"filter_query": "{_differs} = true"}, "backgroundColor": "#fff7e6"}]) \
-            if rows else ui.empty("the configs are identical")
-        msg = ui.error("; ".join(problems), title="Some parts are missing") if problems else ""
-        return (sp or figures.empty("no results")), (ip or figures.empty("no paths")), (surf_children or ui.empty("no surface in these studies")), diff, msg
+            study = client.study(sid)
+        except ApiError as err:
+            problems.append(f"{sid}: {err.message}")
+            continue
+        label = f"{study['name']} ({sid[:6]})"
+        names.append(label)
+        configs.append(study["config"])
+        try:
+            sp = figures.sparsity(client.figure(sid, "sparsity"), metric, study=label, index=i, fig=sp if sp is not None and sp.data else None)
+        except ApiError as err:
+            problems.append(f"{label}: {err.message}")
+        try:
+            curves = figures.select_curves(client.figure(sid, "interpolation")["curves"], rounds=[int(rnd or 0)])
+            ip = figures.interpolation(curves, "error", ("test",), study=label, index=i, fig=ip if ip is not None and ip.data else None)
+        except ApiError as err:
+            problems.append(f"{label}: {err.message}")
+        try:
+            surface_stages = client.figures_index(sid)["figures"].get("surface")
+            if surface_stages:
+                surfaces.append((label, client.figure(sid, "surface", stage=surface_stages[0])))
+        except ApiError as err:
+            problems.append(f"{label}: {err.message}")
+    lg = "log" in (log or [])
+    zr = figures.shared_range([d for _, d in surfaces], "loss", lg) if surfaces else None
+    surf_children = [ui.graph(pattern(Compare.SURFACE_TYPE, i=i), figure=figures.contour(
+        d, "loss", lg, zrange=zr, title=f"{label}: {stages.label(d.get('stage_ref') or {'key': d['stage']})}", showscale=i == len(surfaces) - 1))
+        for i, (label, d) in enumerate(surfaces)]
+    rows = diff_rows(configs, names, bool(diffonly))
+    diff = dash_table.DataTable(data=rows, columns=[{"name": c, "id": c} for c in ["field", *names]], style_as_list_view=True, page_size=60,
+                                style_cell={"fontFamily": "ui-monospace, monospace", "fontSize": "12px", "textAlign": "left", "whiteSpace": "normal"},
+                                style_data_conditional=[{"if": {"filter_query": "{_differs} = true"}, "backgroundColor": "#fff7e6"}]) \
+        if rows else ui.empty("the configs are identical")
+    msg = ui.error("; ".join(problems), title="Some parts are missing") if problems else ""
+    return (sp or figures.empty("no results")), (ip or figures.empty("no paths")), (surf_children or ui.empty("no surface in these studies")), diff, msg

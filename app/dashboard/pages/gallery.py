@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dash
 from dash import ALL, Input, Output, State, dcc, html, no_update
 
 from .. import ui, urlstate
-from ..client import ApiError
+from ..callbacks import Callbacks
+from ..client import ApiError, api
+from ..ids import Gallery, Shell, pattern
 
 FIGURES = ("interpolation", "sparsity", "surface", "hessian")
 SORTS = {"-created_at": "newest", "created_at": "oldest", "-stars": "most starred", "title": "title"}
+callbacks = Callbacks()
 
 
 def layout(**q) -> html.Div:
     """Return the gallery; ?q=, ?tag=, ?figure=, ?author=, ?sort= restore the filter."""
     return html.Div(className="gallery", children=[
-        dcc.Store(id="ga-url"),
-        dcc.Store(id="ga-rev", data=0),
-        html.Div(className="page-head", children=[html.H1("Gallery"), html.Div(id="ga-count", className="meta")]),
+        dcc.Store(id=Gallery.URL),
+        dcc.Store(id=Gallery.REV, data=0),
+        html.Div(className="page-head", children=[html.H1("Gallery"), html.Div(id=Gallery.COUNT, className="meta")]),
         html.Div(className="controls", children=[
-            dcc.Input(id="ga-q", value=urlstate.first(q, "q", ""), placeholder="search titles and notes", debounce=True, className="input-wide"),
-            dcc.Input(id="ga-tag", value=urlstate.first(q, "tag", ""), placeholder="tag", debounce=True, className="input"),
-            dcc.Input(id="ga-author", value=urlstate.first(q, "author", ""), placeholder="author", debounce=True, className="input"),
-            dcc.Dropdown(id="ga-figure", options=list(FIGURES), value=urlstate.first(q, "figure"), placeholder="any figure", className="dd"),
-            dcc.Dropdown(id="ga-sort", options=[{"label": v, "value": k} for k, v in SORTS.items()], value=urlstate.first(q, "sort", "-created_at"),
+            dcc.Input(id=Gallery.QUERY, value=urlstate.first(q, "q", ""), placeholder="search titles and notes", debounce=True, className="input-wide"),
+            dcc.Input(id=Gallery.TAG, value=urlstate.first(q, "tag", ""), placeholder="tag", debounce=True, className="input"),
+            dcc.Input(id=Gallery.AUTHOR, value=urlstate.first(q, "author", ""), placeholder="author", debounce=True, className="input"),
+            dcc.Dropdown(id=Gallery.FIGURE, options=list(FIGURES), value=urlstate.first(q, "figure"), placeholder="any figure", className="dd"),
+            dcc.Dropdown(id=Gallery.SORT, options=[{"label": v, "value": k} for k, v in SORTS.items()], value=urlstate.first(q, "sort", "-created_at"),
                          clearable=False, className="dd"),
         ]),
-        ui.loading(html.Div(id="ga-cards", className="cards")),
+        ui.loading(html.Div(id=Gallery.CARDS, className="cards")),
     ])
 
 
@@ -52,38 +57,46 @@ def card(e: dict) -> html.Article:
                 html.Span(f"by {e.get('author') or 'unknown'} · ", className="muted"),
                 dcc.Link(e.get("study_name") or e["study_id"], href=f"/study/{e['study_id']}"),
                 html.Span(f" · ★ {e.get('stars', 0)}", className="stars"),
-                ui.edit_only(html.Button("unstar" if e.get("starred") else "star", id={"type": "ga-star", "id": e["id"], "on": not e.get("starred")},
+                ui.edit_only(html.Button("unstar" if e.get("starred") else "star", id=pattern(Gallery.STAR_TYPE, id=e["id"], on=not e.get("starred")),
                                          className="btn btn-small"), className="inline"),
             ]),
         ]),
     ])
 
 
-def register(app, api) -> None:
-    """Register the page and its callbacks."""
+def register(app: dash.Dash) -> None:
+    """Register the page and install its callbacks on `app`."""
     dash.register_page(__name__, path="/gallery", layout=layout, title="Gallery · LMC Lab", name="Gallery")
-    urlstate.sync(app, "ga-url", {"q": ("ga-q", "value"), "tag": ("ga-tag", "value"), "author": ("ga-author", "value"),
-                                  "figure": ("ga-figure", "value"), "sort": ("ga-sort", "value")})
+    callbacks.install(app)
 
-    @app.callback(Output("ga-cards", "children"), Output("ga-count", "children"),
-                  Input("ga-q", "value"), Input("ga-tag", "value"), Input("ga-author", "value"), Input("ga-figure", "value"),
-                  Input("ga-sort", "value"), Input("ga-rev", "data"), State("token", "data"))
-    def cards(q, tag, author, figure, sort, _rev, token):
-        try:
-            page = api(token).gallery(q=q or None, tag=tag or None, author=author or None, figure=figure, sort=sort, limit=100)
-        except ApiError as err:
-            return ui.error(err.message), ""
-        if not page["data"]:
-            return ui.empty("nothing published matches; publish a figure from a study page"), "0 entries"
-        return [card(e) for e in page["data"]], f"{page['count']} entries"
 
-    @app.callback(Output("ga-rev", "data"), Input({"type": "ga-star", "id": ALL, "on": ALL}, "n_clicks"), State("ga-rev", "data"),
-                  State("token", "data"), prevent_initial_call=True)
-    def star(clicks, rev, token):
-        if not any(clicks) or not isinstance(dash.ctx.triggered_id, dict):
-            return no_update
-        try:
-            api(token).star(dash.ctx.triggered_id["id"], dash.ctx.triggered_id["on"])
-        except ApiError:
-            return no_update
-        return (rev or 0) + 1
+urlstate.sync(callbacks, Gallery.URL, {"q": (Gallery.QUERY, "value"), "tag": (Gallery.TAG, "value"), "author": (Gallery.AUTHOR, "value"),
+                                  "figure": (Gallery.FIGURE, "value"), "sort": (Gallery.SORT, "value")})
+
+
+@callbacks.callback(Output(Gallery.CARDS, "children"), Output(Gallery.COUNT, "children"),
+                    Input(Gallery.QUERY, "value"), Input(Gallery.TAG, "value"), Input(Gallery.AUTHOR, "value"), Input(Gallery.FIGURE, "value"),
+                    Input(Gallery.SORT, "value"), Input(Gallery.REV, "data"), State(Shell.TOKEN, "data"))
+def cards(q: str | None, tag: str | None, author: str | None, figure: str | None, sort: str | None, _rev: int | None,
+          token: str | None) -> tuple[Any, str]:
+    """Return the cards of the entries matching the filter, and their count."""
+    try:
+        page = api(token).gallery(q=q or None, tag=tag or None, author=author or None, figure=figure, sort=sort, limit=100)
+    except ApiError as err:
+        return ui.error(err.message), ""
+    if not page["data"]:
+        return ui.empty("nothing published matches; publish a figure from a study page"), "0 entries"
+    return [card(e) for e in page["data"]], f"{page['count']} entries"
+
+
+@callbacks.callback(Output(Gallery.REV, "data"), Input(pattern(Gallery.STAR_TYPE, id=ALL, on=ALL), "n_clicks"), State(Gallery.REV, "data"),
+                    State(Shell.TOKEN, "data"), prevent_initial_call=True)
+def star(clicks: list[int | None], rev: int | None, token: str | None) -> Any:
+    """Star or unstar the clicked entry; return the next revision (reloads the cards)."""
+    if not any(clicks) or not isinstance(dash.ctx.triggered_id, dict):
+        return no_update
+    try:
+        api(token).star(dash.ctx.triggered_id["id"], dash.ctx.triggered_id["on"])
+    except ApiError:
+        return no_update
+    return (rev or 0) + 1

@@ -14,7 +14,7 @@ import sys
 from . import defaults
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `worker` subcommand to `sub`."""
     p = sub.add_parser("worker", help="run an RQ worker for study jobs (one per GPU)",
                        description="Run study stages from the Redis queue. Timing knobs come from the environment: "
@@ -47,13 +47,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("lmc worker: torch was imported before --gpu/--threads could take effect", file=sys.stderr)
     # The parent must never touch CUDA (a forked child cannot re-initialise it); importing torch does not.
     import torch  # noqa: F401  (preload for the forked jobs)
-
-    import worker.jobs  # noqa: F401  (preloads lmc_core.studies.run and its dependencies likewise)
-
-    from .queue import connect, worker_alive
-    from .runner import make_worker
-
     from rq.worker import Worker
+
+    import worker.jobs  # noqa: F401  (preloads lmc_core's run store and its dependencies likewise)
+
+    from .connection import connect
+    from .liveness import worker_alive
+    from .runner import make_worker
 
     conn = connect(args.url)
     key = Worker.redis_worker_namespace_prefix + (args.name or "")
