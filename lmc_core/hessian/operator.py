@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +37,7 @@ from lmc_core.foundations.heap import roomy_heap
 from lmc_core.foundations.types import Batch, Masks
 
 MODES = ("eval", "train")
+BLOCKS = ("loop", "vmap")
 
 
 # ----------------------------------------------------------------------------- operator
@@ -95,7 +95,8 @@ class HessianOperator:
     unpruned subspace. With `mask_subspace=True` (default) the estimators also live in that
     subspace (`active` coordinates); with False they work in all `dim` coordinates, so the pruned
     directions show up as exact zero eigenvalues (what a `torch.nn.utils.prune` reparametrisation
-    gives).
+    gives). `block` fixes how a block of vectors is multiplied: "loop" (one backward per vector, the
+    default) or "vmap" (one batched backward; falls back to the loop for ops without a batching rule).
     """
 
     def __init__(
@@ -108,9 +109,12 @@ class HessianOperator:
         mode: str = "eval",
         parameters: Sequence[str] | None = None,
         mask_subspace: bool = True,
+        block: str = "loop",
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
         batches = list(batches)
@@ -190,14 +194,12 @@ class HessianOperator:
         self.num_examples = total
         self._weights = [n / total for n in sizes]
         self._batched_ok = True
-        # How a block of b vectors is multiplied: one vmap'd backward (`is_grads_batched`) or b plain
-        # backwards. Measured on the team's CPU (2 threads): vmap 2x slower than the loop for
-        # ConvNetBN-D3W16 (76 vs 35 ms per product), equal for the MLPs. None: not measured yet; the
-        # first three block products run vmap (warm-up), vmap (timed), loop (timed), no extra products,
-        # and the faster is kept (`block_ms_per_product` holds the timings).
-        self.block_strategy: str | None = None
-        self.block_ms_per_product: dict[str, float] = {}
-        self._block_calls = 0
+        # How a block of b vectors is multiplied: b plain backwards ("loop") or one vmap'd backward
+        # (`is_grads_batched`, "vmap"). The two agree only to rounding, so the choice is fixed up front,
+        # never by timing: a result must not depend on the machine's load. Measured on the team's CPU
+        # (2 threads): vmap 2x slower than the loop for ConvNetBN-D3W16 (76 vs 35 ms per product), equal
+        # for the MLPs; hence the loop by default.
+        self.block_strategy = block
 
     # -- products ------------------------------------------------------------------------
 
@@ -234,27 +236,15 @@ class HessianOperator:
             return self._matvec(v, cols, out)
 
     def _block(self, g: torch.Tensor, v: torch.Tensor, cols: int) -> torch.Tensor:
-        """Return H_b V for a block (P, cols >= 2): vmap'd or looped backward, whichever measured faster here."""
-        strategy = self.block_strategy
-        if strategy is None:  # measuring: vmap twice (if it works at all; the first call warms it up), then the loop
-            strategy = "vmap" if self._block_calls < 2 else "loop"
-            self._block_calls += 1
-        hv = None
-        t0 = time.perf_counter()
-        if strategy == "vmap":
+        """Return H_b V for a block (P, cols >= 2) by the operator's block strategy."""
+        if self.block_strategy == "vmap":
             try:
-                hv = self._backward(g, v.T.contiguous(), batched=True).T
+                return self._backward(g, v.T.contiguous(), batched=True).T
             except (RuntimeError, NotImplementedError):
-                self._batched_ok = False  # an op without a batching rule: the loop from now on
+                # An op without a batching rule: the loop from now on, recorded where the strategy is read.
+                self._batched_ok = False
                 self.block_strategy = "loop"
-        if hv is None:
-            strategy = "loop"
-            hv = torch.stack([self._backward(g, v[:, j], batched=False) for j in range(cols)], dim=1)
-        if self.block_strategy is None and self._block_calls >= 2:
-            self.block_ms_per_product[strategy] = 1e3 * (time.perf_counter() - t0) / cols
-            if len(self.block_ms_per_product) == 2:
-                self.block_strategy = min(self.block_ms_per_product, key=self.block_ms_per_product.get)
-        return hv
+        return torch.stack([self._backward(g, v[:, j], batched=False) for j in range(cols)], dim=1)
 
     def _matvec(self, v: torch.Tensor, cols: int, out: torch.Tensor) -> torch.Tensor:
         for g, w in zip(self._grads, self._weights):
