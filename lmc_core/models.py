@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
+from typing import Any, TypeAlias, cast
 
 import torch
 from torch import nn
@@ -17,7 +19,10 @@ from torch import nn
 from lmc_core.foundations.config import ModelConfig
 from lmc_core.foundations.registry import Registry
 
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+Prunable: TypeAlias = nn.Conv1d | nn.Conv2d | nn.Linear
+"""A prunable layer: pruning masks its `weight`."""
+
+PRUNABLE_TYPES: tuple[type[Prunable], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -46,7 +51,7 @@ def _norm_factory(kind: str, dims: int, groups: int) -> NormFactory:
     raise ValueError(f"unknown norm {kind!r}; expected none, instance, group or batch")
 
 
-def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def prunable_modules(model: nn.Module) -> list[tuple[str, Prunable]]:
     """Return (name, module) for every Conv1d/Conv2d/Linear, in `named_modules()` order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
 
@@ -61,13 +66,13 @@ class MLP(nn.Module):
         super().__init__()
         widths = [math.prod(input_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in pairwise(widths):
             layers += [nn.Linear(w_in, w_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], num_classes))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return cast(torch.Tensor, self.layers(x))
 
 
 class ConvNet(nn.Module):
@@ -101,7 +106,7 @@ class ConvNet(nn.Module):
         self.features.eval()  # eval: BatchNorm must not update its running stats on the dummy batch
         try:
             with torch.no_grad():
-                out = self.features(torch.zeros(1, *input_shape))
+                out: torch.Tensor = self.features(torch.zeros(1, *input_shape))
         except RuntimeError as e:
             raise ValueError(f"convnet trunk does not fit input {input_shape}: {e}") from e
         finally:
@@ -111,7 +116,7 @@ class ConvNet(nn.Module):
         return out.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.flatten(self.features(x)))
+        return cast(torch.Tensor, self.classifier(self.flatten(self.features(x))))
 
 
 class BasicBlock(nn.Module):
@@ -132,7 +137,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return cast(torch.Tensor, self.relu(out + self.shortcut(x)))
 
 
 class ResNet(nn.Module):
@@ -172,7 +177,7 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.stem_norm(self.stem(x)))
         x = self.stages(x)
-        return self.fc(self.flatten(self.pool(x)))
+        return cast(torch.Tensor, self.fc(self.flatten(self.pool(x))))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -238,7 +243,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"total": total, "prunable": prunable}
 
 
-def describe_model(model: nn.Module) -> dict:
+def describe_model(model: nn.Module) -> dict[str, Any]:
     """Return a JSON-able summary: class name, parameter counts and each prunable layer's name, type and weight shape."""
     return {
         "class": type(model).__name__,

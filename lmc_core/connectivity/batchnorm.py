@@ -25,7 +25,9 @@ def _bn_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._Batch
 
 
 def bn_buffer_keys(model: nn.Module) -> list[str]:
-    prefix = lambda name: f"{name}." if name else ""  # noqa: E731
+    def prefix(name: str) -> str:
+        return f"{name}." if name else ""
+
     return [f"{prefix(n)}{buf}" for n, _ in _bn_modules(model) for buf in ("running_mean", "running_var", "num_batches_tracked")]
 
 

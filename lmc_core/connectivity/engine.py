@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lmc_core.foundations.types import State
+from lmc_core.foundations.types import Splits, State
 from lmc_core.train.evaluation import evaluate
 
 STRATEGIES = ("auto", "loop", "batched")
@@ -54,10 +56,10 @@ class _Bound(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.worker, self.state, (x,), strict=True)
+        return cast(torch.Tensor, functional_call(self.worker, self.state, (x,), strict=True))
 
 
-def eval_loop(worker: nn.Module, states: Iterable[State], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
+def eval_loop(worker: nn.Module, states: Iterable[State], splits: Splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
     """Return, per state, split -> (loss, error), one ordinary forward per state through evaluate()."""
     rows = []
     for state in states:
@@ -76,14 +78,16 @@ def chunk_size(state: State, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def _eval_stacked(worker: nn.Module, chunk: list[State], x: torch.Tensor, y: torch.Tensor, batch_size: int):
+def _eval_stacked(
+    worker: nn.Module, chunk: list[State], x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return per-state (loss, error) arrays on (x, y), evaluating all states of the chunk in one vmap pass per batch."""
     floating = [k for k, t in chunk[0].items() if t.is_floating_point()]
     stacked = {k: torch.stack([s[k] for s in chunk]) for k in floating}
     shared = {k: t for k, t in chunk[0].items() if not t.is_floating_point()}
 
     def forward(params: State, xb: torch.Tensor) -> torch.Tensor:
-        return functional_call(worker, (params, shared), (xb,), strict=True)
+        return cast(torch.Tensor, functional_call(worker, (params, shared), (xb,), strict=True))
 
     batched_forward = torch.vmap(forward, in_dims=(0, None))
     c = len(chunk)
@@ -100,7 +104,7 @@ def _eval_stacked(worker: nn.Module, chunk: list[State], x: torch.Tensor, y: tor
     return (loss_sum / n).cpu().numpy(), (wrong.double() / n).cpu().numpy()
 
 
-def eval_batched(worker: nn.Module, states: Iterable[State], splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
+def eval_batched(worker: nn.Module, states: Iterable[State], splits: Splits, batch_size: int) -> list[dict[str, tuple[float, float]]]:
     """Return, per state, split -> (loss, error), stacking chunks of states and evaluating them with vmap."""
     rows: list[dict[str, tuple[float, float]]] = []
     chunk: list[State] = []

@@ -222,6 +222,7 @@ def evaluate_path(
     keep = bn_buffer_keys(worker) if mode == "endpoint" else ()
     states: Iterable[State] = path_states(state_a, state_b, alphas, masks, keep_from_a=keep)
     if mode == "reestimate":
+        assert calibration is not None  # resolve_bn_mode refuses "reestimate" without calibration inputs
         batches = calibration_batches(calibration, bn_batches, bn_batch_size)
         states = (reestimate_bn(worker, s, batches) for s in states)
 

@@ -7,6 +7,8 @@ only through their generators.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,15 @@ from lmc_core.foundations.config import DataConfig
 _KINDS = ("vector", "signal", "image")
 # Which kind of data each augmentation makes sense for.
 _NEEDS_KIND = {"shift": "signal", "crop_flip": "image"}
+
+
+class BatchAugmenter(Protocol):
+    """What training needs of an augmenter: an `Augmenter`, or a `DSA` (synthetic sets are evaluated with DSA directly)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
 
 class Augmenter:

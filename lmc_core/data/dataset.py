@@ -8,7 +8,7 @@ normalisation statistics are those of the training examples actually used.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -96,7 +96,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.name not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.name!r}; available datasets: {', '.join(available_datasets())}")
     loader = DATASETS.get(cfg.name)
-    ds = replace(loader(cfg), name=cfg.name)
+    raw: Dataset = loader(cfg)  # DATASETS types its loaders loosely (see data.registry)
+    ds = replace(raw, name=cfg.name)
     _check_labels(ds)
     if cfg.train_size is not None:
         ds = _subset_train(ds, cfg.train_size, cfg.seed)
@@ -164,10 +165,10 @@ def channel_stats(x: torch.Tensor, kind: str) -> tuple[tuple[float, ...], tuple[
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     count = x.numel() // (1 if kind == "vector" else x.shape[1])
     # Chunked, two-pass: exact enough for 1e-6 targets without a float64 copy of all of CIFAR.
-    chunks = x.split(1024)
-    total = sum(c.double().sum(dim=dims) for c in chunks)
+    chunks = torch.split(x, 1024)
+    total = cast(torch.Tensor, sum(c.double().sum(dim=dims) for c in chunks))  # a tensor: x has rows
     mean = total / count
-    sq = sum(((c.double() - mean.reshape(shape)) ** 2).sum(dim=dims) for c in chunks)
+    sq = cast(torch.Tensor, sum(((c.double() - mean.reshape(shape)) ** 2).sum(dim=dims) for c in chunks))
     std = torch.sqrt(sq / count)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel is left unscaled
     return tuple(mean.reshape(-1).tolist()), tuple(std.reshape(-1).tolist())

@@ -130,7 +130,7 @@ class DSA:
         for step in steps:
             params.append(step.draw(draws[:, col : col + step.draws], self.params, x.shape))
             col += step.draws
-        for step, p in zip(steps, params):
+        for step, p in zip(steps, params, strict=True):  # one draw per step
             x = step.apply(x, p.to(x.device, x.dtype) if p.is_floating_point() else p.to(x.device))
         return x
 
@@ -138,7 +138,9 @@ class DSA:
         return f"DSA(strategy={self.strategy!r}, kind={self.kind!r}, mode={self.mode!r}, params={self.params!r})"
 
 
-def cutmix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, beta: float = 1.0):
+def cutmix(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, beta: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Return (x_mixed, y, y_perm, lam_exact): CutMix (Yun et al. 2019) of the batch with a permutation of itself.
 
     lam ~ Beta(beta, beta); one box (images: rows x columns; signals: a segment of L) of area fraction
@@ -163,7 +165,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, beta: f
     side = (1 - lam) ** (1 / len(sizes))  # per-axis fraction whose product is the area fraction 1 - lam
     mask = torch.zeros(sizes, dtype=torch.bool)
     box = []
-    for size, centre in zip(sizes, centres):
+    for size, centre in zip(sizes, centres, strict=True):  # one centre per axis
         cut = int(size * side)
         start = centre - cut // 2
         box.append(slice(min(max(start, 0), size), min(max(start + cut, 0), size)))

@@ -7,6 +7,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,9 @@ def _write_mnist1d_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         try:
             os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as shareable as its folder
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                # Typed as Any values: mypy matches a ** mapping against every keyword of savez, `allow_pickle: bool` included.
+                payload: dict[str, Any] = arrays
+                np.savez(f, **payload)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

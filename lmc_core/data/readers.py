@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmc_core.data.dataset import Dataset
+from lmc_core.data.dataset import Dataset, Kind
 from lmc_core.foundations.config import DataConfig
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -54,7 +54,7 @@ def _check_label_range(labels: np.ndarray, num_classes: int, where: str) -> None
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     try:  # numpy >= 2
         from numpy._core.multiarray import _reconstruct
-        from numpy._core.numeric import _frombuffer
+        from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private, absent from numpy's stubs
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
         from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
@@ -100,7 +100,7 @@ def load_array_pickle(blob: bytes, source: str) -> Any:
         return ArrayUnpickler(io.BytesIO(blob), source).load()
     except RefusedGlobal:
         raise
-    except Exception as e:  # a damaged pickle can fail in many ways; all of them mean "bad file"
+    except Exception as e:  # noqa: BLE001 - a damaged pickle can fail in many ways; all of them mean "bad file"
         raise ValueError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 
@@ -393,7 +393,7 @@ def load_fashion_mnist(cfg: DataConfig) -> Dataset:
 # Any dataset as one .npz file.
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_NPZ_KINDS = {2: "vector", 3: "signal", 4: "image"}
+_NPZ_KINDS: dict[int, Kind] = {2: "vector", 3: "signal", 4: "image"}
 
 
 def read_npz(path: Path, name: str = "npz") -> Dataset:
@@ -441,7 +441,7 @@ def read_npz(path: Path, name: str = "npz") -> Dataset:
         x_test=torch.from_numpy(a["x_test"].astype(np.float32)),
         y_test=torch.from_numpy(a["y_test"].astype(np.int64)),
         num_classes=num_classes,
-        kind=_NPZ_KINDS[a["x_train"].ndim],  # type: ignore[arg-type]
+        kind=_NPZ_KINDS[a["x_train"].ndim],
     )
 
 

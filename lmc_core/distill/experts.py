@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmc_core.data.augment import Augmenter
+from lmc_core.data.augment import BatchAugmenter
 from lmc_core.data.dataset import Dataset
 from lmc_core.foundations.config import DataConfig, ModelConfig, MTTSettings, TrainConfig
 from lmc_core.foundations.events import Callback, Event, no_callback
@@ -37,7 +37,8 @@ def unflatten(flat: torch.Tensor, names: list[str], shapes: list[tuple[int, ...]
     sizes = [math.prod(shape) for shape in shapes]
     if sum(sizes) != flat.numel():
         raise ValueError(f"flat parameter vector has {flat.numel()} entries, the network {sum(sizes)}")
-    return {name: part.view(shape) for name, shape, part in zip(names, shapes, flat.split(sizes))}
+    # names and shapes describe one network (Trajectories keeps them together); split gives one part per shape.
+    return {name: part.view(shape) for name, shape, part in zip(names, shapes, torch.split(flat, sizes), strict=True)}
 
 
 @dataclass
@@ -105,7 +106,7 @@ def train_experts(
     data: Dataset,
     model_cfg: ModelConfig,
     settings: MTTSettings,
-    augmenter: Augmenter | Any,
+    augmenter: BatchAugmenter,
     seed: int,
     *,
     stage: str = "experts",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +33,10 @@ from lmc_core.foundations.events import Callback, Event, no_callback
 from lmc_core.foundations.seeding import derive_seed, generator
 from lmc_core.models import build_model, prunable_modules
 
-# The published settings of each method's reference code (github.com/VICO-UoE/DatasetCondensation, github.com/GeorgeCazenavette/mtt-distillation, github.com/snu-mllab/Efficient-Dataset-Condensation), for the record
+# The published settings of each method's reference code (github.com/VICO-UoE/DatasetCondensation,
+# github.com/GeorgeCazenavette/mtt-distillation, github.com/snu-mllab/Efficient-Dataset-Condensation), for the record
 # and for GPU-scale configs; the CPU presets scale iterations down and retune the pixel lr (lmc_core/studies/presets.py).
-PUBLISHED = {
+PUBLISHED: dict[str, dict[str, Any]] = {
     "dm": {"iterations": 20000, "lr_img": 1.0, "batch_real": 256, "init": "real", "dsa": "color_crop_cutout_flip_scale_rotate"},
     "dc": {
         "iterations": 1000,
@@ -70,7 +72,7 @@ PUBLISHED = {
         "init": "real",
     },
 }
-DEFAULT_LR_IMG = {method: PUBLISHED[method]["lr_img"] for method in ("dm", "dc", "mtt")}
+DEFAULT_LR_IMG: dict[str, float] = {method: PUBLISHED[method]["lr_img"] for method in ("dm", "dc", "mtt")}
 
 # DC's get_loops(ipc): (outer loop, inner loop) per images-per-class.
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -180,7 +182,7 @@ def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def gradient_distance(syn: list[torch.Tensor], real: list[torch.Tensor], metric: str) -> torch.Tensor:
     """Return DC's per-output-row cosine distance (weights only, as DC) or IDC's squared error (all parameters)."""
     total = syn[0].new_zeros(())
-    for gs, gr in zip(syn, real):
+    for gs, gr in zip(syn, real, strict=True):  # one gradient per parameter on both sides
         if metric == "mse":
             total = total + ((gs - gr) ** 2).sum()
         elif gs.ndim > 1:
@@ -227,7 +229,7 @@ class _Matcher:
 
     def _update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         return float(loss.detach())
 
@@ -276,7 +278,7 @@ class _Matcher:
             if self.dsa.active:
                 x = self.dsa(x, self.rng)
             net_opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), y).backward()
+            F.cross_entropy(net(x), y).backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             net_opt.step()
 
     # ---- trajectory matching ----------------------------------------------------------------
@@ -284,7 +286,8 @@ class _Matcher:
         mtt = self.cfg.mtt
         if experts.epochs < mtt.max_start_epoch + mtt.expert_epochs:
             raise ValueError(
-                f"experts hold {experts.epochs} epochs; MTT needs max_start_epoch + expert_epochs = {mtt.max_start_epoch + mtt.expert_epochs}"
+                f"experts hold {experts.epochs} epochs; MTT needs max_start_epoch + expert_epochs = "
+                f"{mtt.max_start_epoch + mtt.expert_epochs}"
             )
         net = self.network(0)
         names = [n for n, _ in net.named_parameters()]
@@ -295,6 +298,7 @@ class _Matcher:
         device = self.images.device
 
         def step(it: int, optimizer: torch.optim.Optimizer) -> float:
+            assert self.syn_lr is not None  # set above, before this step can run
             e = int(torch.randint(experts.experts, (1,), generator=self.rng))
             t = int(torch.randint(mtt.max_start_epoch, (1,), generator=self.rng))
             start = experts.params[e, t].to(device)
@@ -314,7 +318,8 @@ class _Matcher:
             lr_opt.step()
             if not float(self.syn_lr.detach()) > 0:  # a negative step size turns the student's descent into ascent
                 raise FloatingPointError(
-                    f"the learned synthetic lr became {float(self.syn_lr.detach()):.3g} at iteration {it}; lower mtt.lr_lr (now {mtt.lr_lr})"
+                    f"the learned synthetic lr became {float(self.syn_lr.detach()):.3g} at iteration {it}; "
+                    f"lower mtt.lr_lr (now {mtt.lr_lr})"
                 )
             return value
 

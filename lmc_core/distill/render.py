@@ -30,7 +30,8 @@ def _line_plot(signal: np.ndarray, lo: float, hi: float) -> np.ndarray:
     box = np.zeros((h, w), dtype=np.uint8)
     xs = np.linspace(0, w - 1, len(signal)).round().astype(int)
     ys = ((1 - (signal - lo) / (hi - lo if hi > lo else 1.0)) * (h - 1)).round().astype(int).clip(0, h - 1)
-    for (x0, y0), (x1, y1) in zip(zip(xs[:-1], ys[:-1]), zip(xs[1:], ys[1:])):
+    # xs and ys hold one entry per sample, so the pairs of neighbours line up.
+    for (x0, y0), (x1, y1) in zip(zip(xs[:-1], ys[:-1], strict=True), zip(xs[1:], ys[1:], strict=True), strict=True):
         steps = max(abs(x1 - x0), abs(y1 - y0), 1)
         for t in np.linspace(0, 1, steps + 1):
             box[round(y0 + (y1 - y0) * t), round(x0 + (x1 - x0) * t)] = 255

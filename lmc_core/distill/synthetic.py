@@ -56,10 +56,20 @@ def _versions() -> dict[str, str]:
     return {"lmc_lab": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
+def _is_int(value: object) -> bool:
+    """True for an int that is not a bool. The checks run whatever the annotations say: values come from JSON and notebooks."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """True for an int or a float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_kind_factor(kind: str, factor: int) -> None:
     if kind not in _KIND_NDIM:
         raise ValueError(f"kind must be one of {sorted(_KIND_NDIM)}, got {kind!r}")
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+    if not _is_int(factor) or factor < 1:
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
     if kind == "vector" and factor != 1:
         raise ValueError(f"kind 'vector' has no spatial axes to tile: factor must be 1, got {factor}")
@@ -67,7 +77,8 @@ def _check_kind_factor(kind: str, factor: int) -> None:
 
 def _multiplicity(factor: int, kind: str) -> int:
     """Return how many decoded examples one stored image yields: f^2 (image), f (signal), 1 (vector)."""
-    return factor ** _SPATIAL_AXES[kind]
+    multiplicity: int = factor ** _SPATIAL_AXES[kind]  # a non-negative power: an int
+    return multiplicity
 
 
 def _check_divisible(shape: tuple[int, ...], factor: int, kind: str) -> None:
@@ -165,11 +176,11 @@ class SyntheticSet:
     kind: str
     factor: int = 1
     lr: float | None = None
-    provenance: dict = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_kind_factor(self.kind, self.factor)
-        if not isinstance(self.images, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
+        if not all(isinstance(t, torch.Tensor) for t in (self.images, self.labels)):
             raise ValueError(f"images and labels must be torch tensors, got {type(self.images).__name__} and {type(self.labels).__name__}")
         if self.images.dtype != torch.float32:
             raise ValueError(f"images must be float32, got {self.images.dtype}: convert with images.float()")
@@ -183,7 +194,7 @@ class SyntheticSet:
             )
         if self.labels.device != self.images.device:
             raise ValueError(f"images are on {self.images.device} but labels on {self.labels.device}: move both to one device")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+        if not _is_int(self.num_classes) or self.num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
             raise ValueError(
@@ -191,7 +202,7 @@ class SyntheticSet:
                 f"fix the labels or num_classes"
             )
         if self.lr is not None:
-            if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            if not _is_number(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
                 raise ValueError(f"lr must be None or a positive finite number (use float(lr)), got {self.lr!r}")
             self.lr = float(self.lr)
         if not isinstance(self.provenance, dict):
@@ -260,7 +271,7 @@ class SyntheticSet:
             raise ValueError(f"synthetic set {folder}: {META_FILE} must hold {', '.join(keys)}; found {found}")
         try:
             tensors = load_tensors(folder / TENSORS_FILE)
-        except Exception as e:  # safetensors raises its own error type for damaged files
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for damaged files
             raise ValueError(f"synthetic set {folder}: cannot read {TENSORS_FILE} ({type(e).__name__}: {e})") from None
         if "images" not in tensors or "labels" not in tensors:
             raise ValueError(f"synthetic set {folder}: {TENSORS_FILE} must hold images and labels; found {sorted(tensors)}")
@@ -321,7 +332,7 @@ def _labels_by_class(counts: list[int]) -> torch.Tensor:
 
 
 def _check_ipc(ipc: int) -> None:
-    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+    if not _is_int(ipc) or ipc < 1:
         raise ValueError(f"ipc (stored images per class) must be a positive integer, got {ipc!r}")
 
 
@@ -377,10 +388,11 @@ def random_subset(real: Dataset, per_class: list[int], seed: int) -> SyntheticSe
     per_class = list(per_class)
     if len(per_class) != real.num_classes:
         raise ValueError(f"per_class needs one count per class ({real.num_classes}), got {len(per_class)}")
-    if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in per_class):
+    if any(not _is_int(k) or k < 0 for k in per_class):
         raise ValueError(f"per_class counts must be non-negative integers, got {per_class}")
     g = generator(seed, "random-subset")
-    chosen = [_draw(pool, k, g, c, "random_subset") for c, (pool, k) in enumerate(zip(_class_indices(real), per_class))]
+    # Both per class (the check above).
+    chosen = [_draw(pool, k, g, c, "random_subset") for c, (pool, k) in enumerate(zip(_class_indices(real), per_class, strict=True))]
     idx = torch.cat(chosen)
     return SyntheticSet(
         images=real.x_train[idx.to(real.x_train.device)].detach().to("cpu", torch.float32).contiguous(),
@@ -445,7 +457,7 @@ def _torch_load(path: Path) -> Any:
         raise ValueError(f"{path}: cannot read as a torch file ({type(e).__name__}: {e})") from None
 
 
-def _npz_array(npz: Any, key: str, path: Path) -> np.ndarray:
+def _npz_array(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
         return npz[key]
     except ValueError as e:

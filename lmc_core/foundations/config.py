@@ -35,11 +35,13 @@ class DataConfig(_Strict):
     augmentation: Literal["none", "shift", "crop_flip", "dsa"] = Field(
         "none",
         description="Training-time augmentation: 'shift' = random circular shift of 1-D signals; 'crop_flip' = padded random crop + "
-        "horizontal flip of images; 'dsa' = differentiable siamese augmentation with `dsa_strategy` (the paper's real-data recipe).",
+        "horizontal flip of images; 'dsa' = differentiable siamese augmentation with `dsa_strategy` "
+        "(the paper's real-data recipe).",
     )
     dsa_strategy: str = Field(
         "auto",
-        description="DSA transforms joined by '_' (images: color crop cutout flip scale rotate; signals: shift scale); auto = all of the kind's.",
+        description="DSA transforms joined by '_' (images: color crop cutout flip scale rotate; signals: shift scale); "
+        "auto = all of the kind's.",
     )
     max_shift: NonNegativeInt = Field(3, description="Largest circular shift (samples) for 'shift'.")
     crop_padding: NonNegativeInt = Field(4, description="Zero padding (pixels) before the random crop for 'crop_flip'.")
@@ -122,21 +124,28 @@ class PruningConfig(_Strict):
         return sorted(set(v))
 
 
+def _test_and_train() -> list[Literal["train", "test"]]:
+    return ["test", "train"]
+
+
 class StabilityConfig(_Strict):
     pairs: list[tuple[int, int]] = Field(
         default_factory=lambda: [(100, 101)],
-        description="SGD-noise seed pairs; copy seed s drives both its data order and its augmentation. Pair 0's copy A is the one IMP prunes.",
+        description="SGD-noise seed pairs; copy seed s drives both its data order and its augmentation. "
+        "Pair 0's copy A is the one IMP prunes.",
     )
     alphas: PositiveInt = Field(31, ge=2, description="Evenly spaced interpolation coefficients in [0, 1], both endpoints included.")
-    splits: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test", "train"])
+    splits: list[Literal["train", "test"]] = Field(default_factory=_test_and_train)
     bn_mode: Literal["auto", "reestimate", "interpolate", "endpoint"] = Field(
         "auto",
-        description="BatchNorm statistics along the path: re-estimate at every alpha (auto for BN nets), interpolate the running stats, or keep copy A's.",
+        description="BatchNorm statistics along the path: re-estimate at every alpha (auto for BN nets), "
+        "interpolate the running stats, or keep copy A's.",
     )
     bn_batches: PositiveInt = Field(8, description="Calibration batches for bn_mode='reestimate'.")
     rounds: list[NonNegativeInt] | None = Field(
         None,
-        description="Pruning rounds whose subnetworks are tested (the paper: 0, 4, 9); None = every round. Untested IMP rounds train only copy A.",
+        description="Pruning rounds whose subnetworks are tested (the paper: 0, 4, 9); None = every round. "
+        "Untested IMP rounds train only copy A.",
     )
     parent_seed: int = Field(0, description="Seed of the dense parent run that trains the init to the rewind step k.")
 
@@ -207,7 +216,8 @@ class DistillConfig(_Strict):
 
     method: Literal["dm", "dc", "mtt", "import"] = Field(
         "dm",
-        description="dm = distribution matching, dc = gradient matching (IDC with factor 2), mtt = trajectory matching, import = a precomputed file.",
+        description="dm = distribution matching, dc = gradient matching (IDC with factor 2), mtt = trajectory matching, "
+        "import = a precomputed file.",
     )
     ipc: PositiveInt = Field(10, description="Stored images per class.")
     factor: PositiveInt = Field(
@@ -281,7 +291,8 @@ class SurfaceSpec(_Strict):
 
     plane: Literal["copies", "random"] = Field(
         "copies",
-        description="copies = the plane through the rewind point and the pair's two copies (their positions marked); random = filter-normalised random directions around copy A.",
+        description="copies = the plane through the rewind point and the pair's two copies (their positions marked); "
+        "random = filter-normalised random directions around copy A.",
     )
     resolution: PositiveInt = Field(21, description="Grid points per axis (odd, so the centre is on the grid).")
     span: PositiveFloat = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import platform
+from collections.abc import Iterator
 
 HEAP_TOP_PAD_BYTES = 64 * 2**20
 _GLIBC_DEFAULT_TOP_PAD = 128 * 1024  # man mallopt(3): M_TOP_PAD's default
@@ -14,7 +15,7 @@ _MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling for it on 64-bit (DEFAULT_MM
 TUNE_HEAP = True  # set False to leave the C allocator alone
 
 
-def _glibc():
+def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -24,7 +25,7 @@ def _glibc():
 
 
 @contextlib.contextmanager
-def roomy_heap(pad_bytes: int = HEAP_TOP_PAD_BYTES):
+def roomy_heap(pad_bytes: int = HEAP_TOP_PAD_BYTES) -> Iterator[None]:
     """Keep `pad_bytes` of slack at the top of glibc's heap while a surface is evaluated (no-op elsewhere).
 
     A forward of a small conv net at batch 128 allocates and frees ~16 MB of activations; glibc hands

@@ -172,7 +172,9 @@ def lanczos(
     t = torch.zeros(width, width, dtype=torch.float64)
     q = _orthonormal_in_subspace(op, gaussian(op, block, g))
     converged = False
-    theta = s = c64 = None
+    theta: torch.Tensor | None = None
+    s: torch.Tensor | None = None
+    c64: torch.Tensor | None = None
     steps = 0
     for j in range(m_max):
         lo, hi = j * block, (j + 1) * block
@@ -199,6 +201,7 @@ def lanczos(
         if j + 1 < m_max:
             t[hi : hi + block, lo:hi] = c64
             t[lo:hi, hi : hi + block] = c64.T
+    assert theta is not None and s is not None and c64 is not None  # m_max >= 1: the loop ran at least once
     hi = steps * block
     idx = _select(theta, k, which)
     res_all = (c64 @ s[hi - block : hi]).norm(dim=0)
@@ -225,7 +228,8 @@ def _orthonormal_in_subspace(op: HessianOperator, v: torch.Tensor) -> torch.Tens
     """Return an orthonormal basis of the columns of v restricted to the subspace (QR in the active coordinates)."""
     idx = active_index(op)
     if idx is None:
-        return torch.linalg.qr(v)[0]
+        q: torch.Tensor = torch.linalg.qr(v)[0]
+        return q
     out = torch.zeros_like(v)
     out[idx] = torch.linalg.qr(v[idx])[0]
     return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import TypeAlias, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,10 @@ from lmc_core.foundations.types import Batch, Masks
 
 MODES = ("eval", "train")
 BLOCKS = ("loop", "vmap")
+
+# What torch.autograd.grad returns with allow_unused=True: None for an input the output does not depend on
+# (its stub says Tensor).
+_Grads: TypeAlias = tuple[torch.Tensor | None, ...]
 
 
 # ----------------------------------------------------------------------------- operator
@@ -52,6 +57,11 @@ class _EvalBatchNorm(nn.Module):
     elementwise passes over the activations), a third of a ConvNetBN-D3W16 Hessian-vector product
     on the team's CPU; for a per-channel affine map it is two products.
     """
+
+    # Buffers (registered in __init__; `_affine_batchnorm` only converts BatchNorms that have them).
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
         super().__init__()
@@ -184,10 +194,12 @@ class HessianOperator:
                 x = x.to(dtype)
             y = y.to(self.device)
             with torch.enable_grad():
-                out = functional_call(work, {**frozen, **buffers, **dict(zip(names, self._leaves))}, (x,))
+                out = functional_call(work, {**frozen, **buffers, **dict(zip(names, self._leaves, strict=True))}, (x,))
                 loss = F.cross_entropy(out, y)
-                grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
-                flat_g = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self._leaves)])
+                grads = cast(_Grads, torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True))
+                flat_g = torch.cat(
+                    [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self._leaves, strict=True)]
+                )
             self._grads.append(flat_g)
             sizes.append(int(y.shape[0]))
             total += int(y.shape[0])
@@ -207,17 +219,20 @@ class HessianOperator:
         return v if self.mask is None else torch.where(self.mask.view(-1, *([1] * (v.dim() - 1))), v, torch.zeros((), dtype=v.dtype))
 
     def _backward(self, g: torch.Tensor, v: torch.Tensor, batched: bool) -> torch.Tensor:
+        parts: _Grads
         if batched:
-            parts = torch.autograd.grad(g, self._leaves, grad_outputs=v, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            parts = cast(
+                _Grads, torch.autograd.grad(g, self._leaves, grad_outputs=v, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            )
         else:
             # d(g . v)/d(theta) = H v, the same backward as grad_outputs=v; a scalar output also skips the
             # grad_outputs shape check, whose first call imports sympy (~0.4 s in a fresh process).
-            parts = torch.autograd.grad(torch.dot(g, v), self._leaves, retain_graph=True, allow_unused=True)
+            parts = cast(_Grads, torch.autograd.grad(torch.dot(g, v), self._leaves, retain_graph=True, allow_unused=True))
         lead = (v.shape[0],) if batched else ()
         return torch.cat(
             [
                 (h if h is not None else torch.zeros(*lead, *p.shape, dtype=self.dtype, device=self.device)).reshape(*lead, -1)
-                for h, p in zip(parts, self._leaves)
+                for h, p in zip(parts, self._leaves, strict=True)
             ],
             dim=-1,
         )
@@ -247,7 +262,7 @@ class HessianOperator:
         return torch.stack([self._backward(g, v[:, j], batched=False) for j in range(cols)], dim=1)
 
     def _matvec(self, v: torch.Tensor, cols: int, out: torch.Tensor) -> torch.Tensor:
-        for g, w in zip(self._grads, self._weights):
+        for g, w in zip(self._grads, self._weights, strict=True):  # one gradient and one weight per batch
             if not g.requires_grad:
                 continue  # the gradient does not depend on the selected parameters: H_b = 0
             if v.dim() == 1:
@@ -263,7 +278,7 @@ class HessianOperator:
 
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return a flat vector (P,) as {parameter name: tensor of the parameter's shape}."""
-        return {n: v[a:b].reshape(s) for n, s, a, b in zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:])}
+        return {n: v[a:b].reshape(s) for n, s, a, b in zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:], strict=True)}
 
     def to_dense(self, batch: int = 64) -> torch.Tensor:
         """Return the (P, P) matrix (masked rows and columns zero): P products, for tiny models and tests."""

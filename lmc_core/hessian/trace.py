@@ -27,7 +27,8 @@ class Estimate:
 
 def _quadratic_forms(op: HessianOperator, n: int, g: torch.Generator, batch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Return z_i^T H z_i for n Rademacher probes and, per parameter tensor, z_i,b^T (H z_i)_b."""
-    total, blocks = [], [[] for _ in op.names]
+    total: list[torch.Tensor] = []
+    blocks: list[list[torch.Tensor]] = [[] for _ in op.names]
     done = 0
     while done < n:
         b = min(batch, n - done)
@@ -35,7 +36,7 @@ def _quadratic_forms(op: HessianOperator, n: int, g: torch.Generator, batch: int
         hz = op.matvec(z)
         prod = z * hz
         total.append(prod.sum(0))
-        for i, (a, c) in enumerate(zip(op.offsets[:-1], op.offsets[1:])):
+        for i, (a, c) in enumerate(zip(op.offsets[:-1], op.offsets[1:], strict=True)):
             blocks[i].append(prod[a:c].sum(0))
         done += b
     return torch.cat(total), [torch.cat(x) for x in blocks]
@@ -162,7 +163,7 @@ def layer_traces(op: HessianOperator, samples: int = 100, seed: int = 0, batch: 
     _, blocks = _quadratic_forms(op, samples, generator(seed, "hessian.hutchinson"), batch)
     cost = op.hvps - start
     out = {}
-    for name, x in zip(op.names, blocks):
+    for name, x in zip(op.names, blocks, strict=True):  # one block per parameter tensor
         mean, se = mean_stderr(x.double())
         out[name] = Estimate(mean, se, samples, cost)
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +29,10 @@ from torch import nn
 from torch.func import functional_call
 
 from lmc_core.connectivity.batchnorm import bn_buffer_keys, make_worker
-from lmc_core.foundations.types import Masks, Splits, State
+from lmc_core.foundations.types import Batch, Masks, Splits, State
 from lmc_core.landscape import fused_chain
 from lmc_core.landscape.plane import Plane
-from lmc_core.models import prunable_modules
+from lmc_core.models import PRUNABLE_TYPES, prunable_modules
 
 Row = dict[str, tuple[float, float]]
 REUSE_BUDGET_BYTES = 512 * 2**20  # cached first-layer parts (3 per batch); beyond this, reuse is switched off
@@ -46,11 +47,22 @@ class _Injected(nn.Module):
         self.z: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.z is not None  # set before every forward that reaches it
         return self.z
 
 
 class _StopForward(Exception):
     pass
+
+
+class _Reuse(TypedDict):
+    """First-layer reuse: the layer, its centre/d1/d2 parameters, their outputs per batch, and its stand-in."""
+
+    name: str
+    layer: nn.Module
+    cache: dict[int, tuple[torch.Tensor, ...]]  # id(batch) -> (z0, z1, z2)
+    parts: list[dict[str, torch.Tensor]]
+    injected: _Injected
 
 
 def first_layer_name(model: nn.Module) -> str:
@@ -123,7 +135,7 @@ class PlaneEvaluator:
             torch.cat([_masked(src[k].detach().to(device, torch.float64), masks.get(k)).reshape(-1) for k in self.names])
             for src in (centre, d1, d2)
         )
-        self.shapes = [self.params[k].shape for k in self.names]
+        self.shapes: list[tuple[int, ...]] = [self.params[k].shape for k in self.names]
         self.numels = [self.params[k].numel() for k in self.names]
         self.dtypes = [dtypes.get(k, self.params[k].dtype) for k in self.names]
         self._tmp = torch.empty_like(self.c)
@@ -131,7 +143,7 @@ class PlaneEvaluator:
         # net simply takes the per-tensor copy path in `_set`.
         self.flat = torch.empty(self.c.numel(), dtype=self.dtypes[0], device=device) if len(set(self.dtypes)) == 1 else None
         off = 0
-        for k, n, shape in zip(self.names, self.numels, self.shapes):
+        for k, n, shape in zip(self.names, self.numels, self.shapes, strict=True):  # all three per name
             p = self.params[k]
             p.requires_grad_(False)
             if self.flat is not None:
@@ -147,11 +159,11 @@ class PlaneEvaluator:
         self.channels_last = any(isinstance(m, nn.Conv2d) for m in self.worker.modules())
         if self.channels_last:
             self.calibration = [b.contiguous(memory_format=torch.channels_last) if b.dim() == 4 else b for b in self.calibration]
-        self.reuse: dict | None = None
+        self.reuse: _Reuse | None = None
         self.reuse_note = "off"
         if settings.reuse_first_layer:
             self._setup_reuse(centre, d1, d2, masks, dtypes)
-        self.plan: list | None = None
+        self.plan: list[fused_chain.Step] | None = None
         self.plan_note = "off"
         if settings.fused and self.reuse is None:
             self.plan = fused_chain.build(self.worker)
@@ -165,24 +177,26 @@ class PlaneEvaluator:
     def _setup_reuse(self, centre: State, d1: State, d2: State, masks: Masks, dtypes: dict[str, torch.dtype]) -> None:
         name = first_layer_name(self.worker)
         layer = copy.deepcopy(self.worker.get_submodule(name))
+        assert isinstance(layer, PRUNABLE_TYPES)  # first_layer_name names a Conv/Linear
         prefix = f"{name}."
         keys = {k[len(prefix) :]: k for k in self.names if k.startswith(prefix)}
-        self.reuse = {"name": name, "layer": layer, "cache": {}, "parts": []}
+        parts: list[dict[str, torch.Tensor]] = []
         for src in (centre, d1, d2):
             part = {}
             for short, full in keys.items():
                 t = _masked(src[full].detach().to(layer.weight.device, torch.float64), masks.get(full))
                 part[short] = t.to(dtypes.get(full, layer.weight.dtype))
-            self.reuse["parts"].append(part)
-        self.reuse["injected"] = _Injected()
+            parts.append(part)
+        self.reuse = {"name": name, "layer": layer, "cache": {}, "parts": parts, "injected": _Injected()}
         parent_name, _, child = name.rpartition(".")
         self._swap = (self.worker.get_submodule(parent_name) if parent_name else self.worker, child, self.worker.get_submodule(name))
         self.reuse_note = "on"
 
     def _layer_input(self, xb: torch.Tensor) -> torch.Tensor:
+        assert self.reuse is not None
         captured: list[torch.Tensor] = []
 
-        def hook(module, args):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             captured.append(args[0])
             raise _StopForward
 
@@ -226,6 +240,7 @@ class PlaneEvaluator:
                 self.reuse["cache"][id(xb)] = tuple(functional_call(self.reuse["layer"], part, (u,)) for part in self.reuse["parts"])
 
     def _z(self, xb: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        assert self.reuse is not None
         z0, z1, z2 = self.reuse["cache"][id(xb)]
         return torch.add(z0, z1, alpha=a).add_(z2, alpha=b)
 
@@ -240,7 +255,7 @@ class PlaneEvaluator:
         if self.flat is not None:
             self.flat.copy_(self._tmp)
         else:
-            for k, piece in zip(self.names, self._tmp.split(self.numels)):
+            for k, piece in zip(self.names, torch.split(self._tmp, self.numels), strict=True):  # one piece per name
                 self.params[k].copy_(piece.view(self.params[k].shape))
         if self.mode == "interpolate":
             for k, v in self.buffers_at(a, b).items():
@@ -262,17 +277,17 @@ class PlaneEvaluator:
             for m in self.bns:
                 m.eval()
 
-    def _batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    def _batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Batch]:
         # The same tensor objects every call, so the first-layer cache (keyed by identity) finds them.
         key = (id(x), batch_size)
-        cache = self.__dict__.setdefault("_split_batches", {})
+        cache: dict[tuple[int, int], tuple[torch.Tensor, list[Batch]]] = self.__dict__.setdefault("_split_batches", {})
         if key not in cache:
-            xs = x.split(batch_size)
+            xs = torch.split(x, batch_size)
             if self.channels_last and x.dim() == 4:
                 # Measured on the team's CPU (oneDNN): a 3-conv BN net's forward 1.6x faster with NHWC inputs and
                 # NCHW weights; converting the weights too was slower. Same arithmetic up to summation order.
                 xs = tuple(b.contiguous(memory_format=torch.channels_last) for b in xs)
-            cache[key] = (x, list(zip(xs, y.split(batch_size))))
+            cache[key] = (x, list(zip(xs, torch.split(y, batch_size), strict=True)))  # inputs and labels: equal lengths
         return cache[key][1]
 
     @torch.no_grad()
@@ -307,8 +322,9 @@ class PlaneEvaluator:
         return rows
 
     # ---- the fused plan (fused_chain) -------------------------------------------------------------
-    def _plan_prepare(self, points: Sequence[tuple[float, float]]) -> list:
+    def _plan_prepare(self, points: Sequence[tuple[float, float]]) -> list[fused_chain.Prepared]:
         """Return the plan's stacked, BatchNorm-folded weights for `points` (their parameters cast as `_set` casts them)."""
+        assert self.plan is not None
         n = len(points)
         flat = torch.empty(n, self.c.numel(), dtype=torch.float64, device=self.c.device)
         for i, (a, b) in enumerate(points):
@@ -318,7 +334,7 @@ class PlaneEvaluator:
                 torch.add(self.c, self.d1, alpha=a, out=flat[i])
                 flat[i].add_(self.d2, alpha=b)
         tensors, off = {}, 0
-        for k, numel, shape, dtype in zip(self.names, self.numels, self.shapes, self.dtypes):
+        for k, numel, shape, dtype in zip(self.names, self.numels, self.shapes, self.dtypes, strict=True):  # all four per name
             if k in self.plan_params:
                 tensors[k] = flat[:, off : off + numel].to(dtype).view(n, *shape)
             off += numel
@@ -339,6 +355,7 @@ class PlaneEvaluator:
 
     def _check_plan(self, splits: Splits, batch_size: int) -> None:
         """Compare the plan with the module forward on real inputs at two points; switch it off (noted) on any mismatch."""
+        assert self.plan is not None
         x, y = next(iter(splits.values()))
         xb = self._batches(x, y, batch_size)[0][0][:16]
         pts = [(0.0, 0.0), (0.5, -0.25)]
@@ -362,6 +379,7 @@ class PlaneEvaluator:
 
     def _evaluate_plan(self, points: Sequence[tuple[float, float]], splits: Splits, batch_size: int, group: int) -> list[Row]:
         """Evaluate `points` with the fused plan, `group` points per forward; the centre with the module itself (bit-exact)."""
+        assert self.plan is not None
         points = [(float(a), float(b)) for a, b in points]
         rows: list[Row | None] = [None] * len(points)
         centre = [i for i, (a, b) in enumerate(points) if a == 0.0 and b == 0.0]
@@ -380,7 +398,7 @@ class PlaneEvaluator:
                 loss_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
                 wrong = torch.zeros(n, dtype=torch.int64, device=x.device)
                 for xb, yb in self._batches(x, y, batch_size):
-                    for xs, ys in zip(xb.split(block), yb.split(block)):
+                    for xs, ys in zip(torch.split(xb, block), torch.split(yb, block), strict=True):  # inputs and labels
                         logits = fused_chain.forward(self.plan, prep, xs, n)  # (n, rows, classes)
                         if n == 1:
                             loss_sum += F.cross_entropy(logits[0], ys, reduction="sum").double()
@@ -389,10 +407,12 @@ class PlaneEvaluator:
                             loss_sum += per.sum(dim=1).double()
                         wrong += (logits.argmax(dim=2) != ys).sum(dim=1)
                 for j, i in enumerate(idx):
-                    if rows[i] is None:
-                        rows[i] = {}
-                    rows[i][split] = (float(loss_sum[j]) / len(x), float(wrong[j]) / len(x))
-        return rows
+                    row_i = rows[i]
+                    if row_i is None:
+                        row_i = rows[i] = {}
+                    row_i[split] = (float(loss_sum[j]) / len(x), float(wrong[j]) / len(x))
+        # Every point has its row once there is a split (the centre above, the rest per split); with no split, None as before.
+        return cast("list[Row]", rows)
 
     # ---- a chunk of points in one vmap pass ---------------------------------------------------------
     @torch.no_grad()
@@ -414,12 +434,12 @@ class PlaneEvaluator:
         if centre_rows.any():
             flat[centre_rows] = self.c
         stacked, off = {}, 0
-        for k, n, shape, dtype in zip(self.names, self.numels, self.shapes, self.dtypes):
+        for k, n, shape, dtype in zip(self.names, self.numels, self.shapes, self.dtypes, strict=True):  # all four per name
             stacked[k] = flat[:, off : off + n].to(dtype).view(c, *shape)
             off += n
         if self.mode in ("interpolate", "reestimate"):
             per_point = []
-            for ai, bi in zip(a.tolist(), b.tolist()):
+            for ai, bi in zip(a.tolist(), b.tolist(), strict=True):  # one a and one b per point
                 self._set(ai, bi)
                 per_point.append({k: self.buffers[k].clone() for k in self.bn_keys})
             floating = [k for k in self.bn_keys if per_point[0][k].is_floating_point()]
@@ -432,10 +452,10 @@ class PlaneEvaluator:
             prefix = f"{reuse['name']}."
             stacked = {k: v for k, v in stacked.items() if not k.startswith(prefix)}
 
-        def forward(params: State, z, xb: torch.Tensor) -> torch.Tensor:
+        def forward(params: State, z: torch.Tensor | None, xb: torch.Tensor) -> torch.Tensor:
             if reuse is not None:
                 reuse["injected"].z = z
-            return functional_call(worker, (params, shared), (xb,), strict=True)
+            return cast(torch.Tensor, functional_call(worker, (params, shared), (xb,), strict=True))
 
         batched = torch.vmap(forward, in_dims=(0, 0 if reuse is not None else None, None))
         rows: list[Row] = [{} for _ in points]

@@ -29,7 +29,9 @@ least one Conv2d. Anything else: `build` returns None and the caller keeps the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +40,13 @@ from torch import nn
 ROW_BLOCK_BYTES = 4 * 2**20  # target size of a row block's largest activation (all P points); measured best at 4-8 MiB
 MIN_ROWS = 8
 
+_CONV_RELU: Callable[..., torch.Tensor] | None
 try:
-    _CONV_RELU = torch.ops.mkldnn._convolution_pointwise.default if torch.backends.mkldnn.is_available() else None
+    _CONV_RELU = (
+        torch.ops.mkldnn._convolution_pointwise.default
+        if torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        else None
+    )
 except (AttributeError, RuntimeError):  # a build without oneDNN
     _CONV_RELU = None
 
@@ -50,9 +57,13 @@ class Step:
     name: str = ""
     module: nn.Module | None = None
     bn: str | None = None  # the folded BatchNorm's module name
-    bn_module: nn.Module | None = None
+    bn_module: nn.BatchNorm1d | nn.BatchNorm2d | None = None
     relu: bool = False
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Prepared: TypeAlias = tuple[torch.Tensor, torch.Tensor | None] | None
+"""One step's stacked, BN-folded (weight, bias) for all points; None for a step without parameters."""
 
 
 def _chain_modules(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
@@ -145,6 +156,7 @@ def param_names(steps: list[Step]) -> set[str]:
     names = set()
     for s in steps:
         if s.kind in ("conv", "linear"):
+            assert isinstance(s.module, (nn.Conv2d, nn.Linear))
             names.add(f"{s.name}.weight")
             if s.module.bias is not None:
                 names.add(f"{s.name}.bias")
@@ -157,12 +169,12 @@ def bn_buffer_names(steps: list[Step]) -> list[str]:
     return [f"{s.bn}.{b}" for s in steps if s.bn for b in ("running_mean", "running_var")]
 
 
-def prepare(steps: list[Step], tensors: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], points: int) -> list:
+def prepare(steps: list[Step], tensors: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], points: int) -> list[Prepared]:
     """Return per step the stacked, BN-folded weights of `points` points.
 
     `tensors[name]` is (P, *shape) float32 (the points' parameters), `buffers[name]` (P, C) (their BatchNorm statistics).
     """
-    out: list = []
+    out: list[Prepared] = []
     for s in steps:
         if s.kind not in ("conv", "linear"):
             out.append(None)
@@ -191,9 +203,10 @@ def prepare(steps: list[Step], tensors: dict[str, torch.Tensor], buffers: dict[s
     return out
 
 
-def _apply(s: Step, pr, h: torch.Tensor, state: str, points: int) -> tuple[torch.Tensor, str]:
+def _apply(s: Step, pr: Prepared, h: torch.Tensor, state: str, points: int) -> tuple[torch.Tensor, str]:
     if s.kind == "conv":
         m = s.module
+        assert isinstance(m, nn.Conv2d) and pr is not None
         w, b = pr
         if state == "shared":
             if points > 1 and m.groups != 1:
@@ -202,11 +215,13 @@ def _apply(s: Step, pr, h: torch.Tensor, state: str, points: int) -> tuple[torch
         else:
             groups = m.groups * points
         if s.relu:
+            assert _CONV_RELU is not None  # build() returns no plan without it
             h = _CONV_RELU(h, w, b, list(m.padding), list(m.stride), list(m.dilation), groups, "relu", [], "")
         else:
             h = F.conv2d(h, w, b, m.stride, m.padding, m.dilation, groups)
         return h, "chan"
     if s.kind == "pool":
+        assert s.module is not None
         return s.module(h), state
     if s.kind == "relu":
         return torch.relu(h), state
@@ -215,6 +230,7 @@ def _apply(s: Step, pr, h: torch.Tensor, state: str, points: int) -> tuple[torch
             raise ValueError("flatten before any convolution")
         return h.reshape(h.shape[0], points, -1).transpose(0, 1), "pts"
     # linear, after the flatten: h is (P, B, F)
+    assert pr is not None
     w, b = pr
     if points == 1:
         h = F.linear(h[0], w[0], None if b is None else b[0]).unsqueeze(0)
@@ -227,18 +243,18 @@ def _apply(s: Step, pr, h: torch.Tensor, state: str, points: int) -> tuple[torch
     return h, state
 
 
-def forward(steps: list[Step], prepared: list, x: torch.Tensor, points: int) -> torch.Tensor:
+def forward(steps: list[Step], prepared: list[Prepared], x: torch.Tensor, points: int) -> torch.Tensor:
     """Return the logits (P, B, classes) of `points` points on the shared input `x` (B, ...)."""
     h, state = x, "shared"  # shared: no point axis yet; chan: (B, P*C, H, W); pts: (P, B, F)
-    for s, pr in zip(steps, prepared):
+    for s, pr in zip(steps, prepared, strict=True):  # prepare() gives one entry per step
         h, state = _apply(s, pr, h, state, points)
     return h
 
 
-def max_activation_per_row(steps: list[Step], prepared: list, x: torch.Tensor) -> int:
+def max_activation_per_row(steps: list[Step], prepared: list[Prepared], x: torch.Tensor) -> int:
     """Return the largest activation's element count per input row before the flatten, for one point (a forward on 1 row)."""
     biggest, h, state = 1, x[:1], "shared"
-    for s, pr in zip(steps, prepared):
+    for s, pr in zip(steps, prepared, strict=True):  # prepare() gives one entry per step
         if s.kind == "flatten":
             break
         h, state = _apply(s, pr, h, state, 1)

@@ -39,7 +39,9 @@ def _level(i: int, n: int) -> int:
 
 
 def coarse_to_fine(resolution: int) -> np.ndarray:
-    """Return a permutation of range(resolution): the every-4th subgrid (around the centre, ends included), then every-2nd, then the rest."""
+    """Return a permutation of range(resolution): the every-4th subgrid (around the centre, ends included), then every-2nd,
+    then the rest.
+    """
     n = int(resolution)
     if n < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")

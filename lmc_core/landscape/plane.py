@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,16 +70,17 @@ def _combine(terms: Iterable[tuple[float, State]], keys: Iterable[str]) -> State
     terms = list(terms)
     out = {}
     for k in keys:
-        acc = None
+        acc: torch.Tensor | None = None
         for c, s in terms:
             acc = c * s[k] if acc is None else acc + c * s[k]
+        assert acc is not None  # every caller passes two terms
         out[k] = acc
     return out
 
 
 def _check_keys(states: list[State], names: list[str]) -> None:
     ref = states[0].keys()
-    for s, name in zip(states[1:], names[1:]):
+    for s, name in zip(states[1:], names[1:], strict=True):  # one name per state (the callers' tuples; pca_plane checks)
         if s.keys() != ref:
             only_ref, only_s = sorted(ref - s.keys()), sorted(s.keys() - ref)
             raise ValueError(f"{name} has different keys from {names[0]}: only in {names[0]} {only_ref[:5]}, only in {name} {only_s[:5]}")
@@ -87,7 +89,7 @@ def _check_keys(states: list[State], names: list[str]) -> None:
                 raise ValueError(f"{k}: shape {tuple(s[k].shape)} in {name} but {tuple(states[0][k].shape)} in {names[0]}")
 
 
-def to_jsonable(x):
+def to_jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -117,7 +119,7 @@ class Plane:
     d1: State
     d2: State
     kind: str
-    info: dict
+    info: dict[str, Any]
     points: dict[str, tuple[float, float]]
     dtypes: dict[str, torch.dtype] = field(default_factory=dict)
     buffers: State | None = None
@@ -133,10 +135,7 @@ class Plane:
         a, b = float(a), float(b)
         out = {}
         for k, c in self.centre.items():
-            if a == 0.0 and b == 0.0:
-                v = c
-            else:
-                v = c + a * self.d1[k] + b * self.d2[k]
+            v = c if a == 0.0 and b == 0.0 else c + a * self.d1[k] + b * self.d2[k]
             out[k] = v.to(self.dtypes.get(k, c.dtype), copy=True)
         return apply_mask(out, masks if masks is not None else self.masks)
 
@@ -163,7 +162,9 @@ class Plane:
         return out
 
     def coordinates(self, state: State) -> tuple[tuple[float, float], float]:
-        """Return the least-squares (a, b) of a parameter state in this plane and the relative residual ||t - at(a, b)|| / ||t - centre||."""
+        """Return the least-squares (a, b) of a parameter state in this plane and the relative residual
+        ||t - at(a, b)|| / ||t - centre||.
+        """
         t = _f64({k: state[k] for k in self.centre})
         off = {k: t[k] - self.centre[k] for k in self.centre}
         g11, g12, g22 = _dot(self.d1, self.d1), _dot(self.d1, self.d2), _dot(self.d2, self.d2)
@@ -185,10 +186,11 @@ def _buffers_f64(buffers: State) -> State:
 def _filter_normalise(d: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Return d rescaled per filter (dim-0 slice) to theta's filter norms (a 1-D tensor is one filter)."""
     if d.dim() <= 1:
-        return d * (theta.norm() / (d.norm() + _FILTER_EPS))
+        ratio: torch.Tensor = theta.norm() / (d.norm() + _FILTER_EPS)
+        return d * ratio
     dn = d.flatten(1).norm(dim=1)
     tn = theta.flatten(1).norm(dim=1)
-    scale = (tn / (dn + _FILTER_EPS)).view(-1, *([1] * (d.dim() - 1)))
+    scale: torch.Tensor = (tn / (dn + _FILTER_EPS)).view(-1, *([1] * (d.dim() - 1)))
     return d * scale
 
 

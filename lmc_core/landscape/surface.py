@@ -1,11 +1,13 @@
-"""The loss and error surface of a model over a grid on a plane, with BatchNorm handled per point and the strategy chosen per model."""
+"""The loss and error surface of a model over a grid on a plane, with BatchNorm handled per point and the strategy chosen per
+model."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from lmc_core.connectivity.batchnorm import calibration_batches, resolve_bn_mode
 from lmc_core.connectivity.engine import STRATEGIES, choose_strategy, chunk_size
 from lmc_core.foundations.heap import roomy_heap
 from lmc_core.foundations.types import Masks, Splits
-from lmc_core.landscape.evaluator import EvaluatorSettings, PlaneEvaluator
+from lmc_core.landscape.evaluator import EvaluatorSettings, PlaneEvaluator, Row
 from lmc_core.landscape.grid import coarse_to_fine_2d
 from lmc_core.landscape.plane import Plane, to_jsonable
 
@@ -33,7 +35,7 @@ class Surface:
     bn_mode: str
     strategy: str
     kind: str
-    info: dict
+    info: dict[str, Any]
     points: dict[str, tuple[float, float]]
     done: np.ndarray | None = None
 
@@ -43,7 +45,8 @@ class Surface:
         if self.done is not None:
             return np.asarray(self.done, dtype=bool)
         first = next(iter(self.loss.values()))
-        return ~np.isnan(first)
+        evaluated: np.ndarray = ~np.isnan(first)
+        return evaluated
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Return a flat dict for np.savez (no pickles): xs, ys, loss_<split>, error_<split>, and "meta" (a JSON string)."""
@@ -63,7 +66,7 @@ class Surface:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays) -> Surface:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Surface:
         """Return the Surface that `to_arrays` flattened (also accepts an np.load NpzFile)."""
         keys = list(arrays.keys())
         splits = [k[len("loss_") :] for k in keys if k.startswith("loss_")]
@@ -82,16 +85,30 @@ class Surface:
         )
 
 
-def _check_axis(v, name: str) -> np.ndarray:
+def _check_axis(v: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(v, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be a non-empty 1-D array of finite coordinates, got shape {arr.shape}")
     return arr
 
 
-def _calibrate(run, order, xs, ys, data, batch_size: int, stack: int, record) -> tuple[str, dict[str, float], int]:
+# A strategy's evaluation of a list of points (PlaneEvaluator.evaluate_loop or evaluate_stacked), and what stores its rows.
+_Run = Callable[[Sequence[tuple[float, float]], Splits, int], list[Row]]
+_Record = Callable[[list[tuple[int, int]], list[Row]], None]
+
+
+def _calibrate(
+    run: dict[str, _Run],
+    order: list[tuple[int, int]],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    data: Splits,
+    batch_size: int,
+    stack: int,
+    record: _Record,
+) -> tuple[str, dict[str, float], int]:
     """Evaluate the first grid points with both strategies, timing each; return (the faster, ms per point, points done)."""
-    timings = {}
+    timings: dict[str, float] = {}
     start = 0
     for name, n in (("loop", 2), ("loop", max(8, stack)), ("batched", stack)):  # the first two points warm the kernels up
         idx = order[start : start + n]
@@ -100,7 +117,7 @@ def _calibrate(run, order, xs, ys, data, batch_size: int, stack: int, record) ->
         if start > 0:
             timings[name] = 1e3 * (time.perf_counter() - t0) / len(idx)
         start += len(idx)
-    return min(timings, key=timings.get), timings, start
+    return min(timings, key=timings.__getitem__), timings, start
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,11 @@ def evaluate_surface(
         for k, v in plane.buffers.items():
             if k in worker_base:
                 worker_base[k] = v.detach().to(worker_base[k].device, worker_base[k].dtype)
-    batches = calibration_batches(calibration, opts.bn_batches, opts.bn_batch_size) if mode == "reestimate" else []
+    if mode == "reestimate":
+        assert calibration is not None  # resolve_bn_mode refuses "reestimate" without calibration inputs
+        batches = calibration_batches(calibration, opts.bn_batches, opts.bn_batch_size)
+    else:
+        batches = []
     settings = EvaluatorSettings(
         mode=mode, base=worker_base, masks=use_masks, calibration=batches, reuse_first_layer=opts.reuse_first_layer, fused=opts.fused
     )
@@ -218,13 +239,13 @@ def _evaluate_surface(
         done=done_mask,
     )
 
-    def record(idx: list[tuple[int, int]], rows: list) -> None:
-        for (i, j), row in zip(idx, rows):
+    def record(idx: list[tuple[int, int]], rows: list[Row]) -> None:
+        for (i, j), row in zip(idx, rows, strict=True):  # the evaluators return one row per point
             for s in data:
                 loss[s][i, j], error[s][i, j] = row[s]
             done_mask[i, j] = True
 
-    run = {"loop": evaluator.evaluate_loop, "batched": evaluator.evaluate_stacked}
+    run: dict[str, _Run] = {"loop": evaluator.evaluate_loop, "batched": evaluator.evaluate_stacked}
     start = 0
     if strategy == "auto" and (stack < 2 or total < 4 * stack + 8):
         strategy = choose_strategy(model, rows_batch) if stack >= 2 else "loop"

@@ -58,7 +58,7 @@ def layer_sparsity(masks: Masks) -> dict[str, float]:
 
 def _keep_count(n: int, target_sparsity: float) -> int:
     # Rounding the target (not each round's step) keeps 1 - (1 - rate)^r exact to one weight at every round.
-    return int(round(n * (1.0 - target_sparsity)))
+    return int(round(n * (1.0 - target_sparsity)))  # noqa: RUF046 - int() also covers a numpy or tensor sparsity
 
 
 def _keep_top(scores: torch.Tensor, keep: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -19,6 +19,9 @@ from lmc_core.foundations.events import Event
 from lmc_core.foundations.layout import CONFIG_FILE
 from lmc_core.studies.presets import PRESETS, merge, preset
 from lmc_core.studies.validation import load_config, validate_config
+
+if TYPE_CHECKING:
+    from lmc_core.studies.run import Run
 
 console = Console()
 if not console.is_terminal:  # piped or captured: rich would fall back to 80 columns and wrap every table
@@ -109,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             with _ProgressView() as view:
                 run.run(view)
-    except Exception as err:  # a failed stage keeps everything before it; say where to resume
+    except Exception as err:  # noqa: BLE001 - a failed stage keeps everything before it; say where to resume
         errors.print(f"[red]stage failed: {err}[/red]\nfinished stages are kept in {run.dir}; re-run the same command to resume.")
         return 1
     print_synthetic_table(run.synthetic_table())
@@ -263,7 +266,7 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def open_run(path: str) -> Any:
+def open_run(path: str) -> Run | None:
     """Return the Run stored in folder `path`, or None after printing why it is not one."""
     from lmc_core.studies.run import Run
 

@@ -17,7 +17,8 @@ _MNIST1D_SHIFT = {"name": "mnist1d", "augmentation": "shift", "max_shift": 3}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
-        "description": "Every stage, tiny: MNIST-1D MLP, lr 0.1, 20 epochs; IMP, random and distilled IMP (a 30-step DM set), 2 rounds at k = 625; "
+        "description": "Every stage, tiny: MNIST-1D MLP, lr 0.1, 20 epochs; IMP, random and distilled IMP (a 30-step DM set), "
+        "2 rounds at k = 625; "
         "dense sweep k in {0, 625}; a loss surface and the Hessian of each round-2 subnetwork. Under a minute on 2 cores.",
         "config": {
             "name": "smoke",
@@ -56,7 +57,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "mnist1d": {
-        "description": "The default demo. MNIST-1D ConvNet (3 x conv k5 stride 2, width 64), SGD lr 0.05, batch 32, cosine, 40 epochs, shift 3. "
+        "description": "The default demo. MNIST-1D ConvNet (3 x conv k5 stride 2, width 64), SGD lr 0.05, batch 32, cosine, "
+        "40 epochs, shift 3. "
         "Expect dense ~97.5 %, barrier > 2 points at k = 0 and ~1 at k = 125; IMP stable from ~36 % sparsity at k = 0, random unstable.",
         "config": {
             "name": "mnist1d",
@@ -82,7 +84,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "digits-stable": {
-        "description": "The control that is stable at init (the LeNet/MNIST analogue): digits MLP 64-100-100-10, lr 0.05, 40 epochs; barrier <= 0.2 points.",
+        "description": "The control that is stable at init (the LeNet/MNIST analogue): digits MLP 64-100-100-10, lr 0.05, 40 epochs; "
+        "barrier <= 0.2 points.",
         "config": {
             "name": "digits-stable",
             "data": {"name": "digits"},
@@ -153,7 +156,8 @@ def _paper_cifar(dataset: str, arch: str) -> dict[str, Any]:
         "dc": {"match": "mse", "net_data": "real", "outer_loop": 100, "inner_loop": 1, "lr_net": 0.01},
     }
     return {
-        "description": f"The paper's protocol on {dataset.upper()} with {'ConvNet-3 (instance norm, width 128)' if arch == 'convnet3' else 'the half-width ResNet-18'}: "
+        "description": f"The paper's protocol on {dataset.upper()} with "
+        f"{'ConvNet-3 (instance norm, width 128)' if arch == 'convnet3' else 'the half-width ResNet-18'}: "
         "IDC-style sets (10 and 50 per class, factor 2; or import the published files with synthetic.sets.<name>.method=import), "
         "distilled IMP 10 x 20 % rewound to init, real IMP, random pruning; 300 real epochs (SGD 0.01, x0.2 at 200/250, DSA + CutMix); "
         "stability at rounds 0, 4, 9 with 11 alphas. Needs a GPU and the CIFAR archive in ./data (days on a CPU).",
@@ -203,8 +207,9 @@ def _paper_cifar(dataset: str, arch: str) -> dict[str, Any]:
 PRESETS.update(
     {
         "paper-mini": {
-            "description": "The paper's experiment on MNIST-1D with the ConvNet (lr 0.05, 20 epochs), rewound to init: IMP trained on DM and MTT sets "
-            "(10 per class) vs real IMP, IMP on a random real subset of the same size, random pruning and dense; 4 rounds, stability at every round.",
+            "description": "The paper's experiment on MNIST-1D with the ConvNet (lr 0.05, 20 epochs), rewound to init: "
+            "IMP trained on DM and MTT sets (10 per class) vs real IMP, IMP on a random real subset of the same size, "
+            "random pruning and dense; 4 rounds, stability at every round.",
             "config": {
                 "name": "paper-mini",
                 "data": _MNIST1D_SHIFT,
@@ -216,7 +221,8 @@ PRESETS.update(
             },
         },
         "paper-mini-mlp": {
-            "description": "The same experiment where real IMP at init stays unstable (MNIST-1D MLP, lr 0.1, 40 epochs; measured: barrier 22-40 "
+            "description": "The same experiment where real IMP at init stays unstable (MNIST-1D MLP, lr 0.1, 40 epochs; "
+            "measured: barrier 22-40 "
             "points up to 59 % sparsity): do distilled masks make it stable? Two seed pairs.",
             "config": {
                 "name": "paper-mini-mlp",

@@ -105,7 +105,8 @@ class Run:
         return (self.stage_dir(key) / STAGE_FILE).is_file()
 
     def stage_info(self, key: str) -> dict[str, Any]:
-        return load_json(self.stage_dir(key) / STAGE_FILE)
+        info: dict[str, Any] = load_json(self.stage_dir(key) / STAGE_FILE)
+        return info
 
     def load_state(self, key: str, name: str = "state") -> State:
         """Return the weights a stage saved: "state" for init and parents, "a" / "b" for a pair's copies."""

@@ -39,20 +39,19 @@ def train_copies(
     """
     if strategy not in ("loop", "stacked", "auto"):
         raise ValueError(f"unknown strategy {strategy!r}; use 'loop', 'stacked' or 'auto'")
-    if strategy != "loop":
-        if strategy == "stacked" or choose_copies_strategy(model, len(seeds)) == "stacked":
-            return train_stacked(
-                model,
-                data,
-                cfg,
-                augmenter,
-                seeds=seeds,
-                masks=masks,
-                start_step=start_step,
-                end_step=end_step,
-                stage=stage,
-                callback=callback,
-            )
+    if strategy != "loop" and (strategy == "stacked" or choose_copies_strategy(model, len(seeds)) == "stacked"):
+        return train_stacked(
+            model,
+            data,
+            cfg,
+            augmenter,
+            seeds=seeds,
+            masks=masks,
+            start_step=start_step,
+            end_step=end_step,
+            stage=stage,
+            callback=callback,
+        )
     start = {k: v.clone() for k, v in model.state_dict().items()}
     results = []
     for i, (data_seed, augment_seed) in enumerate(seeds):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmc_core.data.augment import Augmenter
+from lmc_core.data.augment import BatchAugmenter
 from lmc_core.data.dataset import Dataset
 from lmc_core.data.dsa import cutmix
 from lmc_core.foundations.config import TrainConfig
@@ -60,7 +60,10 @@ def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
 
 def total_steps(cfg: TrainConfig, n_train: int) -> int:
     """Return the schedule's length T in steps (train.steps, else epochs x steps per epoch)."""
-    return cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch(cfg, n_train)
+    if cfg.steps is not None:
+        return cfg.steps
+    assert cfg.epochs is not None  # TrainConfig refuses a config with neither
+    return cfg.epochs * steps_per_epoch(cfg, n_train)
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, spe: int) -> float:
@@ -91,7 +94,7 @@ class BatchStream:
     CutMix draws come from the augmentation stream, after the batch's augmentation.
     """
 
-    def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: Augmenter, cutmix: float = 0.0):
+    def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: BatchAugmenter, cutmix: float = 0.0):
         if cutmix and data.kind == "vector":
             raise ValueError(
                 f"cutmix pastes a box of an image or a segment of a signal; dataset {data.name!r} holds vectors: set cutmix to 0"
@@ -126,7 +129,7 @@ def train(
     model: nn.Module,
     data: Dataset,
     cfg: TrainConfig,
-    augmenter: Augmenter,
+    augmenter: BatchAugmenter,
     *,
     data_seed: int,
     augment_seed: int,
@@ -163,7 +166,7 @@ def train(
         xb, yb = next(batches)
         loss = F.cross_entropy(model(xb), yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         apply_masks(model, masks)
         window.append(loss.detach())

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeAlias, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,11 @@ from torch import nn
 from torch.func import functional_call
 
 from lmc_core.data.augment import Augmenter
-from lmc_core.foundations.config import TrainConfig
 from lmc_core.data.dataset import Dataset
+from lmc_core.foundations.config import TrainConfig
 from lmc_core.foundations.events import Callback, Event, no_callback
-from lmc_core.models import MLP, ConvNet
 from lmc_core.foundations.types import Masks
+from lmc_core.models import MLP, ConvNet
 from lmc_core.train.loop import BatchStream, TrainingDiverged, TrainResult, lr_at, steps_per_epoch, total_steps
 
 # torch.optim.Adam's defaults, which make_optimizer keeps.
@@ -42,14 +43,18 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 SGD_DAMPENING = 0.0
 
+_Tensors: TypeAlias = list[torch.Tensor] | tuple[torch.Tensor, ...]  # what torch._foreach_* take and return
+
 
 def stacking_obstacle(model: nn.Module) -> str | None:
     """Return why `model` cannot be trained stacked (a norm layer with running statistics), or None if it can."""
     for name, m in model.named_modules():
         running = isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
         if isinstance(m, nn.modules.batchnorm._BatchNorm) or running:
-            return (f"layer {name or type(m).__name__!r} ({type(m).__name__}) keeps running statistics, which vmap cannot "
-                    "update per copy in train mode; use strategy='loop'")
+            return (
+                f"layer {name or type(m).__name__!r} ({type(m).__name__}) keeps running statistics, which vmap cannot "
+                "update per copy in train mode; use strategy='loop'"
+            )
     return None
 
 
@@ -71,14 +76,14 @@ class _StackedOptimizer:
             self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
 
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], lr: float) -> None:
+    def step(self, grads: Sequence[torch.Tensor], lr: float) -> None:
         """Update the parameters in place with learning rate `lr`; returns nothing."""
         if self.cfg.optimizer == "adam":
             self._adam(list(grads), lr)
         else:
             self._sgd(list(grads), lr)
 
-    def _sgd(self, grads: list[torch.Tensor], lr: float) -> None:
+    def _sgd(self, grads: _Tensors, lr: float) -> None:
         cfg = self.cfg
         if cfg.weight_decay != 0:
             grads = torch._foreach_add(grads, self.params, alpha=cfg.weight_decay)
@@ -88,13 +93,10 @@ class _StackedOptimizer:
             else:
                 torch._foreach_mul_(self.bufs, cfg.momentum)
                 torch._foreach_add_(self.bufs, grads, alpha=1 - SGD_DAMPENING)
-            if cfg.nesterov:
-                grads = torch._foreach_add(grads, self.bufs, alpha=cfg.momentum)
-            else:
-                grads = self.bufs
+            grads = torch._foreach_add(grads, self.bufs, alpha=cfg.momentum) if cfg.nesterov else self.bufs
         torch._foreach_add_(self.params, grads, alpha=-lr)
 
-    def _adam(self, grads: list[torch.Tensor], lr: float) -> None:
+    def _adam(self, grads: _Tensors, lr: float) -> None:
         beta1, beta2 = ADAM_BETAS
         self.steps += 1
         if self.cfg.weight_decay != 0:  # Adam's L2 form: the decay joins the gradient, before the moments
@@ -159,7 +161,7 @@ def _walk(children: list[tuple[str, nn.Module]], plan: Plan) -> bool:
             plan.append(("linear", full, child))
         elif kind in _CONVS and child.padding_mode == "zeros" and not isinstance(child.padding, str):
             plan.append(("conv", full, child))
-        elif kind in _FOLD and (kind is not nn.Flatten or child.start_dim >= 1):
+        elif kind in _FOLD and (not isinstance(child, nn.Flatten) or child.start_dim >= 1):  # kind is exactly one of _FOLD
             plan.append(("fold", full, child))
         elif kind in _PER_COPY:
             plan.append(("per_copy", full, child))
@@ -176,14 +178,16 @@ def make_stacked_forward(template: nn.Module, names: list[str]) -> StackedForwar
     # The general path: any BatchNorm-free module, one functional_call per copy under vmap. Not
     # bit-identical to the loop (bmm and grouped convolutions round differently) and slower for MLPs.
     logits_of = torch.vmap(lambda p, x: functional_call(template, p, (x,)))
-    return lambda params, x: logits_of(dict(zip(names, params)), x)
+    return lambda params, x: logits_of(dict(zip(names, params, strict=True)), x)  # one stacked tensor per name
 
 
 def _folded_forward(plan: Plan, names: list[str]) -> StackedForward:
     """Return the folded forward of `plan` (see folded_plan)."""
     index = {n: i for i, n in enumerate(names)}
-    steps = [(how, module, _conv_args(module) if how == "conv" else None, index.get(f"{name}.weight"), index.get(f"{name}.bias"))
-             for how, name, module in plan]
+    steps = [
+        (how, module, _conv_args(module) if how == "conv" else None, index.get(f"{name}.weight"), index.get(f"{name}.bias"))
+        for how, name, module in plan
+    ]
 
     def forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         copies, batch = x.shape[:2]
@@ -195,9 +199,12 @@ def _folded_forward(plan: Plan, names: list[str]) -> StackedForward:
                 h = torch.cat([module(part) for part in h.chunk(copies)])
             else:
                 if how == "linear" and h.dim() != 2:
-                    raise ValueError(f"stacked training runs {module} on (batch, features) inputs only, got shape "
-                                     f"{tuple(h.shape[1:])} per example; flatten before it, or use strategy='loop'")
+                    raise ValueError(
+                        f"stacked training runs {module} on (batch, features) inputs only, got shape "
+                        f"{tuple(h.shape[1:])} per example; flatten before it, or use strategy='loop'"
+                    )
                 bias = None if b_at is None else params[b_at]
+                assert w_at is not None  # folded_plan admits only models whose parameters all train
                 h = _exact_layer(conv, h.view(copies, batch, *h.shape[1:]), params[w_at], bias).flatten(0, 1)
         return h.view(copies, batch, *h.shape[1:])
 
@@ -220,16 +227,18 @@ def _exact_layer(conv: ConvArgs | None, x: torch.Tensor, weight: torch.Tensor, b
     from batching everything else, the optimizer above all (choose_copies_strategy).
     """
     xs, ws = x.unbind(0), weight.unbind(0)
-    bs = [None] * len(xs) if bias is None else bias.unbind(0)
+    bs: Sequence[torch.Tensor | None] = [None] * len(xs) if bias is None else bias.unbind(0)
+    # All three hold one entry per copy (unbind of the stacked tensors).
     if conv is not None:  # F.conv1d / F.conv2d on a batch is exactly aten.convolution
-        return torch.stack([torch.ops.aten.convolution(xc, wc, bc, *conv) for xc, wc, bc in zip(xs, ws, bs)])
+        return torch.stack([torch.ops.aten.convolution(xc, wc, bc, *conv) for xc, wc, bc in zip(xs, ws, bs, strict=True)])
     if bias is not None:  # F.linear on a matrix: addmm with the bias, on the transposed weight view
-        return torch.stack([torch.addmm(bc, xc, wc.t()) for xc, wc, bc in zip(xs, ws, bs)])
-    return torch.stack([xc.mm(wc.t()) for xc, wc in zip(xs, ws)])
+        return torch.stack([torch.addmm(cast(torch.Tensor, bc), xc, wc.t()) for xc, wc, bc in zip(xs, ws, bs, strict=True)])
+    return torch.stack([xc.mm(wc.t()) for xc, wc in zip(xs, ws, strict=True)])
 
 
 def _conv_args(module: nn.Module) -> ConvArgs:
     """Return aten.convolution's arguments after (input, weight, bias) for an nn.Conv1d/Conv2d, as F.conv*d passes them."""
+    assert isinstance(module, _CONVS) and not isinstance(module.padding, str)  # what _walk plans as "conv"
     dims = len(module.kernel_size)
     return list(module.stride), list(module.padding), list(module.dilation), False, [0] * dims, module.groups
 
@@ -249,7 +258,7 @@ def _stacked_masks(names: list[str], params: list[torch.Tensor], masks: Masks | 
         raise KeyError(f"masks name weights the model does not train: {unknown}")
     targets = [params[index[n]] for n in masks]
     # Multiplying by an exact 0.0 / 1.0, as apply_masks does, so pruned entries are the same (signed) zeros.
-    factors = [m.to(p.device, p.dtype).expand_as(p).contiguous() for m, p in zip(masks.values(), targets)]
+    factors = [m.to(p.device, p.dtype).expand_as(p).contiguous() for m, p in zip(masks.values(), targets, strict=True)]  # both per mask
     return targets, factors
 
 
@@ -262,7 +271,7 @@ def _zero_pruned(targets: list[torch.Tensor], factors: list[torch.Tensor]) -> No
 
 def _copy_states(model: nn.Module, names: list[str], params: list[torch.Tensor], copies: int) -> list[dict[str, torch.Tensor]]:
     """Return one CPU state_dict per copy, keyed and ordered like `model.state_dict()`."""
-    stacked = {id(p): s for p, s in zip((dict(model.named_parameters())[n] for n in names), params)}
+    stacked = {id(p): s for p, s in zip((dict(model.named_parameters())[n] for n in names), params, strict=True)}  # both per name
     # Tied parameters appear under several names in state_dict; map every name to its one stacked tensor.
     by_name = {n: stacked.get(id(p)) for n, p in model.named_parameters(remove_duplicate=False)}
     states = []
@@ -330,7 +339,7 @@ def train_stacked(
         logits = logits_of(params, xb)
         # The loss as one ordinary call per copy: a vmapped cross_entropy sums the batch in another order
         # (loss values differ in the last bit), while per-copy calls give train's losses bit for bit.
-        losses = torch.stack([F.cross_entropy(out, y) for out, y in zip(logits.unbind(0), batch_labels)])
+        losses = torch.stack([F.cross_entropy(out, y) for out, y in zip(logits.unbind(0), batch_labels, strict=True)])  # both per copy
         # d(sum of the copies' losses)/d(copy c's weights) is exactly copy c's own gradient: no cross terms.
         grads = torch.autograd.grad(losses.sum(), params)
         optimizer.step(grads, lr)
@@ -346,8 +355,14 @@ def train_stacked(
     seconds = (time.perf_counter() - t0) / copies
     states = _copy_states(template, names, params, copies)
     return [
-        TrainResult(state=states[c], start_step=start_step, end_step=end, examples=(end - start_step) * cfg.batch_size,
-                    seconds=seconds, history=history[c])
+        TrainResult(
+            state=states[c],
+            start_step=start_step,
+            end_step=end,
+            examples=(end - start_step) * cfg.batch_size,
+            seconds=seconds,
+            history=history[c],
+        )
         for c in range(copies)
     ]
 

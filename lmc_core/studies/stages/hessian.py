@@ -58,7 +58,10 @@ def run_hessian(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
 
 
 def plan_hessian(cfg: StudyConfig, s: Subnetwork, pair: int) -> Stage | None:
-    """Return the hessian stage of subnetwork `s` and seed pair `pair` when `analysis.hessian` is configured; it needs the copies (copy A is analysed)."""
+    """Return the hessian stage of subnetwork `s` and seed pair `pair` when `analysis.hessian` is configured.
+
+    It needs the copies (copy A is analysed).
+    """
     if cfg.analysis.hessian is None:
         return None
     key = hessian_key(s.mask, s.k, pair)

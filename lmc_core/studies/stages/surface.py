@@ -11,9 +11,10 @@ from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.events import Callback, Event
 from lmc_core.foundations.layout import DENSE, copies_key, rewind_key, surface_key
 from lmc_core.foundations.storage import save_arrays
+from lmc_core.foundations.types import Splits
 from lmc_core.landscape.grid import grid_axis
 from lmc_core.landscape.plane import plane_through, random_plane
-from lmc_core.landscape.surface import SurfaceOptions, evaluate_surface
+from lmc_core.landscape.surface import Surface, SurfaceOptions, evaluate_surface
 from lmc_core.studies.plan import Stage, Subnetwork
 from lmc_core.studies.run import Run
 from lmc_core.studies.stages import StageKind
@@ -39,9 +40,9 @@ def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
         span = spec.span
     axis = grid_axis(span, spec.resolution)
     x, y = run.all_splits()[spec.split]
-    data = {spec.split: (x[: spec.examples], y[: spec.examples])}
+    data: Splits = {spec.split: (x[: spec.examples], y[: spec.examples])}
 
-    def progress(done: int, total: int, partial: Any) -> None:
+    def progress(done: int, total: int, partial: Surface) -> None:
         callback(Event(stage.key, done, total))
 
     surface = evaluate_surface(
@@ -77,7 +78,10 @@ def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
 
 
 def plan_surface(cfg: StudyConfig, s: Subnetwork, pair: int) -> Stage | None:
-    """Return the surface stage of subnetwork `s` and seed pair `pair` when `analysis.surface` is configured; it needs the copies and the rewind point (a 'copies' plane passes through it)."""
+    """Return the surface stage of subnetwork `s` and seed pair `pair` when `analysis.surface` is configured.
+
+    It needs the copies and the rewind point (a 'copies' plane passes through it).
+    """
     if cfg.analysis.surface is None:
         return None
     key = surface_key(s.mask, s.k, pair)

@@ -64,7 +64,7 @@ def run_copies(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
         strategy="auto",
     )  # stacked only where bit-identical to the loop and measured faster
     copies = []
-    for name, seed, res in zip("ab", seeds, results):
+    for name, seed, res in zip("ab", seeds, results, strict=False):  # "ab" cut to the n_copies seeds (1 or 2): truncation intended
         save_tensors(out / f"{name}.safetensors", res.state)
         model.load_state_dict(res.state)
         metrics = {split: evaluate(model, x, y, run.cfg.train.eval_batch_size).as_dict() for split, (x, y) in run.splits().items()}
