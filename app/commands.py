@@ -17,12 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_up(sub)
     register_token(sub)
 
+
 def register_up(sub: argparse._SubParsersAction) -> None:
     """Add the `up` subcommand to `sub`."""
-    p = sub.add_parser("up", help="run the whole system locally: Redis, API, dashboard, workers (Ctrl-C stops everything)",
-                       description="Start LMC Lab on this machine with embedded defaults (SQLite and a private Redis in the data "
-                                   "directory). LMC_DATABASE_URL / LMC_REDIS_URL point it at existing servers instead.")
-    p.add_argument("--data-dir", default=os.environ.get("LMC_DATA_DIR", "lmc-data"), help="database, artifacts and logs (default: ./lmc-data)")
+    p = sub.add_parser(
+        "up",
+        help="run the whole system locally: Redis, API, dashboard, workers (Ctrl-C stops everything)",
+        description="Start LMC Lab on this machine with embedded defaults (SQLite and a private Redis in the data "
+        "directory). LMC_DATABASE_URL / LMC_REDIS_URL point it at existing servers instead.",
+    )
+    p.add_argument(
+        "--data-dir", default=os.environ.get("LMC_DATA_DIR", "lmc-data"), help="database, artifacts and logs (default: ./lmc-data)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1; 0.0.0.0 to share on a network)")
     p.add_argument("--port", type=int, default=8000, help="API port (default 8000; 0 picks a free one)")
     p.add_argument("--dashboard-port", type=int, default=8050, help="dashboard port (default 8050; 0 picks a free one)")
@@ -35,11 +41,15 @@ def register_up(sub: argparse._SubParsersAction) -> None:
 def register_token(sub: argparse._SubParsersAction) -> None:
     """Add the `token` subcommand (create, list, revoke) to `sub`."""
     p = sub.add_parser("token", help="API tokens of the web service: create (shown once), list, revoke")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the service's database (default: LMC_DATABASE_URL, else sqlite in LMC_DATA_DIR)")
+    p.add_argument(
+        "--database-url", help="SQLAlchemy URL of the service's database (default: LMC_DATABASE_URL, else sqlite in LMC_DATA_DIR)"
+    )
     actions = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     c = actions.add_parser("create", help="create a token for a user (the user is created when missing); prints it once")
     c.add_argument("--user", required=True, help="user name")
-    c.add_argument("--role", required=True, choices=["viewer", "editor", "admin"], help="viewer reads, editor also writes, admin also manages tokens")
+    c.add_argument(
+        "--role", required=True, choices=["viewer", "editor", "admin"], help="viewer reads, editor also writes, admin also manages tokens"
+    )
     c.set_defaults(func=cmd_create)
     ls = actions.add_parser("list", help="list tokens (id, user, role, first characters; never the token)")
     ls.set_defaults(func=cmd_list)
@@ -48,7 +58,7 @@ def register_token(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_revoke)
 
 
-def _sessions(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _sessions(args: argparse.Namespace):
     from .api.db import make_engine, make_sessions, migrate
     from .api.settings import Settings
 
@@ -70,8 +80,10 @@ def cmd_create(args: argparse.Namespace) -> int:
             print(f"lmc token create: {err}", file=sys.stderr)
             return 2
         print(token)
-        print(f"token {row.id} for {args.user} ({args.role}); it is shown only now: store it, send it as 'Authorization: Bearer <token>'",
-              file=sys.stderr)
+        print(
+            f"token {row.id} for {args.user} ({args.role}); it is shown only now: store it, send it as 'Authorization: Bearer <token>'",
+            file=sys.stderr,
+        )
     return 0
 
 

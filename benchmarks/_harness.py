@@ -12,6 +12,7 @@ through a temporary directory (`torch.save`), untimed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -40,10 +41,8 @@ def pin_threads() -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set (interop threads can only be set before any parallel work)
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set (interop threads can only be set before any parallel work)
 
 
 def have(module: str) -> bool:
@@ -124,7 +123,7 @@ def table(rows: list[list], headers: list[str]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, r in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(r, widths)))
+        lines.append("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(r, widths, strict=False)))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -181,8 +180,14 @@ def teacher_image_data(n: int = 4096, seed: int = 1234):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         teacher = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(8), nn.Flatten(), nn.Linear(16, 10),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(4),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(8),
+            nn.Flatten(),
+            nn.Linear(16, 10),
         )
     with torch.no_grad():
         logits = teacher(x)

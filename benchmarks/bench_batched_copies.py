@@ -23,15 +23,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.data.augment import Augmenter  # noqa: E402
-from lmc_core.data.dataset import Dataset, load_dataset  # noqa: E402
-from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from lmc_core.data.augment import Augmenter
+from lmc_core.data.dataset import Dataset, load_dataset
+from lmc_core.foundations.config import DataConfig, ModelConfig, TrainConfig
 from lmc_core.foundations.types import Masks
-from lmc_core.models import build_model  # noqa: E402
-from lmc_core.prune.magnitude import dense_masks  # noqa: E402
-from lmc_core.train.copies import train_copies  # noqa: E402
-from lmc_core.train.loop import TrainResult  # noqa: E402
-from lmc_core.train.stacked import choose_copies_strategy, folded_plan  # noqa: E402
+from lmc_core.models import build_model
+from lmc_core.prune.magnitude import dense_masks
+from lmc_core.train.copies import train_copies
+from lmc_core.train.loop import TrainResult
+from lmc_core.train.stacked import choose_copies_strategy, folded_plan
 
 CHECK_STEPS = 20  # the agreement check before timing: short, so chaotic growth of rounding differences stays small
 VMAP_ATOL = 1e-5  # the vmap path is equal only up to rounding (bmm, grouped convs); the folded path must be exact
@@ -76,7 +76,7 @@ class Wrapped(nn.Module):
 
 def max_abs_diff(a: list[TrainResult], b: list[TrainResult]) -> float:
     """Return the largest |difference| over every copy's final weights."""
-    return max(float((ra.state[k] - rb.state[k]).abs().max()) for ra, rb in zip(a, b) for k in ra.state)
+    return max(float((ra.state[k] - rb.state[k]).abs().max()) for ra, rb in zip(a, b, strict=True) for k in ra.state)
 
 
 def half_masks(model: nn.Module) -> Masks:
@@ -115,7 +115,7 @@ def run_case(case: Case, data: Dataset, augmenter: Augmenter, epochs: int, repea
         "speedup": loop_s / stacked_s,
         "check_diff": check,
         "final_diff": max_abs_diff(last["loop"], last["stacked"]),
-        "history_equal": all(a.history == b.history for a, b in zip(last["loop"], last["stacked"])),
+        "history_equal": all(a.history == b.history for a, b in zip(last["loop"], last["stacked"], strict=True)),
         "steps": last["loop"][0].end_step,
         "auto": choose_copies_strategy(model, len(seeds)),
         "path": "folded" if folded else "vmap",
@@ -133,10 +133,15 @@ def print_table(threads: int, results: dict[str, dict]) -> None:
     """Print one row per case."""
     labels = {case.key: case.label for case in CASES}
     print(f"\nthreads={threads} torch={torch.__version__} (median of interleaved repeats)")
-    print(f"{'case':<44} {'steps':>5} {'loop s':>8} {'stacked s':>10} {'speedup':>8} {'diff@' + str(CHECK_STEPS):>9} {'diff@end':>9} {'hist=':>6} {'path':>7} {'auto':>8}")
+    print(
+        f"{'case':<44} {'steps':>5} {'loop s':>8} {'stacked s':>10} {'speedup':>8} {'diff@' + str(CHECK_STEPS):>9} {'diff@end':>9} "
+        f"{'hist=':>6} {'path':>7} {'auto':>8}"
+    )
     for key, r in results.items():
-        print(f"{labels[key]:<44} {r['steps']:>5} {r['loop_s']:>8.3f} {r['stacked_s']:>10.3f} {r['speedup']:>8.2f} "
-              f"{r['check_diff']:>9.1e} {r['final_diff']:>9.1e} {str(r['history_equal']):>6} {r['path']:>7} {r['auto']:>8}")
+        print(
+            f"{labels[key]:<44} {r['steps']:>5} {r['loop_s']:>8.3f} {r['stacked_s']:>10.3f} {r['speedup']:>8.2f} "
+            f"{r['check_diff']:>9.1e} {r['final_diff']:>9.1e} {r['history_equal']!s:>6} {r['path']:>7} {r['auto']:>8}"
+        )
 
 
 def main() -> None:

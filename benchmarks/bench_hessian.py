@@ -34,15 +34,17 @@ medians. Prints tables; the last line is one JSON object with the ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import _harness as H  # noqa: E402
+import _harness as H
 
 SCRIPT = Path(__file__).resolve()
 MODELS = ("t-mlp", "m-mlp", "cnn")
@@ -129,7 +131,7 @@ def worker(task: dict) -> dict:
             eig = lanczos(op, K, tol=GATE, seed=task["seed"], criterion=task.get("criterion", "residual"))
         return {"seconds": t.s, "values": eig.values.double().tolist(), "hvps": eig.hvps, "converged": eig.converged}
     if kind == "trace":
-        out = {"estimates": [], "stderrs": [], "seconds": [], "hvps": []}
+        out: dict[str, list[float]] = {"estimates": [], "stderrs": [], "seconds": [], "hvps": []}
         if tool == "pyhessian":
             counter = _count_pyh_hvps()
             hess = _pyh_hessian(model, x, y)
@@ -163,7 +165,7 @@ def worker(task: dict) -> dict:
             torch.manual_seed(0)
             with H.Timer() as t:
                 hess = _pyh_hessian(model, x, y)
-                eigs, weights = hess.density(iter=task["steps"], n_v=task["runs"])
+                eigs, _weights = hess.density(iter=task["steps"], n_v=task["runs"])
             top = max(max(e) for e in eigs)
             return {"seconds": t.s, "hvps": counter["n"], "top_node": float(top)}
         with H.Timer() as t:
@@ -200,8 +202,13 @@ def reference(kind: str, path: str) -> dict:
         # reference is a float64 Hutch++ with REF_TRACE_HVPS products, reported with its standard error.
         hvps = REF_TRACE_HVPS if kind != "cnn" else REF_TRACE_HVPS_CNN  # a float64 CNN HVP is ~20x an MLP's
         est = hutchpp_trace(op, hvps, seed=12345, batch=64)
-        ref = {"top": eig.values[:K].tolist(), "trace": est.value, "trace_se": est.stderr, "converged": bool(eig.converged),
-               "how": f"Lanczos float64 tol 1e-10; trace: float64 Hutch++ with {hvps} HVPs"}
+        ref = {
+            "top": eig.values[:K].tolist(),
+            "trace": est.value,
+            "trace_se": est.stderr,
+            "converged": bool(eig.converged),
+            "how": f"Lanczos float64 tol 1e-10; trace: float64 Hutch++ with {hvps} HVPs",
+        }
     cache.write_text(json.dumps(ref))
     return ref
 
@@ -211,18 +218,26 @@ def reference(kind: str, path: str) -> dict:
 
 def eig_error(values, ref) -> tuple[float, bool]:
     """Return (max_i |v_i - ref_i| / |ref_1| in the returned order, whether the values are sorted descending)."""
-    err = max(abs(v - r) for v, r in zip(values, ref)) / abs(ref[0])
-    ordered = all(a >= b for a, b in zip(values, values[1:]))
+    err = max(abs(v - r) for v, r in zip(values, ref, strict=False)) / abs(ref[0])
+    ordered = all(a >= b for a, b in itertools.pairwise(values))
     return err, ordered
 
 
 def track_c(kind, path, ref, repeats, with_pyh, settings) -> dict:
     base = {"model": kind, "path": path, "kind": "eig"}
-    tasks = {"lanczos": {**base, "name": f"{kind}/lanczos", "tool": "ours", "seed": 0, "criterion": "residual"},
-             "lanczos:eigenvalue": {**base, "name": f"{kind}/lanczos:eigenvalue", "tool": "ours", "seed": 0, "criterion": "eigenvalue"}}
+    tasks = {
+        "lanczos": {**base, "name": f"{kind}/lanczos", "tool": "ours", "seed": 0, "criterion": "residual"},
+        "lanczos:eigenvalue": {**base, "name": f"{kind}/lanczos:eigenvalue", "tool": "ours", "seed": 0, "criterion": "eigenvalue"},
+    }
     if with_pyh:
         for name, setting in settings.items():
-            tasks[f"pyhessian:{name}"] = {**base, "name": f"{kind}/pyhessian:{name}", "tool": "pyhessian", "setting": list(setting), "seed": 0}
+            tasks[f"pyhessian:{name}"] = {
+                **base,
+                "name": f"{kind}/pyhessian:{name}",
+                "tool": "pyhessian",
+                "setting": list(setting),
+                "seed": 0,
+            }
     first = {k: v for k, v in tasks.items() if k in ("lanczos", "lanczos:eigenvalue", "pyhessian:default", "pyhessian:tol1e-4")}
     runs = H.interleaved(SCRIPT, first, repeats)
     rest = {k: v for k, v in tasks.items() if k not in first}
@@ -241,7 +256,7 @@ def track_c(kind, path, ref, repeats, with_pyh, settings) -> dict:
             "pass": all(e <= GATE for e, _ in errs),
             "values": rs[0]["values"],
         }
-    res = {"runs": out}
+    res: dict[str, Any] = {"runs": out}
     if with_pyh:
         passing = [k for k in out if k.startswith("pyhessian") and out[k]["pass"]]
         if passing:
@@ -269,7 +284,7 @@ def track_d(kind, path, ref, seeds, with_pyh) -> dict:
         out[t] = {
             "rel_rmse": math.sqrt(sum(e * e for e in errs) / len(errs)) / abs(true),
             "mean_rel_se": sum(r["stderrs"]) / len(errs) / abs(true),
-            "coverage_2se": sum(abs(e) <= 2 * s for e, s in zip(errs, r["stderrs"])) / len(errs),
+            "coverage_2se": sum(abs(e) <= 2 * s for e, s in zip(errs, r["stderrs"], strict=True)) / len(errs),
             "seconds": H.median(r["seconds"]),
             "hvps": H.median(r["hvps"]),
         }
@@ -282,8 +297,15 @@ def track_f(path, runs_nv, repeats, with_pyh) -> dict:
     if with_pyh:
         tasks["pyhessian"] = {**base, "name": "cnn/density/pyhessian", "tool": "pyhessian"}
     runs = H.interleaved(SCRIPT, tasks, repeats)
-    out = {k: {"seconds": H.median([r["seconds"] for r in rs]), "hvps": rs[0]["hvps"], "top_node": rs[0]["top_node"],
-               "all_seconds": [round(r["seconds"], 2) for r in rs]} for k, rs in runs.items()}
+    out = {
+        k: {
+            "seconds": H.median([r["seconds"] for r in rs]),
+            "hvps": rs[0]["hvps"],
+            "top_node": rs[0]["top_node"],
+            "all_seconds": [round(r["seconds"], 2) for r in rs],
+        }
+        for k, rs in runs.items()
+    }
     if with_pyh:
         out["speedup"] = out["pyhessian"]["seconds"] / out["slq_density"]["seconds"]
     return out
@@ -292,7 +314,11 @@ def track_f(path, runs_nv, repeats, with_pyh) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="1 repeat, 3 trace seeds, density n_v=2 (default: 3 repeats, 10 seeds, density n_v=10 with 3 repeats)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 repeat, 3 trace seeds, density n_v=2 (default: 3 repeats, 10 seeds, density n_v=10 with 3 repeats)",
+    )
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--skip-density", action="store_true")
     args = ap.parse_args()
@@ -307,13 +333,20 @@ def main() -> None:
     density_nv = 2 if args.quick else 10
     density_repeats = 1 if args.quick else 3  # one density run is ~30-45 s; the machine drifts by 20-30 % between runs
     print(H.machine_line())
-    print(f"repeats={repeats} (median, interleaved, fresh subprocess each); trace seeds={len(seeds)}; density n_v={density_nv}, steps=100, repeats={density_repeats}")
+    print(
+        f"repeats={repeats} (median, interleaved, fresh subprocess each); trace seeds={len(seeds)}; "
+        f"density n_v={density_nv}, steps=100, repeats={density_repeats}"
+    )
 
     results: dict = {}
     for kind in args.models:
         path = str(H.fixture(kind))
         ref = reference(kind, path)
-        results[kind] = {"ref": ref, "C": track_c(kind, path, ref, repeats, with_pyh, settings), "D": track_d(kind, path, ref, seeds, with_pyh)}
+        results[kind] = {
+            "ref": ref,
+            "C": track_c(kind, path, ref, repeats, with_pyh, settings),
+            "D": track_d(kind, path, ref, seeds, with_pyh),
+        }
     if "cnn" in args.models and not args.skip_density:
         results["density"] = track_f(str(H.fixture("cnn")), density_nv, density_repeats, with_pyh)
 
@@ -324,8 +357,19 @@ def main() -> None:
         for key, r in c["runs"].items():
             mark = " <- compared" if key == c.get("compared_with") else ""
             speed = c["runs"][key]["seconds"] / c["runs"]["lanczos"]["seconds"]
-            rows.append([kind, key + mark, f"{r['seconds']:.3f}", f"{r['hvps']:.0f}", f"{r['err']:.1e}", "yes" if r["ordered"] else "NO",
-                         "pass" if r["pass"] else "FAIL", f"{speed:.2f}x", " ".join(f"{v:.4g}" for v in r["values"])])
+            rows.append(
+                [
+                    kind,
+                    key + mark,
+                    f"{r['seconds']:.3f}",
+                    f"{r['hvps']:.0f}",
+                    f"{r['err']:.1e}",
+                    "yes" if r["ordered"] else "NO",
+                    "pass" if r["pass"] else "FAIL",
+                    f"{speed:.2f}x",
+                    " ".join(f"{v:.4g}" for v in r["values"]),
+                ]
+            )
         rows.append([kind, "reference (float64)", "", "", "", "", "", "", " ".join(f"{v:.4g}" for v in results[kind]["ref"]["top"])])
     print(H.table(rows, ["model", "tool", "median s", "HVPs", "rel err", "ordered", "gate", "time / lanczos", "values"]))
 
@@ -334,14 +378,28 @@ def main() -> None:
     for kind in args.models:
         d = results[kind]["D"]
         for t, r in d.items():
-            rows.append([kind, t, f"{r['hvps']:.0f}", f"{100 * r['rel_rmse']:.2f} %", f"{100 * r['mean_rel_se']:.2f} %", f"{100 * r['coverage_2se']:.0f} %",
-                         f"{r['seconds']:.3f}", f"{results[kind]['ref']['trace']:.5g}" + (f" +- {results[kind]['ref']['trace_se']:.2g}" if "trace_se" in results[kind]["ref"] else " (exact)")])
+            rows.append(
+                [
+                    kind,
+                    t,
+                    f"{r['hvps']:.0f}",
+                    f"{100 * r['rel_rmse']:.2f} %",
+                    f"{100 * r['mean_rel_se']:.2f} %",
+                    f"{100 * r['coverage_2se']:.0f} %",
+                    f"{r['seconds']:.3f}",
+                    f"{results[kind]['ref']['trace']:.5g}"
+                    + (f" +- {results[kind]['ref']['trace_se']:.2g}" if "trace_se" in results[kind]["ref"] else " (exact)"),
+                ]
+            )
     print(H.table(rows, ["model", "tool", "HVPs", "rel RMSE", "mean SE", "coverage", "median s / estimate", "reference trace"]))
 
     if "density" in results:
         print("\nF. spectral density on the CNN (PyHessian with the harness-only torch.eig shim)")
-        rows = [[k, f"{v['seconds']:.2f}", " ".join(str(s) for s in v["all_seconds"]), v["hvps"], f"{v['top_node']:.4g}"]
-                for k, v in results["density"].items() if isinstance(v, dict)]
+        rows = [
+            [k, f"{v['seconds']:.2f}", " ".join(str(s) for s in v["all_seconds"]), v["hvps"], f"{v['top_node']:.4g}"]
+            for k, v in results["density"].items()
+            if isinstance(v, dict)
+        ]
         print(H.table(rows, ["tool", "median s", "runs s", "HVPs", "largest node"]))
 
     summary: dict = {"benchmark": "hessian", "threads": H.THREADS, "repeats": repeats, "trace_seeds": len(seeds)}

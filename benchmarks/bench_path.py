@@ -19,8 +19,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmc_core.connectivity.engine import choose_strategy  # noqa: E402
-from lmc_core.connectivity.path import alpha_grid, evaluate_path  # noqa: E402
+from lmc_core.connectivity.engine import choose_strategy
+from lmc_core.connectivity.path import PathResult, alpha_grid, evaluate_path
 
 N_ALPHAS = 31
 REPEATS = 7
@@ -56,7 +56,7 @@ def run_case(name: str, build, x: torch.Tensor, y: torch.Tensor, batch_size: int
     splits = {"test": (x, y)}
     alphas = alpha_grid(N_ALPHAS)
 
-    def timed(strategy: str) -> tuple[float, object]:
+    def timed(strategy: str) -> tuple[float, PathResult]:
         t0 = time.perf_counter()
         res = evaluate_path(model, a, b, splits, alphas, batch_size=batch_size, strategy=strategy)
         return time.perf_counter() - t0, res
@@ -106,7 +106,10 @@ def main() -> None:
     print(f"{'case':<46} {'loop s':>8} {'batched s':>10} {'loop/batched':>13} {'max |diff|':>11} {'faster':>8} {'auto':>8}")
     for key, label, *_ in cases:
         r = results[key]
-        print(f"{label:<46} {r['loop_s']:>8.4f} {r['batched_s']:>10.4f} {r['ratio']:>13.2f} {r['max_diff']:>11.1e} {r['faster']:>8} {r['auto']:>8}")
+        print(
+            f"{label:<46} {r['loop_s']:>8.4f} {r['batched_s']:>10.4f} {r['ratio']:>13.2f} {r['max_diff']:>11.1e} "
+            f"{r['faster']:>8} {r['auto']:>8}"
+        )
     # auto picks per evaluation batch size: loop at 1000 rows, batched at small batches (choose_strategy).
     summary = {"benchmark": "path", "alphas": N_ALPHAS, "threads": torch.get_num_threads()}
     for key in results:

@@ -63,7 +63,7 @@ def _wait(url: str, timeout: float = 60) -> None:
 
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def _started(conn, job_id: str, timeout: float = 60) -> datetime:
@@ -77,7 +77,7 @@ def _started(conn, job_id: str, timeout: float = 60) -> datetime:
             job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
             if job.started_at is not None:
                 return job.started_at.replace(tzinfo=timezone.utc) if job.started_at.tzinfo is None else job.started_at
-        except Exception:  # not created yet (the plan job creates the stage jobs)
+        except Exception:  # noqa: BLE001  (not created yet: the plan job creates the stage jobs)
             pass
         time.sleep(0.005)
     raise RuntimeError(f"job {job_id} never started")
@@ -141,7 +141,7 @@ def fill(database_url: str, n: int) -> None:
 
 def listing(api: str, clients: int, per_client: int) -> dict:
     """Return per-request latencies of 20 concurrent clients paging, sorting and filtering the study list."""
-    queries = [
+    queries: list[dict[str, str | int]] = [
         {"limit": 50, "sort": "-created_at"},
         {"limit": 50, "sort": "name"},
         {"limit": 50, "status": "finished", "sort": "-created_at"},
@@ -182,7 +182,9 @@ def listing(api: str, clients: int, per_client: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 latency repeats, 10 requests per client")
-    ap.add_argument("--database-url", default=None, help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/lmc_bench (default: SQLite in a temp dir)")
+    ap.add_argument(
+        "--database-url", default=None, help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/lmc_bench (default: SQLite in a temp dir)"
+    )
     args = ap.parse_args()
     repeats, per_client = (5, 10) if args.quick else (15, 25)
 
@@ -196,13 +198,34 @@ def main() -> None:
         if args.database_url:
             env["LMC_DATABASE_URL"] = args.database_url
         db_url = args.database_url or f"sqlite:///{d}/lmc.db"
-        token = subprocess.run([sys.executable, "-m", "app.cli", "token", "create", "--user", "bench", "--role", "editor"],
-                               env=env, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+        token = subprocess.run(
+            [sys.executable, "-m", "app.cli", "token", "create", "--user", "bench", "--role", "editor"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout.strip()
         port = _free_port()
         api = f"http://127.0.0.1:{port}"
         try:
-            procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.api.main:create_app", "--port", str(port),
-                                           "--log-level", "warning"], env=env, cwd=ROOT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "--factory",
+                        "app.api.main:create_app",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                )
+            )
             procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--log-level", "WARNING"], env=env, cwd=ROOT))
             _wait(api + "/api/health")
             deadline = time.monotonic() + 60
@@ -232,17 +255,24 @@ def main() -> None:
     ls = lst["latencies"]
     n = len(ls)
     print(f"study list: {STUDIES} studies ({backend}, written in {fill_s:.1f} s), {CLIENTS} concurrent clients x {per_client} requests:")
-    print(f"  p50 {_pct(ls, 0.5) * 1e3:.1f} ms  p95 {_pct(ls, 0.95) * 1e3:.1f} ms  p99 {_pct(ls, 0.99) * 1e3:.1f} ms  "
-          f"{n / lst['wall']:.1f} requests/s  errors {len(lst['errors'])}")
+    print(
+        f"  p50 {_pct(ls, 0.5) * 1e3:.1f} ms  p95 {_pct(ls, 0.95) * 1e3:.1f} ms  p99 {_pct(ls, 0.99) * 1e3:.1f} ms  "
+        f"{n / lst['wall']:.1f} requests/s  errors {len(lst['errors'])}"
+    )
     summary = {
-        "benchmark": "service", "backend": backend, "repeats": repeats,
+        "benchmark": "service",
+        "backend": backend,
+        "repeats": repeats,
         "submit_to_plan_start_ms": round(med["plan"] * 1e3, 1),
         "submit_to_first_stage_start_ms": round(med["first_stage"] * 1e3, 1),
         "bare_rq_start_ms": round(med["bare_rq"] * 1e3, 1),
         "first_stage_vs_bare_rq": round(med["first_stage"] / med["bare_rq"], 2),
-        "list_studies": STUDIES, "list_clients": CLIENTS,
-        "list_p50_ms": round(_pct(ls, 0.5) * 1e3, 1), "list_p95_ms": round(_pct(ls, 0.95) * 1e3, 1),
-        "list_rps": round(n / lst["wall"], 1), "list_errors": len(lst["errors"]),
+        "list_studies": STUDIES,
+        "list_clients": CLIENTS,
+        "list_p50_ms": round(_pct(ls, 0.5) * 1e3, 1),
+        "list_p95_ms": round(_pct(ls, 0.95) * 1e3, 1),
+        "list_rps": round(n / lst["wall"], 1),
+        "list_errors": len(lst["errors"]),
     }
     print(json.dumps(summary))
 

@@ -41,11 +41,12 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import _harness as H  # noqa: E402
+import _harness as H
 
 SCRIPT = Path(__file__).resolve()
 GRID = {"m-mlp": 41, "cnn": 31}
@@ -135,8 +136,13 @@ def worker(task: dict) -> dict:
         strategy, reuse, fused = task["strategy"], task["reuse"], task.get("fused", True)
         a, b_even, b_odd = staggered(steps)
         data = {"eval": (x, y)}
-        kw = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x), strategy=strategy, reuse_first_layer=reuse,
-                  fused=fused)
+        kw = dict(
+            bn_mode="endpoint" if task["model"] == "cnn" else "auto",
+            batch_size=len(x),
+            strategy=strategy,
+            reuse_first_layer=reuse,
+            fused=fused,
+        )
         with H.Timer() as t:
             even = evaluate_surface(model, plane, a[0::2], b_even, data, SurfaceOptions(**kw))
             odd = evaluate_surface(model, plane, a[1::2], b_odd, data, SurfaceOptions(**kw))
@@ -192,9 +198,11 @@ def integrity(task: dict, model, x, y, plane) -> dict:
 
     user = copy.deepcopy(model)
     snap = _snapshot(user)
-    kw = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x))
+    kw: dict[str, Any] = dict(bn_mode="endpoint" if task["model"] == "cnn" else "auto", batch_size=len(x))
     evaluate_surface(user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, SurfaceOptions(**kw))
-    evaluate_surface(user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, SurfaceOptions(reuse_first_layer=True, strategy="batched", **kw))
+    evaluate_surface(
+        user, plane, [-1.0, 0.5], [0.0, 1.0], {"eval": (x, y)}, SurfaceOptions(reuse_first_layer=True, strategy="batched", **kw)
+    )
     out["ours"] = {"unchanged": _same(user, snap)}
     return out
 
@@ -208,20 +216,37 @@ def run_model(kind: str, repeats: int, with_ll: bool, tmp: Path) -> dict:
     path = str(H.fixture(kind))
     steps = GRID[kind]
     base = {"model": kind, "path": path, "steps": steps}
-    tasks = {}
+    tasks: dict[str, dict[str, Any]] = {}
     if with_ll:
-        tasks["loss_landscapes"] = {**base, "name": f"{kind}/loss_landscapes", "tool": "loss_landscapes", "out": str(tmp / f"{kind}_ll.npy")}
-        tasks["loss_landscapes+heap"] = {**base, "name": f"{kind}/loss_landscapes+heap", "tool": "loss_landscapes", "heap": True,
-                                         "out": str(tmp / f"{kind}_llh.npy")}
+        tasks["loss_landscapes"] = {
+            **base,
+            "name": f"{kind}/loss_landscapes",
+            "tool": "loss_landscapes",
+            "out": str(tmp / f"{kind}_ll.npy"),
+        }
+        tasks["loss_landscapes+heap"] = {
+            **base,
+            "name": f"{kind}/loss_landscapes+heap",
+            "tool": "loss_landscapes",
+            "heap": True,
+            "out": str(tmp / f"{kind}_llh.npy"),
+        }
     for key, (strategy, reuse, *rest) in OURS.items():
-        tasks[key] = {**base, "name": f"{kind}/{key}", "tool": "ours", "strategy": strategy, "reuse": reuse, "fused": rest[0] if rest else True,
-                      "out": str(tmp / f"{kind}_{key}.npy")}
+        tasks[key] = {
+            **base,
+            "name": f"{kind}/{key}",
+            "tool": "ours",
+            "strategy": strategy,
+            "reuse": reuse,
+            "fused": rest[0] if rest else True,
+            "out": str(tmp / f"{kind}_{key}.npy"),
+        }
     # Gate first (one untimed-for-the-ratio run each, which also checks every variant), then the timed repeats.
     runs = H.interleaved(SCRIPT, tasks, repeats)
     vals = {k: np.load(t["out"]) for k, t in tasks.items()}
     ref_key = "loss_landscapes" if with_ll else "loop"
     ref = vals[ref_key]
-    res = {"steps": steps, "points": steps * steps, "variants": {}}
+    res: dict[str, Any] = {"steps": steps, "points": steps * steps, "variants": {}}
     for key in tasks:
         diff = np.abs(vals[key] - ref)
         res["variants"][key] = {
@@ -267,7 +292,10 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     with_ll = not H.missing_baseline("loss_landscapes")
     print(H.machine_line())
-    print(f"track A2 matched points: repeats={repeats} (median, interleaved, fresh subprocess each), radius={RADIUS}, plane=random_plane(seed=0)")
+    print(
+        f"track A2 matched points: repeats={repeats} (median, interleaved, fresh subprocess each), radius={RADIUS}, "
+        "plane=random_plane(seed=0)"
+    )
     results = {}
     with tempfile.TemporaryDirectory() as d:
         for kind in args.models:
@@ -284,14 +312,29 @@ def main() -> None:
                 integ = "PASS" if res["integrity"]["ours"]["unchanged"] else "FAIL"
             picked = res.get(f"{key}_picked")
             tag = (f" -> {'/'.join(sorted(set(picked)))}" if picked else "") + (" (best)" if key == res["best"] else "")
-            rows.append([
-                f"{kind} {res['steps']}x{res['steps']}", key + tag, f"{v['seconds']:.3f}", " ".join(f"{s:.2f}" for s in v["all_seconds"]),
-                f"{ref_s / v['seconds']:.2f}x" if ref_s else "-", f"{v['max_rel_diff']:.1e}", "pass" if v["gate"] else "FAIL",
-                integ, f"{v['rss_mb']:.0f}",
-            ])
-    print(H.table(rows, ["model", "tool", "median s", "runs s", "vs loss-landscapes", "max rel diff", "gate 1e-5", "integrity", "peak RSS MB"]))
+            rows.append(
+                [
+                    f"{kind} {res['steps']}x{res['steps']}",
+                    key + tag,
+                    f"{v['seconds']:.3f}",
+                    " ".join(f"{s:.2f}" for s in v["all_seconds"]),
+                    f"{ref_s / v['seconds']:.2f}x" if ref_s else "-",
+                    f"{v['max_rel_diff']:.1e}",
+                    "pass" if v["gate"] else "FAIL",
+                    integ,
+                    f"{v['rss_mb']:.0f}",
+                ]
+            )
+    print(
+        H.table(
+            rows, ["model", "tool", "median s", "runs s", "vs loss-landscapes", "max rel diff", "gate 1e-5", "integrity", "peak RSS MB"]
+        )
+    )
     for kind, res in results.items():
-        line = f"{kind}: losses on the grid {res['loss_range'][0]:.3f}..{res['loss_range'][1]:.3f}; strategy='auto' picked {res['auto_picked']} (with first-layer reuse {res['auto+first_picked']}); fastest: {res['best']}"
+        line = (
+            f"{kind}: losses on the grid {res['loss_range'][0]:.3f}..{res['loss_range'][1]:.3f}; "
+            f"strategy='auto' picked {res['auto_picked']} (with first-layer reuse {res['auto+first_picked']}); fastest: {res['best']}"
+        )
         if with_ll:
             il = res["integrity"]["loss_landscapes"]
             line += (

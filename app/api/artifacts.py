@@ -22,8 +22,13 @@ from .models import Artifact
 from .settings import Settings
 
 KINDS = {".npz": "npz", ".safetensors": "safetensors", ".json": "json", ".png": "png"}
-MEDIA = {"npz": "application/octet-stream", "safetensors": "application/octet-stream", "json": "application/json",
-         "png": "image/png", "other": "application/octet-stream"}
+MEDIA = {
+    "npz": "application/octet-stream",
+    "safetensors": "application/octet-stream",
+    "json": "application/json",
+    "png": "image/png",
+    "other": "application/octet-stream",
+}
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
@@ -111,8 +116,9 @@ def path_of(settings: Settings, artifact: Artifact) -> Path:
     root = run_dir(settings, artifact.run_id)
     path = (layout.stage_dir(root, artifact.stage) / artifact.name) if artifact.stage else root / artifact.name
     if not _inside(root, path) or not path.is_file():
-        raise NotFound(f"artifact {artifact.id} ({artifact.stage or 'run'}/{artifact.name}) is registered but its file is gone "
-                       "from the artifact root")
+        raise NotFound(
+            f"artifact {artifact.id} ({artifact.stage or 'run'}/{artifact.name}) is registered but its file is gone from the artifact root"
+        )
     return path
 
 

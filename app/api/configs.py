@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from lmc_core.foundations.config import StudyConfig
-from lmc_core.studies.validation import validate_config
 from lmc_core.studies.presets import PRESETS, merge
+from lmc_core.studies.validation import validate_config
 
 from .errors import FieldErrors, NotFound
 
@@ -39,7 +39,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                errors.append({"loc": ".".join(parts[: i + 1]), "msg": f"is not a group of fields, so {key!r} cannot be set", "type": "override"})
+                errors.append(
+                    {"loc": ".".join(parts[: i + 1]), "msg": f"is not a group of fields, so {key!r} cannot be set", "type": "override"}
+                )
                 break
             node = child
         else:
@@ -82,8 +84,16 @@ def validate(raw: dict[str, Any]) -> StudyConfig:
 def build(preset: str | None, config: dict[str, Any] | None, overrides: dict[str, Any] | None, name: str | None) -> StudyConfig:
     """Return the validated config of a request: a preset or a partial config, then overrides, then the name."""
     if preset is not None and config is not None:
-        raise FieldErrors([{"loc": "preset", "msg": "give either a preset name or a config, not both (use overrides to change a preset)",
-                            "type": "exclusive"}], "give either a preset name or a config, not both")
+        raise FieldErrors(
+            [
+                {
+                    "loc": "preset",
+                    "msg": "give either a preset name or a config, not both (use overrides to change a preset)",
+                    "type": "exclusive",
+                }
+            ],
+            "give either a preset name or a config, not both",
+        )
     raw = preset_config(preset) if preset is not None else copy.deepcopy(config or {})
     raw = apply_overrides(raw, overrides or {})
     if name is not None:

@@ -16,8 +16,10 @@ from .errors import ApiError
 from .schemas import ErrorOut, FieldErrorsOut
 from .settings import Settings
 
-bearer = HTTPBearer(auto_error=False, description="An API token: `lmc token create --user NAME --role viewer|editor|admin`, "
-                                                 "sent as 'Authorization: Bearer <token>'.")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token: `lmc token create --user NAME --role viewer|editor|admin`, sent as 'Authorization: Bearer <token>'.",
+)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -58,14 +60,20 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def reader(principal: PrincipalDep, settings: SettingsDep) -> Principal:
     """Return the caller if they may read: anyone when anonymous reads are on, else any token holder."""
     if principal.anonymous and not settings.anonymous_read:
-        raise ApiError("this server requires a token to read (LMC_ANONYMOUS_READ=false); send 'Authorization: Bearer <token>' "
-                       "(`lmc token create --user NAME --role viewer` makes one)", status=401, headers=_CHALLENGE)
+        raise ApiError(
+            "this server requires a token to read (LMC_ANONYMOUS_READ=false); send 'Authorization: Bearer <token>' "
+            "(`lmc token create --user NAME --role viewer` makes one)",
+            status=401,
+            headers=_CHALLENGE,
+        )
     return principal
 
 
 def _needs(principal: Principal, role: str, what: str) -> Principal:
     if principal.anonymous:
-        raise ApiError(f"{what} needs a token with role {role} or above; send 'Authorization: Bearer <token>'", status=401, headers=_CHALLENGE)
+        raise ApiError(
+            f"{what} needs a token with role {role} or above; send 'Authorization: Bearer <token>'", status=401, headers=_CHALLENGE
+        )
     if not principal.can(role):
         raise ApiError(f"{what} needs role {role} or above; your token's role is {principal.role}", status=403)
     return principal
@@ -91,12 +99,16 @@ def _doc(description: str, model: Any = ErrorOut) -> dict[str, Any]:
 
 
 # Documented error responses, so the OpenAPI schema lists every status a route can answer with.
-READ_ERRORS: dict[int | str, dict[str, Any]] = {401: _doc("No token where one is needed, or an unknown or revoked token"),
-                                                  422: _doc("Invalid request: one entry per field, with its dotted path", FieldErrorsOut)}
-BODY_ERRORS: dict[int | str, dict[str, Any]] = {400: _doc("The body is not JSON (or not UTF-8)"),
-                                                  413: _doc("Request body over LMC_MAX_REQUEST_BYTES")}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _doc("No token where one is needed, or an unknown or revoked token"),
+    422: _doc("Invalid request: one entry per field, with its dotted path", FieldErrorsOut),
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _doc("The body is not JSON (or not UTF-8)"),
+    413: _doc("Request body over LMC_MAX_REQUEST_BYTES"),
+}
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**READ_ERRORS, **BODY_ERRORS, 403: _doc("The token's role may not do this")}
-NOT_FOUND = {404: _doc("No such study, preset, stage or entry; the message names what exists")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _doc("No such study, preset, stage or entry; the message names what exists")}
 
 
 def json_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
@@ -105,8 +117,15 @@ def json_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, d
     FastAPI documents a response model under the route's media type (text/event-stream for SSE), which is not what
     an error answers with.
     """
-    return {code: {"description": r["description"], "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r['model'].__name__}"}}}}
-            for code, r in responses.items()}
-CONFLICT = {409: _doc("Not possible in the study's current state")}
-TOO_MANY = {429: _doc("Active studies per user over LMC_MAX_JOBS_PER_USER")}
-QUEUE_DOWN = {503: _doc("Redis is not reachable; the message says what was and was not recorded")}
+    return {
+        code: {
+            "description": r["description"],
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r['model'].__name__}"}}},
+        }
+        for code, r in responses.items()
+    }
+
+
+CONFLICT: dict[int | str, dict[str, Any]] = {409: _doc("Not possible in the study's current state")}
+TOO_MANY: dict[int | str, dict[str, Any]] = {429: _doc("Active studies per user over LMC_MAX_JOBS_PER_USER")}
+QUEUE_DOWN: dict[int | str, dict[str, Any]] = {503: _doc("Redis is not reachable; the message says what was and was not recorded")}

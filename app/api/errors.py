@@ -83,7 +83,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": dotted(e.get("loc", ())), "msg": e.get("msg", "invalid"), "type": e.get("type", "value_error")} for e in exc.errors()]
+        errors = [
+            {"loc": dotted(e.get("loc", ())), "msg": e.get("msg", "invalid"), "type": e.get("type", "value_error")} for e in exc.errors()
+        ]
         message = "invalid request: " + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
         return JSONResponse(jsonsafe({"detail": errors, "message": message}), status_code=422)
 
@@ -91,8 +93,13 @@ def install(app: FastAPI) -> None:
     async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
         # PostgreSQL refuses what SQLite stores (NUL characters, over-long strings): the request's fault, not the server's.
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
-        return JSONResponse({"detail": [{"loc": "", "msg": reason, "type": "unstorable"}],
-                             "message": f"the database cannot store a value of this request: {reason}"}, status_code=422)
+        return JSONResponse(
+            {
+                "detail": [{"loc": "", "msg": reason, "type": "unstorable"}],
+                "message": f"the database cannot store a value of this request: {reason}",
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -20,7 +20,16 @@ from lmc_core.foundations.layout import parse_key, parse_mask_id
 from .jsonsafe import jsonsafe
 
 Encoding = Literal["typed", "list"]
-PLOTLY_DTYPES = {"float32": "f4", "float64": "f8", "int32": "i4", "int16": "i2", "int8": "i1", "uint8": "u1", "uint16": "u2", "uint32": "u4"}
+PLOTLY_DTYPES = {
+    "float32": "f4",
+    "float64": "f8",
+    "int32": "i4",
+    "int16": "i2",
+    "int8": "i1",
+    "uint8": "u1",
+    "uint16": "u2",
+    "uint32": "u4",
+}
 
 
 def encode(values: Any, encoding: Encoding, dtype: str = "float32") -> Any:
@@ -28,7 +37,10 @@ def encode(values: Any, encoding: Encoding, dtype: str = "float32") -> Any:
     arr = np.ascontiguousarray(np.asarray(values, dtype=dtype))
     if encoding == "list":
         return jsonsafe(arr.tolist())
-    spec: dict[str, Any] = {"dtype": PLOTLY_DTYPES[dtype], "bdata": base64.b64encode(arr.astype(arr.dtype.newbyteorder("<")).tobytes()).decode()}
+    spec: dict[str, Any] = {
+        "dtype": PLOTLY_DTYPES[dtype],
+        "bdata": base64.b64encode(arr.astype(arr.dtype.newbyteorder("<")).tobytes()).decode(),
+    }
     if arr.ndim > 1:
         spec["shape"] = ", ".join(str(n) for n in arr.shape)  # plotly's own spelling
     return spec
@@ -41,7 +53,9 @@ def decode(value: Any) -> np.ndarray:
         arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(dtype).newbyteorder("<"))
         shape = [int(n) for n in value["shape"].split(",")] if value.get("shape") else [arr.size]
         return arr.reshape(shape)
-    return np.asarray([np.nan if v is None else v for v in np.ravel(np.asarray(value, dtype=object))], dtype=np.float64).reshape(np.shape(value))
+    return np.asarray([np.nan if v is None else v for v in np.ravel(np.asarray(value, dtype=object))], dtype=np.float64).reshape(
+        np.shape(value)
+    )
 
 
 def stage_ref(key: str) -> dict[str, Any] | None:
@@ -77,19 +91,32 @@ def interpolation(curves: list[tuple[str, dict[str, np.ndarray]]], table: list[d
         if ref is None or ref["kind"] != "path":
             continue
         meta = {"mask": ref["mask"], "source": ref["source"], "round": ref["round"], "rewind_step": ref["k"], "pair": ref["pair"]}
-        splits = sorted(k[len("error_"):] for k in arrays if k.startswith("error_"))
-        out.append({
-            "stage": key, "stage_ref": ref, **meta, "sparsity": sparsity.get((meta["mask"], meta["rewind_step"])),
-            "alphas": encode(arrays["alphas"], encoding),
-            "error": {s: encode(arrays[f"error_{s}"], encoding) for s in splits},
-            "loss": {s: encode(arrays[f"loss_{s}"], encoding) for s in splits},
-        })
+        splits = sorted(k[len("error_") :] for k in arrays if k.startswith("error_"))
+        out.append(
+            {
+                "stage": key,
+                "stage_ref": ref,
+                **meta,
+                "sparsity": sparsity.get((meta["mask"], meta["rewind_step"])),
+                "alphas": encode(arrays["alphas"], encoding),
+                "error": {s: encode(arrays[f"error_{s}"], encoding) for s in splits},
+                "loss": {s: encode(arrays[f"loss_{s}"], encoding) for s in splits},
+            }
+        )
     out.sort(key=lambda c: (c["source"] != "dense", c["source"], c["rewind_step"], c["round"], c["pair"]))
     return {"curves": out}
 
 
-_SERIES_FIELDS = ("round", "sparsity", "accuracy_mean", "error_barrier", "error_barrier_std", "loss_barrier", "loss_barrier_std",
-                  "training_points")
+_SERIES_FIELDS = (
+    "round",
+    "sparsity",
+    "accuracy_mean",
+    "error_barrier",
+    "error_barrier_std",
+    "loss_barrier",
+    "loss_barrier_std",
+    "training_points",
+)
 
 
 def sparsity(table: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,9 +135,16 @@ def sparsity(table: list[dict[str, Any]]) -> dict[str, Any]:
     sweeps = []
     for mask, rows in sorted(sweep.items()):
         rows.sort(key=lambda r: r["rewind_step"])
-        sweeps.append({"mask": mask, "rewind_step": [r["rewind_step"] for r in rows], "error_barrier": [r.get("error_barrier") for r in rows],
-                       "error_barrier_std": [r.get("error_barrier_std") for r in rows], "loss_barrier": [r.get("loss_barrier") for r in rows],
-                       "accuracy_mean": [r.get("accuracy_mean") for r in rows]})
+        sweeps.append(
+            {
+                "mask": mask,
+                "rewind_step": [r["rewind_step"] for r in rows],
+                "error_barrier": [r.get("error_barrier") for r in rows],
+                "error_barrier_std": [r.get("error_barrier_std") for r in rows],
+                "loss_barrier": [r.get("loss_barrier") for r in rows],
+                "accuracy_mean": [r.get("accuracy_mean") for r in rows],
+            }
+        )
     return jsonsafe({"series": series, "sweep": sweeps})
 
 
@@ -120,19 +154,30 @@ def surface(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], spl
     lmc_core stores grids as [len(xs), len(ys)]; the transpose here is what a heatmap or contour wants.
     Returns a message (str) when `split` was not evaluated.
     """
-    splits = sorted(k[len("loss_"):] for k in arrays if k.startswith("loss_"))
+    splits = sorted(k[len("loss_") :] for k in arrays if k.startswith("loss_"))
     split = split or info.get("split") or (splits[0] if splits else None)
     if split not in splits:
         return f"the surface of {stage} was evaluated on {', '.join(splits) or 'no split'}, not {split!r}"
     meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
     points = meta.get("points") or info.get("points") or {}
-    return jsonsafe({
-        "stage": stage, "stage_ref": stage_ref(stage), "split": split, "splits": splits, "plane": info.get("plane"), "span": info.get("span"),
-        "resolution": info.get("resolution"), "loss_min": info.get("loss_min"), "loss_max": info.get("loss_max"),
-        "x": encode(arrays["xs"], encoding), "y": encode(arrays["ys"], encoding),
-        "loss": encode(np.asarray(arrays[f"loss_{split}"]).T, encoding), "error": encode(np.asarray(arrays[f"error_{split}"]).T, encoding),
-        "points": {name: [float(p[0]), float(p[1])] for name, p in points.items()},
-    })
+    return jsonsafe(
+        {
+            "stage": stage,
+            "stage_ref": stage_ref(stage),
+            "split": split,
+            "splits": splits,
+            "plane": info.get("plane"),
+            "span": info.get("span"),
+            "resolution": info.get("resolution"),
+            "loss_min": info.get("loss_min"),
+            "loss_max": info.get("loss_max"),
+            "x": encode(arrays["xs"], encoding),
+            "y": encode(arrays["ys"], encoding),
+            "loss": encode(np.asarray(arrays[f"loss_{split}"]).T, encoding),
+            "error": encode(np.asarray(arrays[f"error_{split}"]).T, encoding),
+            "points": {name: [float(p[0]), float(p[1])] for name, p in points.items()},
+        }
+    )
 
 
 def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bins: int, encoding: Encoding) -> dict[str, Any]:
@@ -148,10 +193,28 @@ def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bin
         diag = np.asarray(arrays["diagonal"], dtype=np.float64)
         active = diag[(diag != 0) & np.isfinite(diag)]
         counts, edges = np.histogram(active, bins=bins) if active.size else (np.zeros(0, np.int64), np.zeros(0))
-        histogram = {"edges": encode(edges, encoding), "counts": encode(counts, encoding, dtype="int32"),
-                     "entries": int(active.size), "zeros": int(diag.size - active.size)}
-    keep = ("top_eigenvalues", "eigen_residuals", "eigen_converged", "trace", "trace_stderr", "trace_hvps", "parameters", "active",
-            "examples", "hvps", "diagonal", "mask", "k", "pair")
+        histogram = {
+            "edges": encode(edges, encoding),
+            "counts": encode(counts, encoding, dtype="int32"),
+            "entries": int(active.size),
+            "zeros": int(diag.size - active.size),
+        }
+    keep = (
+        "top_eigenvalues",
+        "eigen_residuals",
+        "eigen_converged",
+        "trace",
+        "trace_stderr",
+        "trace_hvps",
+        "parameters",
+        "active",
+        "examples",
+        "hvps",
+        "diagonal",
+        "mask",
+        "k",
+        "pair",
+    )
     summary = {k: info[k] for k in keep if k in info}
     summary["diagonal_stats"] = summary.pop("diagonal", None)
     return jsonsafe({"stage": stage, "stage_ref": stage_ref(stage), **summary, "density": density, "diagonal_histogram": histogram})

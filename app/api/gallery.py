@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from .errors import FieldErrors, NotFound
 from . import thumbnails
+from .errors import FieldErrors, NotFound
 from .models import GalleryEntry, GalleryStar, GalleryTag, GalleryThumbnail, Job, Result, Study, User, utcnow
 from .schemas import GalleryCreate, GalleryUpdate
 from .thumbnails import Png
@@ -34,21 +34,42 @@ def _known_stages(session: Session, study: Study) -> set[str]:
 def _check_figure(session: Session, study: Study, body: GalleryCreate) -> None:
     errors = []
     if body.kind == "figure" and body.figure is None:
-        errors.append({"loc": "figure", "msg": "a figure entry names its figure: interpolation, sparsity, surface or hessian", "type": "missing"})
+        errors.append(
+            {"loc": "figure", "msg": "a figure entry names its figure: interpolation, sparsity, surface or hessian", "type": "missing"}
+        )
     if body.kind == "result" and (body.figure is not None or body.stage is not None):
-        errors.append({"loc": "kind", "msg": "a result entry publishes the study's tables; use kind 'figure' to publish a figure", "type": "value_error"})
+        errors.append(
+            {
+                "loc": "kind",
+                "msg": "a result entry publishes the study's tables; use kind 'figure' to publish a figure",
+                "type": "value_error",
+            }
+        )
     prefix = STAGE_FIGURES.get(body.figure or "")
     if body.stage is not None and prefix is None:
-        errors.append({"loc": "stage", "msg": f"only surface and hessian figures show one stage; {body.figure} figures cover the study", "type": "value_error"})
+        errors.append(
+            {
+                "loc": "stage",
+                "msg": f"only surface and hessian figures show one stage; {body.figure} figures cover the study",
+                "type": "value_error",
+            }
+        )
     elif body.stage is not None and prefix is not None:
         if not body.stage.startswith(prefix):
-            errors.append({"loc": "stage", "msg": f"a {body.figure} figure shows a stage whose key starts with {prefix!r}", "type": "value_error"})
+            errors.append(
+                {"loc": "stage", "msg": f"a {body.figure} figure shows a stage whose key starts with {prefix!r}", "type": "value_error"}
+            )
         else:
             known = _known_stages(session, study)
             if known and body.stage not in known:
                 choices = sorted(k for k in known if k.startswith(prefix))
-                errors.append({"loc": "stage", "msg": f"study {study.id} has no stage {body.stage!r}; its {body.figure} stages: {', '.join(choices) or 'none'}",
-                               "type": "value_error"})
+                errors.append(
+                    {
+                        "loc": "stage",
+                        "msg": f"study {study.id} has no stage {body.stage!r}; its {body.figure} stages: {', '.join(choices) or 'none'}",
+                        "type": "value_error",
+                    }
+                )
     if errors:
         raise FieldErrors(errors, "cannot publish: " + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
 
@@ -57,13 +78,30 @@ def publish(session: Session, study: Study, body: GalleryCreate, author_id: int 
     """Return a new gallery entry for `study` (with its checked PNG thumbnail, if any), committed in one transaction;
     422 naming the bad field when figure and stage do not fit."""
     _check_figure(session, study, body)
-    entry = GalleryEntry(id=new_id(), study_id=study.id, kind=body.kind, figure=body.figure, stage=body.stage, title=body.title,
-                         notes=body.notes, author_id=author_id, tags=[GalleryTag(name=t) for t in body.tags])
+    entry = GalleryEntry(
+        id=new_id(),
+        study_id=study.id,
+        kind=body.kind,
+        figure=body.figure,
+        stage=body.stage,
+        title=body.title,
+        notes=body.notes,
+        author_id=author_id,
+        tags=[GalleryTag(name=t) for t in body.tags],
+    )
     session.add(entry)
     if thumbnail is not None:
         session.flush()  # the thumbnail row refers to the entry
-        session.add(GalleryThumbnail(entry_id=entry.id, png=thumbnail.data, width=thumbnail.width, height=thumbnail.height,
-                                     bytes=len(thumbnail.data), sha256=thumbnail.sha256))
+        session.add(
+            GalleryThumbnail(
+                entry_id=entry.id,
+                png=thumbnail.data,
+                width=thumbnail.width,
+                height=thumbnail.height,
+                bytes=len(thumbnail.data),
+                sha256=thumbnail.sha256,
+            )
+        )
     session.commit()
     return entry
 
@@ -140,8 +178,12 @@ def page(session: Session, f: Filter, sort: str, limit: int, offset: int) -> tup
     """Return (one page of entries matching `f` in `sort` order, the number matching over all pages)."""
     stmt = _filtered(f)
     count = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    order = {"-created_at": (GalleryEntry.created_at.desc(), GalleryEntry.id.desc()), "created_at": (GalleryEntry.created_at.asc(), GalleryEntry.id.asc()),
-             "-stars": (_stars().desc(), GalleryEntry.created_at.desc(), GalleryEntry.id.desc()), "title": (GalleryEntry.title.asc(), GalleryEntry.id.asc())}[sort]
+    order = {
+        "-created_at": (GalleryEntry.created_at.desc(), GalleryEntry.id.desc()),
+        "created_at": (GalleryEntry.created_at.asc(), GalleryEntry.id.asc()),
+        "-stars": (_stars().desc(), GalleryEntry.created_at.desc(), GalleryEntry.id.desc()),
+        "title": (GalleryEntry.title.asc(), GalleryEntry.id.asc()),
+    }[sort]
     rows = session.scalars(stmt.order_by(*order).limit(limit).offset(offset)).unique().all()
     return list(rows), count
 
@@ -152,13 +194,32 @@ def public(session: Session, entries: list[GalleryEntry], viewer_id: int | None)
     counts: dict[str, int] = {}
     mine: set[str] = set()
     if ids:
-        counts = dict(session.execute(select(GalleryStar.entry_id, func.count()).where(GalleryStar.entry_id.in_(ids)).group_by(GalleryStar.entry_id)).all())
+        counts = dict(
+            session.execute(
+                select(GalleryStar.entry_id, func.count()).where(GalleryStar.entry_id.in_(ids)).group_by(GalleryStar.entry_id)
+            ).all()
+        )
         if viewer_id is not None:
             mine = set(session.scalars(select(GalleryStar.entry_id).where(GalleryStar.entry_id.in_(ids), GalleryStar.user_id == viewer_id)))
     pictures = thumbnails.meta(session, ids)
-    return [{
-        "id": e.id, "study_id": e.study_id, "study_name": e.study.name, "kind": e.kind, "figure": e.figure, "stage": e.stage,
-        "title": e.title, "notes": e.notes, "tags": sorted(t.name for t in e.tags), "author": e.author.name if e.author else None,
-        "stars": counts.get(e.id, 0), "starred": e.id in mine, "permalink": f"/api/gallery/{e.id}", "thumbnail": pictures.get(e.id),
-        "created_at": e.created_at, "updated_at": e.updated_at,
-    } for e in entries]
+    return [
+        {
+            "id": e.id,
+            "study_id": e.study_id,
+            "study_name": e.study.name,
+            "kind": e.kind,
+            "figure": e.figure,
+            "stage": e.stage,
+            "title": e.title,
+            "notes": e.notes,
+            "tags": sorted(t.name for t in e.tags),
+            "author": e.author.name if e.author else None,
+            "stars": counts.get(e.id, 0),
+            "starred": e.id in mine,
+            "permalink": f"/api/gallery/{e.id}",
+            "thumbnail": pictures.get(e.id),
+            "created_at": e.created_at,
+            "updated_at": e.updated_at,
+        }
+        for e in entries
+    ]

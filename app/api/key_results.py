@@ -73,8 +73,9 @@ def backfill(session: Session) -> int:
 
     Committed. Run once per API process (the sync's first tick); studies whose table is still empty are left to the sync.
     """
-    rows = session.execute(select(Study, Result.table).join(Result, Result.study_id == Study.id)
-                           .where(Study.largest_barrier.is_(None))).all()
+    rows = session.execute(
+        select(Study, Result.table).join(Result, Result.study_id == Study.id).where(Study.largest_barrier.is_(None))
+    ).all()
     n = 0
     for study, table in rows:
         if table and apply(study, table):

@@ -43,8 +43,12 @@ def check_active_studies(session: Session, user_id: int | None, settings: Settin
         return
     active = session.scalar(select(func.count()).select_from(Study).where(Study.owner_id == user_id, Study.status.in_(ACTIVE_STATES))) or 0
     if active >= limit:
-        raise TooManyJobs(f"you have {active} active (queued or running) studies; the limit is {limit} per user "
-                          f"(setting LMC_MAX_JOBS_PER_USER); cancel one or wait for one to finish", limit=limit, active=active)
+        raise TooManyJobs(
+            f"you have {active} active (queued or running) studies; the limit is {limit} per user "
+            f"(setting LMC_MAX_JOBS_PER_USER); cancel one or wait for one to finish",
+            limit=limit,
+            active=active,
+        )
 
 
 class RequestSizeLimit:
@@ -56,13 +60,22 @@ class RequestSizeLimit:
 
     def _message(self, size: int | None) -> bytes:
         said = f"{size} bytes" if size is not None else "more bytes"
-        return json.dumps({"detail": f"request body of {said} exceeds this server's limit of {self.max_bytes} bytes "
-                                     f"(setting LMC_MAX_REQUEST_BYTES)", "limit": self.max_bytes}).encode()
+        return json.dumps(
+            {
+                "detail": f"request body of {said} exceeds this server's limit of {self.max_bytes} bytes (setting LMC_MAX_REQUEST_BYTES)",
+                "limit": self.max_bytes,
+            }
+        ).encode()
 
     async def _reject(self, send: Send, size: int | None) -> None:
         body = self._message(size)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

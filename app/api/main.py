@@ -68,9 +68,14 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Return the LMC Lab API: routes under /api, OpenAPI at /openapi.json, docs at /docs."""
     settings = settings or Settings()
-    app = FastAPI(title="LMC Lab", version=__version__, lifespan=lifespan, generate_unique_id_function=_operation_id,
-                  description="Studies of linear mode connectivity in sparse networks: create and follow studies, fetch results "
-                              "and figures, publish to the gallery. Reads may be anonymous (LMC_ANONYMOUS_READ); writes need a token.")
+    app = FastAPI(
+        title="LMC Lab",
+        version=__version__,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        description="Studies of linear mode connectivity in sparse networks: create and follow studies, fetch results "
+        "and figures, publish to the gallery. Reads may be anonymous (LMC_ANONYMOUS_READ); writes need a token.",
+    )
     engine = make_engine(settings.database_url)  # connects lazily: nothing touches the database before start-up
     app.state.settings = settings
     app.state.engine = engine

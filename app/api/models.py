@@ -9,7 +9,21 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Named constraints let Alembic's batch mode (SQLite) find and alter them; unnamed ones cannot be dropped by name.
@@ -113,7 +127,9 @@ class Study(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     owner: Mapped[User | None] = relationship(lazy="joined")
-    tags: Mapped[list[StudyTag]] = relationship(cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="StudyTag.name")
+    tags: Mapped[list[StudyTag]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="StudyTag.name"
+    )
 
 
 class StudyTag(Base):
@@ -205,7 +221,9 @@ class GalleryEntry(Base):
 
     author: Mapped[User | None] = relationship(lazy="joined")
     study: Mapped[Study] = relationship(lazy="joined")
-    tags: Mapped[list[GalleryTag]] = relationship(cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="GalleryTag.name")
+    tags: Mapped[list[GalleryTag]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="GalleryTag.name"
+    )
 
 
 class GalleryTag(Base):

@@ -53,9 +53,20 @@ def estimate_eta(stages: list[dict[str, Any]], workers: int) -> float | None:
 
 def job_public(job: Job) -> dict[str, Any]:
     """Return a stage job as JobOut expects it."""
-    return {"key": job.key, "kind": job.kind, "status": job.status, "step": job.step, "total": job.total, "eta_s": job.eta_s,
-            "metrics": job.metrics, "message": job.message, "error": job.error, "worker": job.worker,
-            "started_at": job.started_at, "ended_at": job.ended_at}
+    return {
+        "key": job.key,
+        "kind": job.kind,
+        "status": job.status,
+        "step": job.step,
+        "total": job.total,
+        "eta_s": job.eta_s,
+        "metrics": job.metrics,
+        "message": job.message,
+        "error": job.error,
+        "worker": job.worker,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+    }
 
 
 def snapshot(session: Session, study: Study) -> dict[str, Any]:
@@ -64,10 +75,15 @@ def snapshot(session: Session, study: Study) -> dict[str, Any]:
     mirrored = study.progress or {}
     done, total = study.stages_done, study.stages_total
     return {
-        "study_id": study.id, "status": study.status, "done": done, "total": total,
+        "study_id": study.id,
+        "status": study.status,
+        "done": done,
+        "total": total,
         "fraction": done / total if total else None,
         "eta_s": mirrored.get("eta_s") if study.status in ("queued", "running") else None,
         "running": [job_public(j) for j in jobs if j.status == "running"],
         "failed": [job_public(j) for j in jobs if j.status in ("failed", "stopped")],
-        "log_tail": list(mirrored.get("log_tail") or []), "error": study.error, "updated_at": study.updated_at,
+        "log_tail": list(mirrored.get("log_tail") or []),
+        "error": study.error,
+        "updated_at": study.updated_at,
     }

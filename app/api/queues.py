@@ -23,8 +23,10 @@ def choose(settings: Settings, wanted: str | None, fallback: str | None = None, 
     allowed = settings.allowed_queues
     if wanted is not None:
         if wanted not in allowed:
-            msg = (f"unknown queue {wanted!r}; this server allows {', '.join(allowed)} (settings LMC_QUEUE and LMC_QUEUES; "
-                   "GET /api/queues shows their workers)")
+            msg = (
+                f"unknown queue {wanted!r}; this server allows {', '.join(allowed)} (settings LMC_QUEUE and LMC_QUEUES; "
+                "GET /api/queues shows their workers)"
+            )
             raise FieldErrors([{"loc": loc, "msg": msg, "type": "queue"}], f"{loc}: {msg}")
         return wanted
     return fallback if fallback in allowed else settings.queue
@@ -37,5 +39,13 @@ def summary(conn: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
         rows = {r["name"]: r for r in queue_summary(conn, names)}
     except REDIS_DOWN:
         rows = {}
-    return [{"name": n, "default": n == settings.queue, "workers": rows[n]["workers"] if n in rows else None,
-             "busy": rows[n]["busy"] if n in rows else None, "queued": rows[n]["queued"] if n in rows else None} for n in names]
+    return [
+        {
+            "name": n,
+            "default": n == settings.queue,
+            "workers": rows[n]["workers"] if n in rows else None,
+            "busy": rows[n]["busy"] if n in rows else None,
+            "queued": rows[n]["queued"] if n in rows else None,
+        }
+        for n in names
+    ]

@@ -31,7 +31,9 @@ def read_summary(settings: Settings, run_id: str) -> dict[str, Any] | None:
 
 def store_summary(session: Session, study: Study, summary: dict[str, Any]) -> bool:
     """Upsert the study's results row from `summary` and its key-result columns (not committed); return True when something changed."""
-    fields = {key: summary.get(key) or ([] if key != "stages" else {}) for key in ("table", "analysis", "synthetic", "stages")}
+    fields: dict[str, Any] = {
+        key: summary.get(key) or ([] if key != "stages" else {}) for key in ("table", "analysis", "synthetic", "stages")
+    }
     changed = key_results.apply(study, fields["table"])
     row = session.get(Result, study.id)
     if row is None:
@@ -50,10 +52,15 @@ def public(session: Session, study: Study) -> dict[str, Any]:
     study and analysis tables carry `mask_ref`, the reading of their mask id."""
     row = session.get(Result, study.id)
     return {
-        "study_id": study.id, "run_id": study.run_id, "status": study.status, "available": row is not None,
-        "table": with_mask_refs(row.table) if row else [], "analysis": with_mask_refs(row.analysis) if row else [],
+        "study_id": study.id,
+        "run_id": study.run_id,
+        "status": study.status,
+        "available": row is not None,
+        "table": with_mask_refs(row.table) if row else [],
+        "analysis": with_mask_refs(row.analysis) if row else [],
         "synthetic": row.synthetic if row else [],
-        "stages": row.stages if row else {}, "updated_at": row.updated_at if row else None,
+        "stages": row.stages if row else {},
+        "updated_at": row.updated_at if row else None,
     }
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+
 def _no_nul(v: str) -> str:
     # SQLite would store it, PostgreSQL refuses it: reject it the same way on both.
     if "\x00" in v:
@@ -85,7 +86,9 @@ class StudyClone(_In):
 
 
 class StudyRetry(_In):
-    queue: QueueName | None = Field(None, description="Run the retry on another queue (e.g. one with bigger GPUs); default: the study's own.")
+    queue: QueueName | None = Field(
+        None, description="Run the retry on another queue (e.g. one with bigger GPUs); default: the study's own."
+    )
 
 
 class StudyUpdate(_In):
@@ -119,7 +122,9 @@ class StudyOut(BaseModel):
     stages_total: int
     queue: str | None = Field(description="The RQ queue the study's jobs go to.")
     final_accuracy: float | None = Field(description="Test accuracy (%, mean of the copies) at the main mask source's last finished round.")
-    largest_barrier: float | None = Field(description="Largest test error barrier of the main mask source's subnetworks (every round and rewind step), in percentage points.")
+    largest_barrier: float | None = Field(
+        description="Largest test error barrier of the main mask source's subnetworks (every round and rewind step), in percentage points."
+    )
     sparsity_reached: float | None = Field(description="Sparsity (%) of the subnetwork final_accuracy was measured on.")
     error: str | None
     created_at: datetime
@@ -172,8 +177,10 @@ class ProgressOut(BaseModel):
     done: int
     total: int
     fraction: float | None = Field(description="done / total, or null before the plan is known.")
-    eta_s: float | None = Field(description="Seconds left: median finished-stage duration x stages left / live workers on the study's queue "
-                                            "(at most one per stage left); null before a stage has finished or while no worker listens.")
+    eta_s: float | None = Field(
+        description="Seconds left: median finished-stage duration x stages left / live workers on the study's queue "
+        "(at most one per stage left); null before a stage has finished or while no worker listens."
+    )
     running: list[JobOut]
     failed: list[JobOut]
     log_tail: list[str]
@@ -353,15 +360,19 @@ class TokenCreated(TokenOut):
 # Base64 of the largest PNG any setting could allow is checked in app.api.thumbnails; this bound only keeps absurd
 # strings out of validation (the request-size limit, LMC_MAX_REQUEST_BYTES, stops most of them earlier).
 THUMBNAIL_CHARS = 16_000_000
-_THUMBNAIL_HELP = ("A PNG card picture as base64, optionally as a data URL (data:image/png;base64,...), as Plotly.toImage gives it; "
-                   "checked: PNG signature, IHDR, at most LMC_MAX_THUMBNAIL_BYTES and LMC_MAX_THUMBNAIL_SIDE pixels a side.")
+_THUMBNAIL_HELP = (
+    "A PNG card picture as base64, optionally as a data URL (data:image/png;base64,...), as Plotly.toImage gives it; "
+    "checked: PNG signature, IHDR, at most LMC_MAX_THUMBNAIL_BYTES and LMC_MAX_THUMBNAIL_SIDE pixels a side."
+)
 
 
 class GalleryCreate(_In):
     study_id: Text = Field(min_length=1, max_length=64)
     kind: Literal["result", "figure"] = "figure"
     figure: FigureName | None = Field(None, description="Which figure, for kind 'figure'.")
-    stage: Text | None = Field(None, max_length=255, description="The stage a surface or Hessian figure shows, e.g. surface/imp-k0-r2/k0/p0.")
+    stage: Text | None = Field(
+        None, max_length=255, description="The stage a surface or Hessian figure shows, e.g. surface/imp-k0-r2/k0/p0."
+    )
     title: Text = Field(min_length=1, max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     notes: Text = Field("", max_length=10_000)
@@ -403,7 +414,9 @@ class GalleryOut(BaseModel):
     author: str | None
     stars: int
     starred: bool = Field(description="Whether the caller starred it.")
-    thumbnail: ThumbnailOut | None = Field(description="The PNG card picture, when one was sent; null: draw a preview from the figure's data.")
+    thumbnail: ThumbnailOut | None = Field(
+        description="The PNG card picture, when one was sent; null: draw a preview from the figure's data."
+    )
     permalink: str
     created_at: datetime
     updated_at: datetime

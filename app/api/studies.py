@@ -14,8 +14,22 @@ from lmc_core.foundations.config import StudyConfig
 from .errors import NotFound
 from .models import Job, Note, Study, StudyTag, User, utcnow
 
-Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "status", "-status",
-               "final_accuracy", "-final_accuracy", "largest_barrier", "-largest_barrier", "sparsity_reached", "-sparsity_reached"]
+Sort = Literal[
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+    "name",
+    "-name",
+    "status",
+    "-status",
+    "final_accuracy",
+    "-final_accuracy",
+    "largest_barrier",
+    "-largest_barrier",
+    "sparsity_reached",
+    "-sparsity_reached",
+]
 SORTS = get_args(Sort)
 # Key results are None until a round finishes; such studies go last whichever the direction (both backends alike).
 NULLS_LAST = ("final_accuracy", "largest_barrier", "sparsity_reached")
@@ -26,12 +40,34 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def create(session: Session, cfg: StudyConfig, *, preset: str | None, owner_id: int | None, tags: list[str], queue: str | None = None,
-           note: str | None = None, parent_id: str | None = None) -> Study:
+def create(
+    session: Session,
+    cfg: StudyConfig,
+    *,
+    preset: str | None,
+    owner_id: int | None,
+    tags: list[str],
+    queue: str | None = None,
+    note: str | None = None,
+    parent_id: str | None = None,
+) -> Study:
     """Return a new queued study for `cfg` on `queue` (None: LMC_QUEUE, filled in by the sync), committed with its tags and first note."""
-    study = Study(id=new_id(), name=cfg.name, run_id=cfg.run_id(), preset=preset, config=cfg.model_dump(mode="json"),
-                  status="queued", archived=False, owner_id=owner_id, parent_id=parent_id, submitted=False, queue=queue,
-                  stages_done=0, stages_total=0, tags=[StudyTag(name=t) for t in tags])
+    study = Study(
+        id=new_id(),
+        name=cfg.name,
+        run_id=cfg.run_id(),
+        preset=preset,
+        config=cfg.model_dump(mode="json"),
+        status="queued",
+        archived=False,
+        owner_id=owner_id,
+        parent_id=parent_id,
+        submitted=False,
+        queue=queue,
+        stages_done=0,
+        stages_total=0,
+        tags=[StudyTag(name=t) for t in tags],
+    )
     session.add(study)
     if note:
         session.flush()  # notes have no relationship to order them after their study
@@ -87,8 +123,11 @@ def _filtered(f: Filter) -> Select[Any]:
         stmt = stmt.where(Study.run_id == f.run_id)
     if f.queue is not None:
         stmt = stmt.where(Study.queue == f.queue)
-    for column, low, high in ((Study.final_accuracy, f.accuracy_min, f.accuracy_max), (Study.largest_barrier, f.barrier_min, f.barrier_max),
-                              (Study.sparsity_reached, f.sparsity_min, f.sparsity_max)):
+    for column, low, high in (
+        (Study.final_accuracy, f.accuracy_min, f.accuracy_max),
+        (Study.largest_barrier, f.barrier_min, f.barrier_max),
+        (Study.sparsity_reached, f.sparsity_min, f.sparsity_max),
+    ):
         if low is not None:
             stmt = stmt.where(column >= low)
         if high is not None:
@@ -143,12 +182,27 @@ def with_run(session: Session, run_id: str) -> list[str]:
 def public(study: Study) -> dict[str, Any]:
     """Return the study's fields as StudyOut expects them."""
     return {
-        "id": study.id, "name": study.name, "run_id": study.run_id, "preset": study.preset, "status": study.status,
-        "archived": study.archived, "owner": study.owner.name if study.owner else None, "parent_id": study.parent_id,
-        "submitted": study.submitted, "tags": sorted(t.name for t in study.tags), "stages_done": study.stages_done,
-        "stages_total": study.stages_total, "queue": study.queue, "final_accuracy": study.final_accuracy,
-        "largest_barrier": study.largest_barrier, "sparsity_reached": study.sparsity_reached, "error": study.error, "created_at": study.created_at, "updated_at": study.updated_at,
-        "started_at": study.started_at, "finished_at": study.finished_at,
+        "id": study.id,
+        "name": study.name,
+        "run_id": study.run_id,
+        "preset": study.preset,
+        "status": study.status,
+        "archived": study.archived,
+        "owner": study.owner.name if study.owner else None,
+        "parent_id": study.parent_id,
+        "submitted": study.submitted,
+        "tags": sorted(t.name for t in study.tags),
+        "stages_done": study.stages_done,
+        "stages_total": study.stages_total,
+        "queue": study.queue,
+        "final_accuracy": study.final_accuracy,
+        "largest_barrier": study.largest_barrier,
+        "sparsity_reached": study.sparsity_reached,
+        "error": study.error,
+        "created_at": study.created_at,
+        "updated_at": study.updated_at,
+        "started_at": study.started_at,
+        "finished_at": study.finished_at,
     }
 
 

@@ -22,8 +22,10 @@ REDIS_DOWN = (redis.exceptions.RedisError, OSError)
 
 def unavailable(err: BaseException, what: str, **extra: Any) -> QueueUnavailable:
     """Return the 503 for a Redis failure while doing `what`."""
-    return QueueUnavailable(f"the job queue (Redis) is not reachable, so {what}: {err.__class__.__name__}: {err}. "
-                            "Check that Redis runs at LMC_REDIS_URL.", **extra)
+    return QueueUnavailable(
+        f"the job queue (Redis) is not reachable, so {what}: {err.__class__.__name__}: {err}. Check that Redis runs at LMC_REDIS_URL.",
+        **extra,
+    )
 
 
 def submit(session: Session, conn: redis.Redis, study: Study, settings: Settings) -> str:
@@ -36,8 +38,11 @@ def submit(session: Session, conn: redis.Redis, study: Study, settings: Settings
         job_id = submit_study(conn, study.id, study.config, str(settings.artifact_root), study.queue or settings.queue)
     except REDIS_DOWN as err:
         log.warning("study %s recorded but not submitted: %s", study.id, err)
-        raise unavailable(err, f"study {study.id} is recorded as queued but not yet submitted; it will be submitted "
-                               "automatically when Redis is back", study_id=study.id) from None
+        raise unavailable(
+            err,
+            f"study {study.id} is recorded as queued but not yet submitted; it will be submitted automatically when Redis is back",
+            study_id=study.id,
+        ) from None
     study.submitted, study.plan_job_id = True, job_id
     session.commit()
     return job_id

@@ -15,10 +15,10 @@ import json
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import reconcile_study, requeue_abandoned, study_status, submit_study, workers_per_queue
@@ -107,7 +107,9 @@ class Syncer:
     def upgrade_rows(self) -> dict[str, int]:
         """Return how many older studies got their queue (LMC_QUEUE, where they were submitted) and key results filled."""
         with self.sessions() as session:
-            queued = session.execute(update(Study).where(Study.queue.is_(None)).values(queue=self.settings.queue)).rowcount
+            queued = cast(
+                CursorResult[Any], session.execute(update(Study).where(Study.queue.is_(None)).values(queue=self.settings.queue))
+            ).rowcount
             session.commit()
             filled = key_results.backfill(session)
         return {"queue": queued or 0, "key_results": filled}
@@ -124,8 +126,9 @@ class Syncer:
             for study in self._active(session):
                 try:
                     if study.submitted:
-                        job_id = reconcile_study(self.conn, study.id, study.config, study.run_id, str(self.settings.artifact_root),
-                                                 self.queue_of(study))
+                        job_id = reconcile_study(
+                            self.conn, study.id, study.config, study.run_id, str(self.settings.artifact_root), self.queue_of(study)
+                        )
                     else:
                         job_id = submit_study(self.conn, study.id, study.config, str(self.settings.artifact_root), self.queue_of(study))
                 except REDIS_DOWN:
@@ -143,7 +146,9 @@ class Syncer:
 
     def _mark_submitted(self, session: Session, study_id: str, job_id: str) -> None:
         # Conditional: a study cancelled meanwhile keeps its state.
-        session.execute(update(Study).where(Study.id == study_id, Study.status.in_(ACTIVE_STATES)).values(submitted=True, plan_job_id=job_id))
+        session.execute(
+            update(Study).where(Study.id == study_id, Study.status.in_(ACTIVE_STATES)).values(submitted=True, plan_job_id=job_id)
+        )
         session.commit()
 
     def submit_pending(self) -> list[str]:
@@ -206,20 +211,32 @@ class Syncer:
         error = next((s.get("error") for s in failed if s.get("error")), None) or plan.get("error")
         running = [s for s in stages if s.get("status") == "running"]
         progress_ = {
-            "state": state, "done": int(status.get("done") or 0), "total": int(status.get("total") or 0),
-            "counts": status.get("counts") or {}, "eta_s": progress.estimate_eta(stages, workers) if state in ACTIVE_STATES else None,
+            "state": state,
+            "done": int(status.get("done") or 0),
+            "total": int(status.get("total") or 0),
+            "counts": status.get("counts") or {},
+            "eta_s": progress.estimate_eta(stages, workers) if state in ACTIVE_STATES else None,
             "workers": workers,
             "running": [{k: s.get(k) for k in ("key", "kind", "step", "total", "eta_s", "metrics", "message", "worker")} for s in running],
-            "log_tail": [str(x) for x in (status.get("log_tail") or [])][-LOG_TAIL:], "updated_at": utcnow().isoformat(),
+            "log_tail": [str(x) for x in (status.get("log_tail") or [])][-LOG_TAIL:],
+            "updated_at": utcnow().isoformat(),
         }
-        values: dict[str, Any] = {"status": state, "progress": jsonsafe(progress_), "stages_done": progress_["done"],
-                                  "stages_total": progress_["total"], "error": error if state == "failed" else None, "updated_at": utcnow()}
+        values: dict[str, Any] = {
+            "status": state,
+            "progress": jsonsafe(progress_),
+            "stages_done": progress_["done"],
+            "stages_total": progress_["total"],
+            "error": error if state == "failed" else None,
+            "updated_at": utcnow(),
+        }
         if state in ("running", *TERMINAL) and study.started_at is None:
             values["started_at"] = utcnow()
         if state in TERMINAL:
             values["finished_at"] = utcnow()
         # Conditional on the study still being active, so a cancel committed meanwhile is not overwritten.
-        res = session.execute(update(Study).where(Study.id == study.id, Study.status.in_(ACTIVE_STATES)).values(**values))
+        res = cast(
+            CursorResult[Any], session.execute(update(Study).where(Study.id == study.id, Study.status.in_(ACTIVE_STATES)).values(**values))
+        )
         summary = results.read_summary(self.settings, study.run_id)
         if summary is not None:
             results.store_summary(session, study, summary)

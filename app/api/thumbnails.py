@@ -57,7 +57,7 @@ def decode_base64(text: str, loc: str) -> bytes:
     if text.startswith("data:"):
         if not text.startswith(DATA_URL):
             raise _refuse(loc, f"a data URL must start with {DATA_URL!r} (a PNG); got {text[:30]!r}")
-        text = text[len(DATA_URL):]
+        text = text[len(DATA_URL) :]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -71,7 +71,7 @@ def check_png(data: bytes, settings: Settings, loc: str = "thumbnail") -> Png:
         raise _refuse(loc, f"{len(data)} bytes exceeds this server's limit of {limit} bytes (setting LMC_MAX_THUMBNAIL_BYTES)")
     if not data.startswith(SIGNATURE):
         raise _refuse(loc, "is not a PNG: the file does not start with the PNG signature (89 50 4E 47 0D 0A 1A 0A)")
-    header = data[8:8 + 25]  # length (4) + "IHDR" (4) + 13 bytes of fields + CRC (4)
+    header = data[8 : 8 + 25]  # length (4) + "IHDR" (4) + 13 bytes of fields + CRC (4)
     if len(header) < 25:
         raise _refuse(loc, "is truncated: no complete IHDR chunk after the signature")
     length, kind = struct.unpack(">I4s", header[:8])
@@ -128,8 +128,10 @@ def get(session: Session, entry_id: str) -> GalleryThumbnail:
     """Return the entry's thumbnail; 404 saying the card falls back to a drawn preview when there is none."""
     row = session.get(GalleryThumbnail, entry_id)
     if row is None:
-        raise NotFound(f"gallery entry {entry_id!r} has no thumbnail (send one with PUT /api/gallery/{entry_id}/thumbnail); "
-                       "cards show a preview drawn from the figure's data instead")
+        raise NotFound(
+            f"gallery entry {entry_id!r} has no thumbnail (send one with PUT /api/gallery/{entry_id}/thumbnail); "
+            "cards show a preview drawn from the figure's data instead"
+        )
     return row
 
 
@@ -137,10 +139,21 @@ def meta(session: Session, entry_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Return {entry id: ThumbnailOut fields} for the entries that have a thumbnail (the bytes are not loaded)."""
     if not entry_ids:
         return {}
-    rows = session.execute(select(GalleryThumbnail.entry_id, GalleryThumbnail.width, GalleryThumbnail.height, GalleryThumbnail.bytes,
-                                  GalleryThumbnail.sha256).where(GalleryThumbnail.entry_id.in_(entry_ids))).all()
-    return {r.entry_id: {"url": f"/api/gallery/{r.entry_id}/thumbnail.png", "width": r.width, "height": r.height, "bytes": r.bytes,
-                         "etag": f'"{r.sha256[:32]}"'} for r in rows}
+    rows = session.execute(
+        select(
+            GalleryThumbnail.entry_id, GalleryThumbnail.width, GalleryThumbnail.height, GalleryThumbnail.bytes, GalleryThumbnail.sha256
+        ).where(GalleryThumbnail.entry_id.in_(entry_ids))
+    ).all()
+    return {
+        r.entry_id: {
+            "url": f"/api/gallery/{r.entry_id}/thumbnail.png",
+            "width": r.width,
+            "height": r.height,
+            "bytes": r.bytes,
+            "etag": f'"{r.sha256[:32]}"',
+        }
+        for r in rows
+    }
 
 
 def etag(row: GalleryThumbnail) -> str:

@@ -9,6 +9,6 @@ STATIC = Path(__file__).resolve().parent / "static"  # package data: ships in th
 
 def create_dash(api_url: str):
     """Return the Dash app for the API at `api_url` (CSS from static/, scripts served locally: it works offline)."""
-    from .app import build  # noqa: PLC0415  (keeps `import app.dashboard` cheap for the CLI's --help)
+    from .app import build  # keeps `import app.dashboard` cheap for the CLI's --help
 
     return build(api_url)

@@ -21,27 +21,49 @@ callbacks = Callbacks()
 
 def shell() -> html.Div:
     """Return the frame around every page: navigation, the token field, the shared stores."""
-    return html.Div(id=Shell.ROOT, className="read-only", children=[
-        dcc.Store(id=Shell.TOKEN, storage_type="local"),
-        dcc.Location(id=Shell.NAV, refresh="callback-nav"),
-        html.Header(className="topbar", children=[
-            html.A("LMC Lab", href="/", className="brand"),
-            html.Nav([dcc.Link(name, href=href, className="navlink") for name, href in NAV]),
-            html.Div(className="auth", children=[
-                html.Span(id=Shell.WHOAMI, className="whoami"),
-                dcc.Input(id=Shell.TOKEN_INPUT, type="password", placeholder="API token (for editing)", debounce=True, className="token-input"),
-                html.Button("Use token", id=Shell.TOKEN_SAVE, className="btn btn-small"),
-                html.Button("Sign out", id=Shell.TOKEN_CLEAR, className="btn btn-small btn-ghost"),
-            ]),
-        ]),
-        html.Main(dash.page_container, className="page"),
-        html.Footer(id=Shell.FOOTER, className="footer"),
-    ])
+    return html.Div(
+        id=Shell.ROOT,
+        className="read-only",
+        children=[
+            dcc.Store(id=Shell.TOKEN, storage_type="local"),
+            dcc.Location(id=Shell.NAV, refresh="callback-nav"),
+            html.Header(
+                className="topbar",
+                children=[
+                    html.A("LMC Lab", href="/", className="brand"),
+                    html.Nav([dcc.Link(name, href=href, className="navlink") for name, href in NAV]),
+                    html.Div(
+                        className="auth",
+                        children=[
+                            html.Span(id=Shell.WHOAMI, className="whoami"),
+                            dcc.Input(
+                                id=Shell.TOKEN_INPUT,
+                                type="password",
+                                placeholder="API token (for editing)",
+                                debounce=True,
+                                className="token-input",
+                            ),
+                            html.Button("Use token", id=Shell.TOKEN_SAVE, className="btn btn-small"),
+                            html.Button("Sign out", id=Shell.TOKEN_CLEAR, className="btn btn-small btn-ghost"),
+                        ],
+                    ),
+                ],
+            ),
+            html.Main(dash.page_container, className="page"),
+            html.Footer(id=Shell.FOOTER, className="footer"),
+        ],
+    )
 
 
-@callbacks.callback(Output(Shell.TOKEN, "data"), Output(Shell.TOKEN_INPUT, "value"),
-                    Input(Shell.TOKEN_SAVE, "n_clicks"), Input(Shell.TOKEN_INPUT, "n_submit"), Input(Shell.TOKEN_CLEAR, "n_clicks"),
-                    State(Shell.TOKEN_INPUT, "value"), prevent_initial_call=True)
+@callbacks.callback(
+    Output(Shell.TOKEN, "data"),
+    Output(Shell.TOKEN_INPUT, "value"),
+    Input(Shell.TOKEN_SAVE, "n_clicks"),
+    Input(Shell.TOKEN_INPUT, "n_submit"),
+    Input(Shell.TOKEN_CLEAR, "n_clicks"),
+    State(Shell.TOKEN_INPUT, "value"),
+    prevent_initial_call=True,
+)
 def set_token(_save: int | None, _submit: int | None, _clear: int | None, value: str | None) -> tuple[str | None, str]:
     """Keep the typed token in the browser's local storage (Sign out forgets it) and empty the field."""
     if dash.ctx.triggered_id == Shell.TOKEN_CLEAR:
@@ -49,8 +71,9 @@ def set_token(_save: int | None, _submit: int | None, _clear: int | None, value:
     return (value or "").strip() or None, ""
 
 
-@callbacks.callback(Output(Shell.WHOAMI, "children"), Output(Shell.ROOT, "className"), Output(Shell.FOOTER, "children"),
-                    Input(Shell.TOKEN, "data"))
+@callbacks.callback(
+    Output(Shell.WHOAMI, "children"), Output(Shell.ROOT, "className"), Output(Shell.FOOTER, "children"), Input(Shell.TOKEN, "data")
+)
 def whoami(token: str | None) -> tuple[Any, str, Any]:
     """Return who the token belongs to, the root's class (can-edit reveals the editing controls) and the footer's health line."""
     try:
@@ -95,9 +118,18 @@ INDEX = """<!DOCTYPE html>
 
 def build(api_url: str) -> dash.Dash:
     """Return the configured Dash app, bound to the API at `api_url`."""
-    app = dash.Dash(__name__, use_pages=True, pages_folder="", assets_folder=str(STATIC), serve_locally=True,
-                    suppress_callback_exceptions=True, title="LMC Lab", update_title=None, compress=False)
-    from . import routes  # noqa: PLC0415  (Flask routes need the app's server)
+    app = dash.Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(STATIC),
+        serve_locally=True,
+        suppress_callback_exceptions=True,
+        title="LMC Lab",
+        update_title=None,  # type: ignore[arg-type]  # Dash documents None (keep the tab's title while callbacks run); its stub says str
+        compress=False,
+    )
+    from . import routes  # Flask routes need the app's server
 
     app.index_string = INDEX.replace("PLOTLY_SRC", app.config.requests_pathname_prefix + routes.PLOTLY_JS.lstrip("/"))
     bound = bind(app.server, api_url)

@@ -74,12 +74,15 @@ class Client:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def request(self, method: str, path: str, *, params: Any = None, json: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, params: Any = None, json: Any = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """Return the response to `method path` (2xx or 304), raising ApiError with the API's message otherwise."""
         url = self.base_url.rstrip("/") + path
         try:
-            r = _pool(self.base_url).request(method, url, params=params, json=json, headers={**self._headers(), **(headers or {})},
-                                             timeout=self.timeout)
+            r = _pool(self.base_url).request(
+                method, url, params=params, json=json, headers={**self._headers(), **(headers or {})}, timeout=self.timeout
+            )
         except httpx.TimeoutException:
             raise ApiError(f"the API at {self.base_url} did not answer {method} {path} in time") from None
         except httpx.HTTPError as err:

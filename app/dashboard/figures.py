@@ -34,9 +34,15 @@ def f32(seq: Any) -> np.ndarray:
 
 def base_layout(fig: go.Figure, title: str | None = None, height: int = 420) -> go.Figure:
     """Apply the house style: readable font, white background, legend above, room for axis titles."""
-    fig.update_layout(template="plotly_white", font=FONT, height=height, margin=dict(l=70, r=20, t=60 if title else 30, b=60),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), hovermode="closest",
-                      title=dict(text=title, x=0.01, font=dict(size=15)) if title else None)
+    fig.update_layout(
+        template="plotly_white",
+        font=FONT,
+        height=height,
+        margin=dict(l=70, r=20, t=60 if title else 30, b=60),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        hovermode="closest",
+        title=dict(text=title, x=0.01, font=dict(size=15)) if title else None,
+    )
     return fig
 
 
@@ -52,8 +58,9 @@ def empty(message: str, height: int = 300) -> go.Figure:
 # ---------------------------------------------------------------------------------------------- vs sparsity
 
 
-def sparsity(data: dict[str, Any], metric: str = "error_barrier", study: str | None = None, index: int = 0,
-             fig: go.Figure | None = None) -> go.Figure:
+def sparsity(
+    data: dict[str, Any], metric: str = "error_barrier", study: str | None = None, index: int = 0, fig: go.Figure | None = None
+) -> go.Figure:
     """Return accuracy or a barrier vs sparsity (in %), one line per mask source and rewind step, std as error bars."""
     title, suffix = METRICS[metric]
     fig = fig or go.Figure()
@@ -61,14 +68,20 @@ def sparsity(data: dict[str, Any], metric: str = "error_barrier", study: str | N
         source, k = s["source"], s["rewind_step"]
         name = f"{palette.label(source)}, k={k}" + (f" · {study}" if study else "")
         std = s.get(f"{metric}_std")
-        fig.add_trace(go.Scatter(
-            x=values(s["sparsity"]), y=values(s[metric]), name=name, mode="lines+markers", legendgroup=source,
-            line=dict(color=palette.colour(source), dash=palette.STUDY_DASHES[index % 4]),
-            marker=dict(symbol=palette.STUDY_SYMBOLS[index % 4], size=8),
-            error_y=dict(type="data", array=values(std), visible=True, thickness=1) if std and any(v for v in std if v) else None,
-            customdata=values(s["round"]),
-            hovertemplate=f"{name}<br>round %{{customdata:.0f}}<br>sparsity %{{x:.1f}}%<br>{title}: %{{y:.3g}}{suffix}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=values(s["sparsity"]),
+                y=values(s[metric]),
+                name=name,
+                mode="lines+markers",
+                legendgroup=source,
+                line=dict(color=palette.colour(source), dash=palette.STUDY_DASHES[index % 4]),
+                marker=dict(symbol=palette.STUDY_SYMBOLS[index % 4], size=8),
+                error_y=dict(type="data", array=values(std), visible=True, thickness=1) if std and any(v for v in std if v) else None,
+                customdata=values(s["round"]),
+                hovertemplate=f"{name}<br>round %{{customdata:.0f}}<br>sparsity %{{x:.1f}}%<br>{title}: %{{y:.3g}}{suffix}<extra></extra>",
+            )
+        )
     fig.update_xaxes(**SPARSITY_AXIS)
     fig.update_yaxes(title=title, ticksuffix="%" if metric == "accuracy_mean" else None)
     if not fig.data:
@@ -87,16 +100,29 @@ def curve_label(c: dict[str, Any]) -> str:
     return f"{palette.label(c['source'])} r{c['round']}{sp_txt}, k={c['rewind_step']}{pair}"
 
 
-def select_curves(curves: Sequence[dict[str, Any]], sources: Iterable[str] | None = None, rounds: Iterable[int] | None = None,
-                  rewind_steps: Iterable[int] | None = None) -> list[dict[str, Any]]:
+def select_curves(
+    curves: Sequence[dict[str, Any]],
+    sources: Iterable[str] | None = None,
+    rounds: Iterable[int] | None = None,
+    rewind_steps: Iterable[int] | None = None,
+) -> list[dict[str, Any]]:
     """Return the curves whose mask source, round and rewind step are among those asked (None = all)."""
     src, rnd, ks = (set(x) if x is not None else None for x in (sources, rounds, rewind_steps))
-    return [c for c in curves if (src is None or c["source"] in src) and (rnd is None or c["round"] in rnd)
-            and (ks is None or c["rewind_step"] in ks)]
+    return [
+        c
+        for c in curves
+        if (src is None or c["source"] in src) and (rnd is None or c["round"] in rnd) and (ks is None or c["rewind_step"] in ks)
+    ]
 
 
-def interpolation(curves: Sequence[dict[str, Any]], quantity: str = "error", splits: Sequence[str] = ("test",),
-                  study: str | None = None, index: int = 0, fig: go.Figure | None = None) -> go.Figure:
+def interpolation(
+    curves: Sequence[dict[str, Any]],
+    quantity: str = "error",
+    splits: Sequence[str] = ("test",),
+    study: str | None = None,
+    index: int = 0,
+    fig: go.Figure | None = None,
+) -> go.Figure:
     """Return error (%) or loss along the linear path between the two copies, one line per curve and split, overlaid."""
     fig = fig or go.Figure()
     for c in curves:
@@ -106,12 +132,21 @@ def interpolation(curves: Sequence[dict[str, Any]], quantity: str = "error", spl
                 continue
             y = decode(arr) * (100.0 if quantity == "error" else 1.0)
             name = curve_label(c) + f" · {split}" + (f" · {study}" if study else "")
-            fig.add_trace(go.Scatter(
-                x=decode(c["alphas"]), y=y.astype(np.float32), name=name, mode="lines", legendgroup=c["source"],
-                line=dict(color=palette.colour(c["source"]), dash=palette.SPLIT_DASH.get(split, "solid") if index == 0 else palette.STUDY_DASHES[index % 4],
-                          width=1.5 + 0.5 * c["round"] if c["round"] < 4 else 3.5),
-                hovertemplate=f"{name}<br>α %{{x:.3f}}<br>{quantity} %{{y:.4g}}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=decode(c["alphas"]),
+                    y=y.astype(np.float32),
+                    name=name,
+                    mode="lines",
+                    legendgroup=c["source"],
+                    line=dict(
+                        color=palette.colour(c["source"]),
+                        dash=palette.SPLIT_DASH.get(split, "solid") if index == 0 else palette.STUDY_DASHES[index % 4],
+                        width=1.5 + 0.5 * c["round"] if c["round"] < 4 else 3.5,
+                    ),
+                    hovertemplate=f"{name}<br>α %{{x:.3f}}<br>{quantity} %{{y:.4g}}<extra></extra>",
+                )
+            )
     fig.update_xaxes(**ALPHA_AXIS)
     fig.update_yaxes(**QUANTITY_AXIS[quantity])
     if not fig.data:
@@ -152,50 +187,131 @@ def _nearest_z(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: float, py: float
 POINT_STYLE = {"rewind": ("diamond", "#ffffff"), "A": ("circle", "#E69F00"), "B": ("circle", "#D55E00")}
 
 
-def contour(data: dict[str, Any], quantity: str = "loss", log: bool = False, zrange: tuple[float, float] | None = None,
-            title: str | None = None, showscale: bool = True) -> go.Figure:
+def contour(
+    data: dict[str, Any],
+    quantity: str = "loss",
+    log: bool = False,
+    zrange: tuple[float, float] | None = None,
+    title: str | None = None,
+    showscale: bool = True,
+) -> go.Figure:
     """Return the surface as a filled contour plot with the rewind point and both copies marked; trace 2 is the linked cursor."""
     x, y, z = surface_grid(data, quantity, log)
     zmin, zmax = zrange if zrange else (None, None)
-    fig = go.Figure(go.Contour(x=x, y=y, z=z, colorscale=palette.SURFACE_SCALE, zmin=zmin, zmax=zmax, ncontours=25, showscale=showscale,
-                               colorbar=dict(title=dict(text=z_title(quantity, log), side="right")),
-                               hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>" + z_title(quantity, log) + " %{z:.4g}<extra></extra>"))
+    fig = go.Figure(
+        go.Contour(
+            x=x,
+            y=y,
+            z=z,
+            colorscale=palette.SURFACE_SCALE,
+            zmin=zmin,
+            zmax=zmax,
+            ncontours=25,
+            showscale=showscale,
+            colorbar=dict(title=dict(text=z_title(quantity, log), side="right")),
+            hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>" + z_title(quantity, log) + " %{z:.4g}<extra></extra>",
+        )
+    )
     pts = _points(data)
-    fig.add_trace(go.Scatter(x=f32([p[0] for p in pts.values()]), y=f32([p[1] for p in pts.values()]), text=list(pts), mode="markers+text",
-                             textposition="top center", name="models", showlegend=False, hoverinfo="text",
-                             marker=dict(size=12, symbol=[POINT_STYLE.get(n, ("circle", "#fff"))[0] for n in pts],
-                                         color=[POINT_STYLE.get(n, ("circle", "#fff"))[1] for n in pts], line=dict(color="#000", width=1.5)),
-                             textfont=dict(color="#fff", size=13)))
-    fig.add_trace(go.Scatter(x=f32([]), y=f32([]), mode="markers", name="cursor", showlegend=False, hoverinfo="skip",
-                             marker=dict(size=14, symbol="x-thin", line=dict(color="#ff2d55", width=3))))
+    fig.add_trace(
+        go.Scatter(
+            x=f32([p[0] for p in pts.values()]),
+            y=f32([p[1] for p in pts.values()]),
+            text=list(pts),
+            mode="markers+text",
+            textposition="top center",
+            name="models",
+            showlegend=False,
+            hoverinfo="text",
+            marker=dict(
+                size=12,
+                symbol=[POINT_STYLE.get(n, ("circle", "#fff"))[0] for n in pts],
+                color=[POINT_STYLE.get(n, ("circle", "#fff"))[1] for n in pts],
+                line=dict(color="#000", width=1.5),
+            ),
+            textfont=dict(color="#fff", size=13),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=f32([]),
+            y=f32([]),
+            mode="markers",
+            name="cursor",
+            showlegend=False,
+            hoverinfo="skip",
+            marker=dict(size=14, symbol="x-thin", line=dict(color="#ff2d55", width=3)),
+        )
+    )
     fig.update_xaxes(title="direction 1 (plane coordinate, parameter-space units)", constrain="domain")
     fig.update_yaxes(title="direction 2 (plane coordinate)", scaleanchor="x")
     return base_layout(fig, title, height=480)
 
 
-def surface3d(data: dict[str, Any], quantity: str = "loss", log: bool = False, zrange: tuple[float, float] | None = None,
-              title: str | None = None, showscale: bool = True) -> go.Figure:
+def surface3d(
+    data: dict[str, Any],
+    quantity: str = "loss",
+    log: bool = False,
+    zrange: tuple[float, float] | None = None,
+    title: str | None = None,
+    showscale: bool = True,
+) -> go.Figure:
     """Return the surface in 3-D with the models' positions on it; trace 2 is the linked cursor."""
     x, y, z = surface_grid(data, quantity, log)
     zmin, zmax = zrange if zrange else (None, None)
-    fig = go.Figure(go.Surface(x=x, y=y, z=z, colorscale=palette.SURFACE_SCALE, cmin=zmin, cmax=zmax, showscale=showscale,
-                               colorbar=dict(title=dict(text=z_title(quantity, log), side="right")),
-                               hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>%{z:.4g}<extra></extra>"))
+    fig = go.Figure(
+        go.Surface(
+            x=x,
+            y=y,
+            z=z,
+            colorscale=palette.SURFACE_SCALE,
+            cmin=zmin,
+            cmax=zmax,
+            showscale=showscale,
+            colorbar=dict(title=dict(text=z_title(quantity, log), side="right")),
+            hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>%{z:.4g}<extra></extra>",
+        )
+    )
     pts = _points(data)
     on_surface = [_nearest_z(x, y, z, *p) for p in pts.values()]
     finite = z[np.isfinite(z)]
     # Lifted 3 % of the z range so the surface does not hide them; hover shows the surface's value.
     lift = 0.03 * float(finite.max() - finite.min()) if finite.size else 0.0
-    fig.add_trace(go.Scatter3d(x=f32([p[0] for p in pts.values()]), y=f32([p[1] for p in pts.values()]),
-                               z=f32([v + lift for v in on_surface]), customdata=f32(on_surface), text=list(pts),
-                               hovertemplate="%{text}: x %{x:.3g}, y %{y:.3g}<br>%{customdata:.4g}<extra></extra>",
-                               mode="markers+text", name="models",
-                               marker=dict(size=5, color=[POINT_STYLE.get(n, ("circle", "#fff"))[1] for n in pts], line=dict(color="#000", width=1)),
-                               showlegend=False))
-    fig.add_trace(go.Scatter3d(x=f32([]), y=f32([]), z=f32([]), mode="markers", name="cursor", showlegend=False, hoverinfo="skip",
-                               marker=dict(size=6, color="#ff2d55", symbol="x")))
-    fig.update_layout(scene=dict(xaxis_title="direction 1", yaxis_title="direction 2", zaxis_title=z_title(quantity, log),
-                                 aspectmode="manual", aspectratio=dict(x=1, y=1, z=0.6)))
+    fig.add_trace(
+        go.Scatter3d(
+            x=f32([p[0] for p in pts.values()]),
+            y=f32([p[1] for p in pts.values()]),
+            z=f32([v + lift for v in on_surface]),
+            customdata=f32(on_surface),
+            text=list(pts),
+            hovertemplate="%{text}: x %{x:.3g}, y %{y:.3g}<br>%{customdata:.4g}<extra></extra>",
+            mode="markers+text",
+            name="models",
+            marker=dict(size=5, color=[POINT_STYLE.get(n, ("circle", "#fff"))[1] for n in pts], line=dict(color="#000", width=1)),
+            showlegend=False,
+        )
+    )
+    fig.add_trace(
+        go.Scatter3d(
+            x=f32([]),
+            y=f32([]),
+            z=f32([]),
+            mode="markers",
+            name="cursor",
+            showlegend=False,
+            hoverinfo="skip",
+            marker=dict(size=6, color="#ff2d55", symbol="x"),
+        )
+    )
+    fig.update_layout(
+        scene=dict(
+            xaxis_title="direction 1",
+            yaxis_title="direction 2",
+            zaxis_title=z_title(quantity, log),
+            aspectmode="manual",
+            aspectratio=dict(x=1, y=1, z=0.6),
+        )
+    )
     return base_layout(fig, title, height=480)
 
 
@@ -235,11 +351,32 @@ def hessian_by_round(rows: Sequence[dict[str, Any]]) -> go.Figure:
         rs.sort(key=lambda r: r["round"])
         style = dict(color=palette.colour(source))
         x = f32([r["round"] for r in rs])
-        fig.add_trace(go.Scatter(x=x, y=values([r.get("lambda_max") for r in rs]), name=palette.label(source), legendgroup=source,
-                                 mode="lines+markers", line=style), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=values([r.get("trace") for r in rs]), name=palette.label(source), legendgroup=source, showlegend=False,
-                                 mode="lines+markers", line=style, error_y=dict(type="data", array=values([r.get("trace_stderr") for r in rs]))),
-                      row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values([r.get("lambda_max") for r in rs]),
+                name=palette.label(source),
+                legendgroup=source,
+                mode="lines+markers",
+                line=style,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values([r.get("trace") for r in rs]),
+                name=palette.label(source),
+                legendgroup=source,
+                showlegend=False,
+                mode="lines+markers",
+                line=style,
+                error_y=dict(type="data", array=values([r.get("trace_stderr") for r in rs])),
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title="pruning round", dtick=1)
     fig.update_yaxes(title="eigenvalue (loss curvature)", row=1, col=1)
     fig.update_yaxes(title="trace", row=1, col=2)
@@ -248,8 +385,9 @@ def hessian_by_round(rows: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def spectrum(data: dict[str, Any], title: str | None = None, colour: str | None = None, name: str = "density",
-             fig: go.Figure | None = None) -> go.Figure:
+def spectrum(
+    data: dict[str, Any], title: str | None = None, colour: str | None = None, name: str = "density", fig: go.Figure | None = None
+) -> go.Figure:
     """Return the SLQ spectral density (log scale) with the top eigenvalues as vertical marks."""
     fig = fig or go.Figure()
     density = data.get("density")
@@ -258,8 +396,16 @@ def spectrum(data: dict[str, Any], title: str | None = None, colour: str | None 
         # Gaussian broadening leaves troughs many decades deep between Lanczos nodes; a floor six decades under the
         # peak keeps the log axis on the part of the spectrum that carries mass.
         floor = max(float(np.nanmax(values)) * 1e-6, 1e-30) if values.size and np.isfinite(values).any() else 1e-12
-        fig.add_trace(go.Scatter(x=decode(density["grid"]), y=np.clip(values, floor, None).astype(np.float32), mode="lines",
-                                 name=name, line=dict(color=colour or "#0072B2"), fill="tozeroy"))
+        fig.add_trace(
+            go.Scatter(
+                x=decode(density["grid"]),
+                y=np.clip(values, floor, None).astype(np.float32),
+                mode="lines",
+                name=name,
+                line=dict(color=colour or "#0072B2"),
+                fill="tozeroy",
+            )
+        )
     for i, ev in enumerate(data.get("top_eigenvalues") or []):
         # only the largest is labelled: an annotation without text would read "new text"
         label = {"annotation_text": "λ1", "annotation_position": "top right"} if i == 0 else {}
@@ -278,8 +424,16 @@ def diagonal_histogram(data: dict[str, Any], title: str | None = None) -> go.Fig
         return empty("this Hessian stage has no diagonal estimate")
     edges, counts = decode(h["edges"]), decode(h["counts"])
     centres = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
-    fig = go.Figure(go.Bar(x=centres, y=counts, width=f32(np.diff(edges)), marker_color="#56B4E9", name="weights",
-                           hovertemplate="H_ii ≈ %{x:.3g}<br>%{y:.0f} weights<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=centres,
+            y=counts,
+            width=f32(np.diff(edges)),
+            marker_color="#56B4E9",
+            name="weights",
+            hovertemplate="H_ii ≈ %{x:.3g}<br>%{y:.0f} weights<extra></extra>",
+        )
+    )
     fig.update_xaxes(title=f"Hessian diagonal entry H_ii ({h['entries']} unpruned weights, {h['zeros']} pruned left out)")
     fig.update_yaxes(title="weights", type="log")
     return base_layout(fig, title, height=360)
@@ -290,20 +444,30 @@ def diagonal_histogram(data: dict[str, Any], title: str | None = None) -> go.Fig
 
 def synthetic_grid(images: np.ndarray, labels: np.ndarray, title: str | None = None, per_class: int = 4) -> go.Figure:
     """Return the synthetic set as an image grid (N, C, H, W) or, for signals (N, C, L), small line plots; one row per class."""
-    classes = sorted(set(int(c) for c in labels.tolist()))
+    classes = sorted({int(c) for c in labels.tolist()})
     if not classes:
         return empty("this synthetic set is empty")
     picks = {c: [i for i in range(len(labels)) if int(labels[i]) == c][:per_class] for c in classes}
     cols = max(len(v) for v in picks.values())
-    fig = make_subplots(rows=len(classes), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.01,
-                        row_titles=[f"class {c}" for c in classes])
+    fig = make_subplots(
+        rows=len(classes), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.01, row_titles=[f"class {c}" for c in classes]
+    )
     signals = images.ndim == 3
     for r, c in enumerate(classes, start=1):
         for col, i in enumerate(picks[c], start=1):
             img = images[i]
             if signals:
-                fig.add_trace(go.Scatter(y=f32(img[0]), mode="lines", line=dict(color=palette.colour("distilled." + str(c)), width=1.2),
-                                         showlegend=False, hoverinfo="skip"), row=r, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        y=f32(img[0]),
+                        mode="lines",
+                        line=dict(color=palette.colour("distilled." + str(c)), width=1.2),
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=r,
+                    col=col,
+                )
             elif img.shape[0] == 1:
                 fig.add_trace(go.Heatmap(z=f32(img[0][::-1]), colorscale="Greys", showscale=False, hoverinfo="skip"), row=r, col=col)
             else:

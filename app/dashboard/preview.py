@@ -16,9 +16,11 @@ MAX_CELLS = 40  # a 40x40 preview of a 101x101 surface is indistinguishable at t
 
 
 def _frame(body: str, caption: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">'
-            f'<rect width="{W}" height="{H}" fill="#ffffff"/>{body}'
-            f'<text x="{PAD}" y="{H - 4}" font-family="sans-serif" font-size="10" fill="#666">{escape(caption)}</text></svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">'
+        f'<rect width="{W}" height="{H}" fill="#ffffff"/>{body}'
+        f'<text x="{PAD}" y="{H - 4}" font-family="sans-serif" font-size="10" fill="#666">{escape(caption)}</text></svg>'
+    )
 
 
 def _lines(series: list[tuple[np.ndarray, np.ndarray, str]], caption: str) -> str:
@@ -32,7 +34,7 @@ def _lines(series: list[tuple[np.ndarray, np.ndarray, str]], caption: str) -> st
     sy = (H - 2 * PAD - 10) / ((y1 - y0) or 1.0)
     body = f'<line x1="{PAD}" y1="{H - PAD - 10}" x2="{W - PAD}" y2="{H - PAD - 10}" stroke="#ccc"/>'
     for x, y, colour in pts:
-        coords = " ".join(f"{PAD + (a - x0) * sx:.1f},{H - PAD - 10 - (b - y0) * sy:.1f}" for a, b in zip(x, y))
+        coords = " ".join(f"{PAD + (a - x0) * sx:.1f},{H - PAD - 10 - (b - y0) * sy:.1f}" for a, b in zip(x, y, strict=True))
         body += f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>'
     return _frame(body, caption)
 
@@ -52,15 +54,21 @@ def _heatmap(z: np.ndarray, caption: str) -> str:
             v = z[i, j]
             k = 0 if not np.isfinite(v) else int((v - lo) / ((hi - lo) or 1.0) * (len(VIRIDIS) - 1))
             # rows follow y upwards, as on the interactive contour
-            cells.append(f'<rect x="{PAD + j * cw:.1f}" y="{H - PAD - 10 - (i + 1) * ch:.1f}" width="{cw + 0.6:.1f}" height="{ch + 0.6:.1f}" fill="{VIRIDIS[k]}"/>')
+            cells.append(
+                f'<rect x="{PAD + j * cw:.1f}" y="{H - PAD - 10 - (i + 1) * ch:.1f}" '
+                f'width="{cw + 0.6:.1f}" height="{ch + 0.6:.1f}" fill="{VIRIDIS[k]}"/>'
+            )
     return _frame("".join(cells), caption)
 
 
 def placeholder(caption: str = "no preview") -> str:
     """Return a neutral card picture for an entry whose data cannot be drawn."""
-    return _frame(f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD - 10}" fill="#f2f4f7" stroke="#d0d5dd"/>'
-                  f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" font-family="sans-serif" font-size="13" fill="#98a2b3">'
-                  f'{escape(caption)}</text>', "")
+    return _frame(
+        f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD - 10}" fill="#f2f4f7" stroke="#d0d5dd"/>'
+        f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" font-family="sans-serif" font-size="13" fill="#98a2b3">'
+        f"{escape(caption)}</text>",
+        "",
+    )
 
 
 def svg(entry: dict[str, Any], data: dict[str, Any]) -> str:
@@ -71,11 +79,15 @@ def svg(entry: dict[str, Any], data: dict[str, Any]) -> str:
         return _heatmap(z, f"loss surface (log) · {data.get('stage', '')}")
     if name == "interpolation":
         curves = [c for c in data.get("curves", []) if "test" in c.get("error", {})]
-        return _lines([(decode(c["alphas"]), decode(c["error"]["test"]), palette.colour(c["source"])) for c in curves], "test error along the path")
+        return _lines(
+            [(decode(c["alphas"]), decode(c["error"]["test"]), palette.colour(c["source"])) for c in curves], "test error along the path"
+        )
     if name == "hessian":
         d = data.get("density")
         if not d:
             return placeholder("no spectral density")
         return _lines([(decode(d["grid"]), np.log10(np.clip(decode(d["values"]), 1e-12, None)), "#0072B2")], "spectral density (log)")
-    return _lines([(values(s["sparsity"]), values(s["error_barrier"]), palette.colour(s["source"])) for s in data.get("series", [])],
-                  "error barrier vs sparsity")
+    return _lines(
+        [(values(s["sparsity"]), values(s["error_barrier"]), palette.colour(s["source"])) for s in data.get("series", [])],
+        "error barrier vs sparsity",
+    )

@@ -52,8 +52,21 @@ def to_csv(entry: dict[str, Any], data: dict[str, Any]) -> str:
             alphas = decode(c["alphas"])
             for split in c.get("error", {}):
                 err, loss = decode(c["error"][split]), decode(c["loss"][split])
-                for a, e, lo in zip(alphas, err, loss):
-                    w.writerow([c["stage"], c["source"], c["round"], c["rewind_step"], c["pair"], c.get("sparsity"), split, f"{a:.6g}", f"{e:.6g}", f"{lo:.6g}"])
+                for a, e, lo in zip(alphas, err, loss, strict=True):
+                    w.writerow(
+                        [
+                            c["stage"],
+                            c["source"],
+                            c["round"],
+                            c["rewind_step"],
+                            c["pair"],
+                            c.get("sparsity"),
+                            split,
+                            f"{a:.6g}",
+                            f"{e:.6g}",
+                            f"{lo:.6g}",
+                        ]
+                    )
     elif name == "surface":
         x, y, loss, err = decode(data["x"]), decode(data["y"]), decode(data["loss"]), decode(data["error"])
         w.writerow(["x", "y", f"loss_{data.get('split')}", f"error_{data.get('split')}"])
@@ -66,14 +79,24 @@ def to_csv(entry: dict[str, Any], data: dict[str, Any]) -> str:
             w.writerow(["eigenvalue", i + 1, ev])
         w.writerow(["trace", "", data.get("trace")])
         if data.get("density"):
-            for g, v in zip(decode(data["density"]["grid"]), decode(data["density"]["values"])):
+            for g, v in zip(decode(data["density"]["grid"]), decode(data["density"]["values"]), strict=True):
                 w.writerow(["density", f"{g:.6g}", f"{v:.6g}"])
     else:
         w.writerow(["source", "rewind_step", "round", "sparsity_pct", "accuracy_mean", "error_barrier", "loss_barrier", "training_points"])
         for s in data.get("series", []):
             for i, r in enumerate(s["round"]):
-                w.writerow([s["source"], s["rewind_step"], r, s["sparsity"][i], s["accuracy_mean"][i], s["error_barrier"][i], s["loss_barrier"][i],
-                            s["training_points"][i]])
+                w.writerow(
+                    [
+                        s["source"],
+                        s["rewind_step"],
+                        r,
+                        s["sparsity"][i],
+                        s["accuracy_mean"][i],
+                        s["error_barrier"][i],
+                        s["loss_barrier"][i],
+                        s["training_points"][i],
+                    ]
+                )
     return out.getvalue()
 
 
@@ -88,7 +111,7 @@ def to_npz(client: Client, entry: dict[str, Any], data: dict[str, Any]) -> bytes
         return None
     if kind != "path":
         return client.arrays(entry["study_id"], kind, entry.get("stage"))
-    merged: dict[str, np.ndarray] = {}
+    merged: dict[str, Any] = {}  # Any: numpy's stubs would match **arrays against savez_compressed's allow_pickle
     stages = [c["stage"] for c in data.get("curves", [])]
     for stage in stages:
         with np.load(io.BytesIO(client.arrays(entry["study_id"], "path", stage)), allow_pickle=False) as z:
@@ -123,8 +146,13 @@ def bundle(client: Client, entry: dict[str, Any]) -> dict[str, Any]:
     stage_seeds = None
     if entry.get("stage"):
         stage_seeds = client.stage_info(entry["study_id"], entry["stage"]).get("seeds")
-    seeds = {"init": cfg.get("seed"), "data": (cfg.get("data") or {}).get("seed"), "pruning": (cfg.get("pruning") or {}).get("seed"),
-             "copy_pairs": (cfg.get("stability") or {}).get("pairs"), "stage": stage_seeds}
+    seeds = {
+        "init": cfg.get("seed"),
+        "data": (cfg.get("data") or {}).get("seed"),
+        "pruning": (cfg.get("pruning") or {}).get("seed"),
+        "copy_pairs": (cfg.get("stability") or {}).get("pairs"),
+        "stage": stage_seeds,
+    }
     return {
         "entry": {k: entry.get(k) for k in ("id", "title", "figure", "stage", "author", "tags", "notes", "created_at")},
         "study": {k: study.get(k) for k in ("id", "name", "run_id", "preset", "status", "created_at", "finished_at")},

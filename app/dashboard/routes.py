@@ -8,6 +8,7 @@ from pathlib import Path
 
 import plotly
 from flask import Response, redirect, request, send_file
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import preview, published
 from .client import ApiError
@@ -36,8 +37,11 @@ def install(server, api) -> None:
         try:
             entry = client.entry(entry_id)
         except ApiError as err:
-            return Response(preview.placeholder("not found" if err.status == 404 else "API unavailable"), mimetype="image/svg+xml",
-                            status=404 if err.status == 404 else 200)
+            return Response(
+                preview.placeholder("not found" if err.status == 404 else "API unavailable"),
+                mimetype="image/svg+xml",
+                status=404 if err.status == 404 else 200,
+            )
         key = (entry_id, str(entry.get("updated_at")))
         if key not in cache:
             try:
@@ -49,7 +53,7 @@ def install(server, api) -> None:
         return Response(cache[key], mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=60"})
 
     @server.route("/thumbnail/<entry_id>.png")
-    def entry_thumbnail(entry_id: str) -> Response:
+    def entry_thumbnail(entry_id: str) -> BaseResponse:  # redirect() answers with werkzeug's Response, Flask's base class
         # Anonymous read, as the preview. The browser's ETag goes to the API, so an unchanged picture costs a 304 both ways.
         try:
             png, tag = api().thumbnail(entry_id, request.headers.get("If-None-Match"))

@@ -18,8 +18,8 @@ def load(blob: bytes) -> dict[str, np.ndarray]:
     (n,) = struct.unpack("<Q", blob[:8])
     if n > MAX_HEADER or 8 + n > len(blob):
         raise ValueError("not a safetensors file: header length out of range")
-    header = json.loads(blob[8:8 + n])
-    data = memoryview(blob)[8 + n:]
+    header = json.loads(blob[8 : 8 + n])
+    data = memoryview(blob)[8 + n :]
     out = {}
     for name, spec in header.items():
         if name == "__metadata__":

@@ -60,7 +60,9 @@ def fields(schema: dict[str, Any], config: dict[str, Any], node: dict[str, Any] 
         elif "enum" in shape:
             out.append(Field(path, "enum", value, options=list(shape["enum"]), nullable=nullable, **common))
         elif shape.get("type") in SCALARS:
-            out.append(Field(path, shape["type"], value, nullable=nullable, minimum=shape.get("minimum", shape.get("exclusiveMinimum")), **common))
+            out.append(
+                Field(path, shape["type"], value, nullable=nullable, minimum=shape.get("minimum", shape.get("exclusiveMinimum")), **common)
+            )
         else:
             out.append(Field(path, "json", value, nullable=nullable, **common))
     return out
@@ -148,5 +150,13 @@ def estimate(config: dict[str, Any]) -> dict[str, Any]:
     pairs = len((config.get("stability") or {}).get("pairs") or [[0, 1]])
     rewinds = len(pruning.get("rewind_steps") or [0])
     trainings = 2 * pairs * rewinds * (1 + rounds * max(1, len(sources)))
-    return {"epochs": epochs, "rounds": rounds, "mask_sources": len(sources), "pairs": pairs, "rewind_steps": rewinds,
-            "copy_trainings": trainings, "epoch_units": epochs * trainings, "synthetic_sets": len((config.get("synthetic") or {}).get("sets") or {})}
+    return {
+        "epochs": epochs,
+        "rounds": rounds,
+        "mask_sources": len(sources),
+        "pairs": pairs,
+        "rewind_steps": rewinds,
+        "copy_trainings": trainings,
+        "epoch_units": epochs * trainings,
+        "synthetic_sets": len((config.get("synthetic") or {}).get("sets") or {}),
+    }

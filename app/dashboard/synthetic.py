@@ -13,30 +13,49 @@ from .ids import Study, pattern
 
 def score_rows(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return one table row per synthetic set: method, size, and mean ± std accuracy of fresh networks on it, a subset, noise."""
+
+    def score(ev: dict[str, Any], name: str) -> str:
+        e = ev.get(name) or {}
+        return f"{e['mean']:.1f} ± {e.get('std') or 0:.1f}" if e.get("mean") is not None else "–"
+
     rows = []
     for s in sets:
         ev = s.get("evaluation") or {}
-
-        def score(name: str) -> str:
-            e = ev.get(name) or {}
-            return f"{e['mean']:.1f} ± {e.get('std') or 0:.1f}" if e.get("mean") is not None else "–"
-
-        rows.append({"set": s.get("set"), "method": s.get("method"), "images": s.get("decoded"), "real examples used": s.get("real_examples"),
-                     "synthetic (acc %)": score("synthetic"), "random real subset (acc %)": score("random_subset"), "noise (acc %)": score("noise")})
+        rows.append(
+            {
+                "set": s.get("set"),
+                "method": s.get("method"),
+                "images": s.get("decoded"),
+                "real examples used": s.get("real_examples"),
+                "synthetic (acc %)": score(ev, "synthetic"),
+                "random real subset (acc %)": score(ev, "random_subset"),
+                "noise (acc %)": score(ev, "noise"),
+            }
+        )
     return rows
 
 
 def view(client: Client, study_id: str, sets: list[dict[str, Any]]) -> list[Any]:
     """Return the sets' score table and one picture grid per set (images, or line plots for 1-D signals)."""
     rows = score_rows(sets)
-    out: list[Any] = [dash_table.DataTable(data=rows, columns=[{"name": k, "id": k} for k in rows[0]], style_as_list_view=True,
-                                           style_cell={"fontFamily": "inherit", "padding": "4px 8px"}, style_header={"fontWeight": "600"})]
+    out: list[Any] = [
+        dash_table.DataTable(  # type: ignore[attr-defined]  # dash.dash_table exports it by a star import mypy does not follow
+            data=rows,
+            columns=[{"name": k, "id": k} for k in rows[0]],
+            style_as_list_view=True,
+            style_cell={"fontFamily": "inherit", "padding": "4px 8px"},
+            style_header={"fontWeight": "600"},
+        )
+    ]
     try:
         # each set's stored images, found by the API's reading of their stage key (kind synthetic, the set's name)
-        files = {a["stage_ref"]["set"]: a for a in client.artifacts(study_id)
-                 if a["name"] == "images.safetensors" and (a.get("stage_ref") or {}).get("kind") == "synthetic"}
+        files = {
+            a["stage_ref"]["set"]: a
+            for a in client.artifacts(study_id)
+            if a["name"] == "images.safetensors" and (a.get("stage_ref") or {}).get("kind") == "synthetic"
+        }
     except ApiError as err:
-        return out + [ui.error(err.message)]
+        return [*out, ui.error(err.message)]
     for s in sets:
         art = files.get(s.get("set"))
         if art is None:

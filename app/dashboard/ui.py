@@ -7,7 +7,7 @@ from typing import Any
 from dash import dcc, html
 
 STATUS_CLASS = {"queued": "queued", "running": "running", "finished": "finished", "failed": "failed", "cancelled": "cancelled"}
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def badge(status: str) -> html.Span:
@@ -37,14 +37,14 @@ def ok(message: Any) -> html.Div:
 
 def loading(child: Any, id: str | None = None) -> dcc.Loading:
     """Return `child` wrapped in a loading indicator shown while its callbacks run."""
-    kw = {"id": id} if id else {}
+    kw: dict[str, Any] = {"id": id} if id else {}
     return dcc.Loading(child, type="dot", color="#0072B2", delay_show=250, **kw)
 
 
 def card(title: str, *children: Any, id: str | None = None, extra: Any = None) -> html.Section:
     """Return a titled card section."""
     head = [html.H3(title)] + ([html.Div(extra, className="card-extra")] if extra is not None else [])
-    kw = {"id": id} if id else {}
+    kw: dict[str, Any] = {"id": id} if id else {}
     return html.Section([html.Div(head, className="card-head"), *children], className="card", **kw)
 
 
@@ -63,7 +63,7 @@ def fmt_seconds(s: float | None) -> str:
     """Return a duration as '1 h 02 min', '3 min 05 s' or '12 s'."""
     if s is None:
         return "–"
-    s = int(round(s))
+    s = round(s)
     if s >= 3600:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     if s >= 60:

@@ -15,7 +15,7 @@ import redis
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")  # starlette 1.x asks for httpx2; httpx works the same for tests
 
-from api_testkit import REDIS_URL, PostgresDatabases, TestApp, fresh_database, tiny_config, tiny_run  # noqa: E402
+from tests.helpers.api import REDIS_URL, PostgresDatabases, TestApp, fresh_database, tiny_config, tiny_run  # noqa: E402
 
 
 def _redis_or_skip() -> redis.Redis:
@@ -91,7 +91,9 @@ def api(make_app) -> TestApp:
 
 
 @pytest.fixture(scope="module")
-def finished_api(backend: str, postgres: PostgresDatabases, artifact_root: Path, run_dir: Path, tmp_path_factory) -> Iterator[tuple[TestApp, dict]]:
+def finished_api(
+    backend: str, postgres: PostgresDatabases, artifact_root: Path, run_dir: Path, tmp_path_factory
+) -> Iterator[tuple[TestApp, dict]]:
     """For read-only tests: an app on its own database holding one study of the tiny run, mirrored by one sync tick."""
     conn = _redis_or_skip()
     folder = tmp_path_factory.mktemp("finished")

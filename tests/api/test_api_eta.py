@@ -10,14 +10,30 @@ from app.api.progress import estimate_eta
 
 def _stage(key: str, status: str, seconds: float | None = None, **extra) -> dict:
     metrics = {"seconds": seconds} if seconds is not None else {}
-    return {"key": key, "kind": key.split("/")[0], "status": status, "metrics": metrics, "step": None, "total": None, "eta_s": None,
-            "started_at": None, "ended_at": None, **extra}
+    return {
+        "key": key,
+        "kind": key.split("/")[0],
+        "status": status,
+        "metrics": metrics,
+        "step": None,
+        "total": None,
+        "eta_s": None,
+        "started_at": None,
+        "ended_at": None,
+        **extra,
+    }
 
 
 STAGES = [
-    _stage("init", "done", 10.0), _stage("copies/a", "done", 20.0), _stage("copies/b", "done", 30.0), _stage("path/a", "done", 1000.0),
-    _stage("copies/c", "running", step=50, total=100), _stage("path/b", "queued"), _stage("path/c", "waiting"),
-    _stage("mask/x", "failed"), _stage("copies/x", "cancelled"),  # will not run again without a retry: no time
+    _stage("init", "done", 10.0),
+    _stage("copies/a", "done", 20.0),
+    _stage("copies/b", "done", 30.0),
+    _stage("path/a", "done", 1000.0),
+    _stage("copies/c", "running", step=50, total=100),
+    _stage("path/b", "queued"),
+    _stage("path/c", "waiting"),
+    _stage("mask/x", "failed"),
+    _stage("copies/x", "cancelled"),  # will not run again without a retry: no time
 ]
 
 
@@ -29,7 +45,10 @@ def test_eta_is_the_median_stage_time_per_worker_over_what_is_left():
     assert estimate_eta(STAGES, workers=0) is None  # nobody listens on the queue
     assert estimate_eta([s for s in STAGES if s["status"] != "done"], workers=2) is None  # nothing finished to measure
     assert estimate_eta(STAGES[:4], workers=1) == 0.0
-    timed = [_stage("init", "done", started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T00:01:40+00:00"), _stage("path/b", "queued")]
+    timed = [
+        _stage("init", "done", started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T00:01:40+00:00"),
+        _stage("path/b", "queued"),
+    ]
     assert estimate_eta(timed, workers=1) == pytest.approx(100.0)  # no stage.json seconds: the job's own start and end
 
 

@@ -8,10 +8,10 @@ import io
 import numpy as np
 import pytest
 
-from api_testkit import read_json
 from app.api.figures import decode
 from app.api.jsonsafe import jsonsafe
 from lmc_core.foundations.layout import parse_key, parse_mask_id
+from tests.helpers.api import read_json
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,9 @@ def test_hessian_figure_equals_the_stage(api, finished, run_dir):
 
 def test_stage_info_and_figure_index(api, finished, run_dir):
     key = "copies/dense/k0/p0"
-    assert api.get(f"/api/studies/{finished['id']}/stages/info?stage={key}").json() == jsonsafe(read_json(run_dir / "stages" / key / "stage.json"))
+    assert api.get(f"/api/studies/{finished['id']}/stages/info?stage={key}").json() == jsonsafe(
+        read_json(run_dir / "stages" / key / "stage.json")
+    )
     figs = api.get(f"/api/studies/{finished['id']}/figures").json()["figures"]
     assert set(figs) == {"interpolation", "sparsity", "surface", "hessian"}
     assert figs["surface"] == [s["key"] for s in _stages(run_dir) if s["kind"] == "surface"]

@@ -8,11 +8,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
-from api_testkit import REDIS_URL, fresh_database
 from app.api.auth import create_token
 from app.api.db import make_engine, make_sessions, migrate
 from app.api.main import create_app
 from app.api.settings import Settings
+from tests.helpers.api import REDIS_URL, fresh_database
 
 # Not negative_data_rejection: it counts `?tag=false` (a boolean, in a query string) as invalid data accepted.
 CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -27,8 +27,9 @@ def fuzz_target(tmp_path_factory, artifact_root, postgres):
     redis.Redis.from_url(REDIS_URL).flushdb()
     folder = tmp_path_factory.mktemp("fuzz")
     url = fresh_database("postgresql" if postgres.error is None else "sqlite", postgres, folder)
-    settings_ = Settings(data_dir=folder, database_url=url, redis_url=REDIS_URL,
-                         artifact_root=artifact_root, sync_interval_s=0, max_jobs_per_user=0)
+    settings_ = Settings(
+        data_dir=folder, database_url=url, redis_url=REDIS_URL, artifact_root=artifact_root, sync_interval_s=0, max_jobs_per_user=0
+    )
     engine = make_engine(settings_.database_url)
     migrate(engine)
     with make_sessions(engine)() as session:
@@ -51,4 +52,3 @@ schema.config.phases.coverage.enabled = False  # its boundary cases triple the r
 def test_no_request_breaks_the_api(case, fuzz_target):
     app, token = fuzz_target
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS, app=app)
-

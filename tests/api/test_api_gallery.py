@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_testkit import tiny_config
+from tests.helpers.api import tiny_config
 
 
 def test_publish_star_filter_and_permalink(api, run_dir):
@@ -10,8 +10,18 @@ def test_publish_star_filter_and_permalink(api, run_dir):
     api.sync()
     sid = study["id"]
     surface = next(k for k in api.get(f"/api/studies/{sid}/figures").json()["figures"]["surface"])
-    a = api.post("/api/gallery", {"study_id": sid, "kind": "figure", "figure": "surface", "stage": surface, "title": "A basin",
-                                  "tags": ["surface", "mnist1d"], "notes": "copies sit in one valley"})
+    a = api.post(
+        "/api/gallery",
+        {
+            "study_id": sid,
+            "kind": "figure",
+            "figure": "surface",
+            "stage": surface,
+            "title": "A basin",
+            "tags": ["surface", "mnist1d"],
+            "notes": "copies sit in one valley",
+        },
+    )
     assert a.status_code == 201, a.text
     a = a.json()
     b = api.post("/api/gallery", {"study_id": sid, "kind": "result", "title": "Round table", "tags": ["mnist1d"]}).json()
@@ -41,7 +51,12 @@ def test_publish_star_filter_and_permalink(api, run_dir):
     assert api.get("/api/gallery?starred=true").status_code == 401
     assert api.delete(f"/api/gallery/{c['id']}/star").json()["stars"] == 1
     assert ids(f"study_id={sid}&limit=2") == [c["id"], b["id"]]
-    assert api.get(f"/api/gallery?study_id={sid}&limit=2&offset=2").json() | {"data": None} == {"data": None, "count": 3, "limit": 2, "offset": 2}
+    assert api.get(f"/api/gallery?study_id={sid}&limit=2&offset=2").json() | {"data": None} == {
+        "data": None,
+        "count": 3,
+        "limit": 2,
+        "offset": 2,
+    }
 
 
 def test_publishing_checks_the_figure_and_stage(api, run_dir):

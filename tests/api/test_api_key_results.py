@@ -16,9 +16,13 @@ def _row(source, rnd, k, sparsity, acc, barrier):
 
 CONFIG = {"pruning": {"mask_sources": ["dense", "imp", "random"], "rewind_steps": [125, 0]}}
 TABLE = [
-    _row("dense", 0, 125, 0.0, 97.6, 1.0), _row("imp", 1, 125, 20.0, 98.0, 1.4), _row("imp", 2, 125, 36.0, 97.3, 0.2),
+    _row("dense", 0, 125, 0.0, 97.6, 1.0),
+    _row("imp", 1, 125, 20.0, 98.0, 1.4),
+    _row("imp", 2, 125, 36.0, 97.3, 0.2),
     _row("random", 2, 125, 36.0, 97.4, 1.6),
-    _row("dense", 0, 0, 0.0, 97.3, 22.2), _row("imp", 1, 0, 20.0, 97.7, 4.2), _row("imp", 2, 0, 36.0, 97.8, 3.4),
+    _row("dense", 0, 0, 0.0, 97.3, 22.2),
+    _row("imp", 1, 0, 20.0, 97.7, 4.2),
+    _row("imp", 2, 0, 36.0, 97.8, 3.4),
     {"source": "sweep", "round": None, "rewind_step": 25, "sparsity": 0.0, "accuracy_mean": 97.0, "error_barrier": 30.5},
 ]
 

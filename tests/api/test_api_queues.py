@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 from rq.job import Job
 
-from api_testkit import burst, worker_config
 from app.api.settings import Settings
+from tests.helpers.api import burst, worker_config
 from worker import SERIALIZER, plan_job_id, stage_job_id
 
 pytestmark = pytest.mark.timeout(300, method="thread")  # RQ arms SIGALRM in this process while a forked job runs
@@ -85,10 +85,14 @@ def test_queues_endpoint_lists_workers_and_waiting_jobs(make_app, rconn):
         rows = api.get("/api/queues").json()
     finally:
         probe.register_death()
-    assert rows == [{"name": "lmc", "default": True, "workers": ["probe"], "busy": 0, "queued": 0},
-                    {"name": "gpu", "default": False, "workers": ["probe"], "busy": 0, "queued": 1}]
+    assert rows == [
+        {"name": "lmc", "default": True, "workers": ["probe"], "busy": 0, "queued": 0},
+        {"name": "gpu", "default": False, "workers": ["probe"], "busy": 0, "queued": 1},
+    ]
     assert api.get("/api/queues").json()[1]["workers"] == []  # dead workers are not offered
 
     down = make_app(redis_url="redis://127.0.0.1:1/0", queues="gpu")
-    assert down.get("/api/queues").json() == [{"name": "lmc", "default": True, "workers": None, "busy": None, "queued": None},
-                                               {"name": "gpu", "default": False, "workers": None, "busy": None, "queued": None}]
+    assert down.get("/api/queues").json() == [
+        {"name": "lmc", "default": True, "workers": None, "busy": None, "queued": None},
+        {"name": "gpu", "default": False, "workers": None, "busy": None, "queued": None},
+    ]

@@ -1,4 +1,5 @@
-"""The sync task on a real (tiny) run: state, stage jobs, progress, summary tables and artifacts reach the store; failures keep what finished."""
+"""The sync task on a real (tiny) run: state, stage jobs, progress, summary tables and artifacts reach the store;
+failures keep what finished."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import json
 
 import pytest
 
-from api_testkit import read_json, tiny_config
 from app.api.jsonsafe import jsonsafe
 from app.api.models import Study
+from tests.helpers.api import read_json, tiny_config
 from worker import study_status
 
 
@@ -68,8 +69,11 @@ def test_a_failed_stage_keeps_its_error_and_what_finished(api, run_dir, rconn):
     broken = status["stages"][-1]
     broken.update(status="failed", error="Traceback ...\nRuntimeError: boom")
     status.update(state="failed", done=status["done"] - 1)
-    running = dict(status, state="running", stages=[dict(s, status="running", step=3, total=10, eta_s=42.0) if s is broken else s
-                                                    for s in status["stages"]])
+    running = dict(
+        status,
+        state="running",
+        stages=[dict(s, status="running", step=3, total=10, eta_s=42.0) if s is broken else s for s in status["stages"]],
+    )
     running["log_tail"] = ["12:00:00 something happened"]
     syncer = api.app.state.syncer
     with api.sessions() as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rq.job import Job
 
-from api_testkit import burst, stage_mtimes, worker_config
+from tests.helpers.api import burst, stage_mtimes, worker_config
 from worker import SERIALIZER, plan_job_id
 
 pytestmark = pytest.mark.timeout(300, method="thread")  # RQ arms SIGALRM in this process while a forked job runs
@@ -40,7 +40,13 @@ def test_retry_after_a_failure_recomputes_only_the_unfinished_stages(api, rconn,
     r = api.post(f"/api/studies/{sid}/retry")
     assert r.status_code == 200, r.text
     again = r.json()
-    assert (again["id"], again["run_id"], again["status"], again["error"], again["submitted"]) == (sid, study["run_id"], "queued", None, True)
+    assert (again["id"], again["run_id"], again["status"], again["error"], again["submitted"]) == (
+        sid,
+        study["run_id"],
+        "queued",
+        None,
+        True,
+    )
     assert api.get(f"/api/studies/{sid}/progress").json()["failed"] == []  # the failed stage waits to run again
     burst()
     api.sync()
@@ -50,7 +56,9 @@ def test_retry_after_a_failure_recomputes_only_the_unfinished_stages(api, rconn,
     after = stage_mtimes(run)
     assert {k: after[k] for k in before} == before  # not one file of a finished stage was rewritten
     rerun = {k.rsplit("/", 1)[0] for k in after} - done_before
-    assert rerun == {f"{kind}/random-k0-r1" + ("" if kind == "mask" else "/k0/p0") for kind in ("mask", "copies", "path", "surface", "hessian")}
+    assert rerun == {
+        f"{kind}/random-k0-r1" + ("" if kind == "mask" else "/k0/p0") for kind in ("mask", "copies", "path", "surface", "hessian")
+    }
     report = Job.fetch(plan_job_id(sid), connection=rconn, serializer=SERIALIZER).return_value()
     assert set(report["done"]) == done_before and set(report["enqueued"]) == rerun
 

@@ -62,7 +62,9 @@ def test_invalid_configs_answer_422_with_dotted_paths_and_write_nothing(api):
     r = api.post("/api/studies", {"config": {"train": {"epochs": 0}, "pruning": {"rate": 2}, "trian": {}}})
     assert _locs(r) == {"train.epochs", "pruning.rate", "trian"}
     assert "train.epochs" in r.json()["message"]
-    assert _locs(api.post("/api/studies", {"preset": "smoke", "overrides": {"analysis.surface.resolution": 4}})) == {"analysis.surface.resolution"}
+    assert _locs(api.post("/api/studies", {"preset": "smoke", "overrides": {"analysis.surface.resolution": 4}})) == {
+        "analysis.surface.resolution"
+    }
     r = api.post("/api/studies", {"preset": "smoke", "overrides": {"pruning.mask_sources": ["dense", "bogus"]}})
     assert _locs(r) == {"pruning.mask_sources"}
     assert _locs(api.post("/api/studies", {"preset": "smoke", "overrides": {"train.epochs.x": 1}})) == {"train.epochs"}
@@ -72,7 +74,11 @@ def test_invalid_configs_answer_422_with_dotted_paths_and_write_nothing(api):
     assert _locs(api.get("/api/studies?limit=0")) == {"query.limit"}
     assert _locs(api.post("/api/studies/validate", {"config": {"stability": {"pairs": [[1, 1]]}}})) == {"stability.pairs"}
     # what Python's JSON parser and pydantic accept but strict JSON and PostgreSQL do not
-    raw = api.client.post("/api/studies", content=b'{"config": {"train": {"lr": Infinity}}}', headers={**api.headers("editor"), "content-type": "application/json"})
+    raw = api.client.post(
+        "/api/studies",
+        content=b'{"config": {"train": {"lr": Infinity}}}',
+        headers={**api.headers("editor"), "content-type": "application/json"},
+    )
     assert _locs(raw) == {"train.lr"} and "finite" in raw.text
     assert _locs(api.post("/api/studies", {"config": {"name": "x" * 201}})) == {"name"}
     assert _locs(api.post("/api/studies", {"preset": "smoke", "note": "a\x00b"})) == {"body.note"}
@@ -88,8 +94,13 @@ def test_unknown_preset_and_study_answer_404_naming_what_exists(api):
     assert all(name in r.json()["detail"] for name in PRESETS) and r.json()["available"] == list(PRESETS)
     r = api.get("/api/presets/smokey")
     assert r.status_code == 404 and "smoke" in r.json()["detail"]
-    for method, url in (("get", "/api/studies/nope"), ("post", "/api/studies/nope/clone"), ("post", "/api/studies/nope/cancel"),
-                        ("get", "/api/studies/nope/results"), ("get", "/api/studies/nope/progress")):
+    for method, url in (
+        ("get", "/api/studies/nope"),
+        ("post", "/api/studies/nope/clone"),
+        ("post", "/api/studies/nope/cancel"),
+        ("get", "/api/studies/nope/results"),
+        ("get", "/api/studies/nope/progress"),
+    ):
         r = api.get(url) if method == "get" else api.post(url, {})
         assert r.status_code == 404, url
         assert "GET /api/studies" in r.json()["detail"]
@@ -123,8 +134,18 @@ def fifty(api) -> list[dict]:
             row.status, row.archived = states[i % 5], i % 7 == 0
             row.created_at = row.updated_at = base + timedelta(minutes=i)
             s.commit()
-            made.append({"id": row.id, "i": i, "name": name, "tags": tags, "status": row.status, "archived": row.archived,
-                         "preset": row.preset, "created_at": row.created_at})
+            made.append(
+                {
+                    "id": row.id,
+                    "i": i,
+                    "name": name,
+                    "tags": tags,
+                    "status": row.status,
+                    "archived": row.archived,
+                    "preset": row.preset,
+                    "created_at": row.created_at,
+                }
+            )
     return made
 
 
@@ -205,7 +226,7 @@ def test_cancel_stops_the_jobs_and_sticks(api, rconn):
     api.sync()
     assert api.get(f"/api/studies/{study['id']}").json()["status"] == "cancelled"
     events = api.get(f"/api/studies/{study['id']}/progress/stream").text
-    data = [json.loads(line[len("data: "):]) for line in events.splitlines() if line.startswith("data: ")]
+    data = [json.loads(line[len("data: ") :]) for line in events.splitlines() if line.startswith("data: ")]
     assert len(data) == 1 and data[0]["status"] == "cancelled"  # one event, then the stream ends
 
 
@@ -247,8 +268,13 @@ def test_redis_down_gives_503_and_reconciliation_submits_later(make_app, rconn):
     up = make_app()  # start-up reconciliation, now that Redis answers
     assert up.get(f"/api/studies/{sid}").json()["submitted"] is True
     assert _plan_job(rconn, {"id": sid}).get_status().value == "queued"
-    assert up.get("/api/health").json() == {"status": "ok", "database": {"ok": True, "backend": up.app.state.engine.dialect.name},
-                                             "redis": {"ok": True}, "workers": 0, "version": "0.1.0"}
+    assert up.get("/api/health").json() == {
+        "status": "ok",
+        "database": {"ok": True, "backend": up.app.state.engine.dialect.name},
+        "redis": {"ok": True},
+        "workers": 0,
+        "version": "0.1.0",
+    }
 
 
 def test_an_emptied_redis_loses_no_study(make_app, rconn):
@@ -266,7 +292,7 @@ def test_progress_stream_sends_changes_and_ends_with_the_study(api):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data: "):
-                events.append(json.loads(line[len("data: "):]))
+                events.append(json.loads(line[len("data: ") :]))
                 if len(events) == 1:
                     assert api.post(f"/api/studies/{study['id']}/cancel").status_code == 200
     assert [e["status"] for e in events] == ["queued", "cancelled"]

@@ -18,8 +18,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png(width: int = 480, height: int = 320, *, depth: int = 8, colour: int = 2) -> bytes:
     """Return a real PNG (a white RGB image) built by hand, as any encoder would lay it out."""
     rows = b"".join(b"\x00" + b"\xff" * (width * 3) for _ in range(height))
-    return (SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    return (
+        SIGNATURE
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def b64(data: bytes, data_url: bool = False) -> str:
@@ -42,7 +46,12 @@ def test_publish_with_a_thumbnail_and_serve_it_with_an_etag(api, study):
     assert r.status_code == 201, r.text
     entry = r.json()
     thumb = entry["thumbnail"]
-    assert (thumb["width"], thumb["height"], thumb["bytes"], thumb["url"]) == (480, 320, len(picture), f"/api/gallery/{entry['id']}/thumbnail.png")
+    assert (thumb["width"], thumb["height"], thumb["bytes"], thumb["url"]) == (
+        480,
+        320,
+        len(picture),
+        f"/api/gallery/{entry['id']}/thumbnail.png",
+    )
     got = api.get(thumb["url"])
     assert got.status_code == 200 and got.content == picture and got.headers["content-type"] == "image/png"
     assert got.headers["etag"] == thumb["etag"] and "no-cache" in got.headers["cache-control"]
@@ -58,17 +67,20 @@ def test_publish_with_a_thumbnail_and_serve_it_with_an_etag(api, study):
     assert api.get("/api/gallery/nope/thumbnail.png").status_code == 404
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("not base64!", "not valid base64"),
-    ("data:image/jpeg;base64,/9j/4AAQ", "data:image/png;base64,"),
-    (b64(b"\xff\xd8\xff\xe0" + bytes(100)), "PNG signature"),  # a JPEG
-    (b64(SIGNATURE + b"\x00\x00"), "truncated"),
-    (b64(png()[:-12]), "IEND"),  # cut before its end
-    (b64(png()[:29] + b"\x00" + png()[30:]), "CRC"),  # one IHDR byte flipped
-    (b64(SIGNATURE + _chunk(b"IDAT", b"x" * 13) + _chunk(b"IEND", b"")), "first chunk must be IHDR"),
-    (b64(png(4, 4, depth=3, colour=2)), "bit depth"),
-    (b64(png(0, 4)), "empty image"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("not base64!", "not valid base64"),
+        ("data:image/jpeg;base64,/9j/4AAQ", "data:image/png;base64,"),
+        (b64(b"\xff\xd8\xff\xe0" + bytes(100)), "PNG signature"),  # a JPEG
+        (b64(SIGNATURE + b"\x00\x00"), "truncated"),
+        (b64(png()[:-12]), "IEND"),  # cut before its end
+        (b64(png()[:29] + b"\x00" + png()[30:]), "CRC"),  # one IHDR byte flipped
+        (b64(SIGNATURE + _chunk(b"IDAT", b"x" * 13) + _chunk(b"IEND", b"")), "first chunk must be IHDR"),
+        (b64(png(4, 4, depth=3, colour=2)), "bit depth"),
+        (b64(png(0, 4)), "empty image"),
+    ],
+)
 def test_what_is_not_a_sane_png_is_refused_and_nothing_is_written(api, study, bad, words):
     r = _publish(api, study, thumbnail=bad)
     assert r.status_code == 422, r.text
@@ -91,7 +103,7 @@ def test_limits_name_their_settings(make_app):
 def test_scripts_upload_a_thumbnail_later_and_only_the_author_or_an_admin_may(api, study):
     entry = _publish(api, study).json()
     url = f"/api/gallery/{entry['id']}/thumbnail"
-    wrapped = "\n".join(b64(png(40, 30))[i:i + 76] for i in range(0, len(b64(png(40, 30))), 76))  # as the `base64` command prints it
+    wrapped = "\n".join(b64(png(40, 30))[i : i + 76] for i in range(0, len(b64(png(40, 30))), 76))  # as the `base64` command prints it
     r = api.client.put(url, json={"png": wrapped}, headers=api.headers("editor"))
     assert r.status_code == 200 and (r.json()["thumbnail"]["width"], r.json()["thumbnail"]["height"]) == (40, 30)
     first_etag = r.json()["thumbnail"]["etag"]

@@ -82,7 +82,7 @@ def test_no_import_cycles() -> None:
         if state.get(node) == 2:
             return
         if state.get(node) == 1:
-            cycle = trail[trail.index(node):] + [node]
+            cycle = [*trail[trail.index(node) :], node]
             pytest.fail(f"import cycle: {' -> '.join(cycle)}")
         state[node] = 1
         for dep in sorted(GRAPH[node]):

@@ -56,7 +56,10 @@ def _resnet_conv_weights(blocks: int, c_in: int = 3) -> int:
 def test_mlp_parameter_count_mnist1d():
     model = build_model(MLP_CFG, MNIST1D, 10, seed=0)
     # 40-100-100-10 with biases
-    assert count_parameters(model) == {"total": 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10, "prunable": 40 * 100 + 100 * 100 + 100 * 10}
+    assert count_parameters(model) == {
+        "total": 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10,
+        "prunable": 40 * 100 + 100 * 100 + 100 * 10,
+    }
     assert count_parameters(model)["total"] == 15_210
 
 
@@ -77,7 +80,7 @@ def test_idc_convnet3_prunable_count(classes, prunable):
     assert count_parameters(model)["prunable"] == prunable
     # + conv biases and GroupNorm affine (3 layers x 128 x 3) + classifier bias
     assert count_parameters(model)["total"] == prunable + 3 * 3 * 128 + classes
-    assert all(isinstance(m, nn.GroupNorm) and m.num_groups == 128 for m in model.modules() if isinstance(m, nn.GroupNorm))
+    assert all(m.num_groups == 128 for m in model.modules() if isinstance(m, nn.GroupNorm))
 
 
 @pytest.mark.parametrize("arch, blocks, paper", [("resnet10", 1, 1.22e6), ("resnet18", 2, 2.79e6)])
@@ -180,7 +183,9 @@ def test_batchnorm_stats_untouched_by_dry_forward():
 # ----------------------------------------------------------------------------- torch.func, deepcopy, double backward
 
 
-@pytest.mark.parametrize("cfg, shape", [(MLP_CFG, MNIST1D), (CONV1D_CFG, MNIST1D), (ModelConfig(arch="convnet", width=8, depth=2), (3, 8, 8))])
+@pytest.mark.parametrize(
+    "cfg, shape", [(MLP_CFG, MNIST1D), (CONV1D_CFG, MNIST1D), (ModelConfig(arch="convnet", width=8, depth=2), (3, 8, 8))]
+)
 def test_vmap_functional_call_matches_loop(cfg, shape):
     models = [build_model(cfg, shape, 10, seed=s) for s in range(3)]
     params, buffers = stack_module_state(models)
@@ -203,11 +208,11 @@ def test_deepcopy_and_double_backward(name, cfg, shape):
     torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)
 
     # Hessian-vector product: grad with create_graph, then grad of <g, v>.
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     loss = nn.functional.cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, params, create_graph=True)
     vs = [torch.randn_like(p) for p in params]
-    hv = torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vs)), params, allow_unused=True)
+    hv = torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vs, strict=True)), params, allow_unused=True)
     assert any(h is not None and h.abs().sum() > 0 for h in hv)
 
 

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(os.environ.get("LMC_E2E_ARTIFACTS", Path(tempfile.gettempdir()) / "lmc-e2e-artifacts"))
 
 
@@ -31,7 +38,10 @@ def browser() -> Iterator:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
-    """Save a full-page screenshot of every open page when a browser test fails (under $LMC_E2E_ARTIFACTS, default <tmp>/lmc-e2e-artifacts)."""
+    """Save a full-page screenshot of every open page when a browser test fails.
+
+    The screenshots go under $LMC_E2E_ARTIFACTS, default <tmp>/lmc-e2e-artifacts.
+    """
     outcome = yield
     rep = outcome.get_result()
     if rep.when != "call" or not rep.failed:
@@ -43,5 +53,5 @@ def pytest_runtest_makereport(item, call):
             path = ARTIFACTS / f"{item.name}-{i}.png"
             page.screenshot(path=str(path), full_page=True)
             rep.sections.append(("screenshot", str(path)))
-        except Exception as err:  # a crashed page cannot be photographed; the failure itself is what matters
+        except Exception as err:  # noqa: BLE001  (a crashed page cannot be photographed; the failure itself is what matters)
             rep.sections.append(("screenshot", f"not saved: {err}"))

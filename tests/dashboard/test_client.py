@@ -11,14 +11,14 @@ import pytest
 from app.dashboard.client import ApiError, Client
 
 
-@pytest.fixture()
+@pytest.fixture
 def api():
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn speaks
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             seen.append({"auth": self.headers.get("Authorization"), "cookie": self.headers.get("Cookie"), "peer": self.client_address})
             status, body = (404, {"detail": "study nope not found"}) if "nope" in self.path else (200, {"ok": True})
             raw = json.dumps(body).encode()

@@ -37,8 +37,7 @@ def _graph_has_data(page, graph_id: str, field: str = "x") -> bool:
 
 
 def _wait_graph(page, graph_id: str, field: str = "x", timeout_s: float = 60) -> None:
-    page.wait_for_function(
-        f"([id, field]) => {_HAS_DATA_JS}", arg=[graph_id, field], timeout=timeout_s * 1000)
+    page.wait_for_function(f"([id, field]) => {_HAS_DATA_JS}", arg=[graph_id, field], timeout=timeout_s * 1000)
 
 
 def _shot(page, name: str) -> None:
@@ -54,10 +53,17 @@ class Up:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", LMC_DATA_DIR=str(data_dir))
         env.pop("LMC_REDIS_URL", None)  # the embedded Redis: nothing outside the test is touched
         env.pop("LMC_DATABASE_URL", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--dashboard-port", "0",
-                                      "--threads", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--dashboard-port", "0", "--threads", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
-        self.url = self.api = None
+        self.url: str | None = None
+        self.api: str | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + UP_TIMEOUT_S
@@ -69,6 +75,7 @@ class Up:
             raise AssertionError(f"lmc up printed no URL in {UP_TIMEOUT_S} s:\n" + "".join(self.lines))
 
     def _read(self) -> None:
+        assert self.proc.stdout is not None  # stdout=PIPE
         for line in self.proc.stdout:
             self.lines.append(line)
             if m := re.match(r"LMC Lab is up: (\S+)", line):
@@ -186,17 +193,23 @@ def test_launch_watch_publish_permalink(browser, tmp_path, request):
         page.goto(up.url + "/gallery")
         page.wait_for_selector(".gcard", timeout=30_000)
         assert "smoke surface (E2E)" in page.inner_text("#ga-cards")
-        page.wait_for_function("Array.from(document.querySelectorAll('img.thumb')).every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('img.thumb')).every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
+        )
         # the card shows the PNG the browser rendered when publishing (Plotly.toImage, 480x320), not the drawn SVG preview
         assert page.evaluate("[...document.querySelectorAll('img.thumb-png')].map(i => [i.naturalWidth, i.naturalHeight])") == [[480, 320]]
         _shot(page, "gallery")
 
         # the studies table shows the study's key results, mirrored by the API's sync: accuracy %, barrier points, sparsity %
         page.goto(up.url + "/?sort=-final_accuracy")
-        page.wait_for_function("""() => {
+        page.wait_for_function(
+            """() => {
             const cell = c => document.querySelector(`#sl-table td[data-dash-column="${c}"]`);
-            return ['final_accuracy', 'largest_barrier', 'sparsity_reached'].every(c => cell(c) && /^-?\\d+\\.\\d+$/.test(cell(c).innerText.trim()));
-        }""", timeout=30_000)
+            return ['final_accuracy', 'largest_barrier', 'sparsity_reached'].every("""
+            """c => cell(c) && /^-?\\d+\\.\\d+$/.test(cell(c).innerText.trim()));
+        }""",
+            timeout=30_000,
+        )
         assert page.inner_text('#sl-table td[data-dash-column="sparsity_reached"]').strip() == "36.0"  # smoke: 2 rounds, 1 - 0.8^2
         _shot(page, "studies")
 

@@ -23,15 +23,32 @@ def typed(a) -> dict:
 def surface_payload(n: int = 101) -> dict:
     xs = np.linspace(-1, 1, n)
     loss = (xs[None, :] ** 2 + xs[:, None] ** 2 + 0.1).astype(np.float32)
-    return {"stage": "surface/imp-k0-r2/k0/p0", "split": "test", "x": typed(xs), "y": typed(xs), "loss": typed(loss), "error": typed(loss / 3),
-            "points": {"rewind": [0.0, 0.0], "A": [0.5, 0.0], "B": [0.2, 0.6]}}
+    return {
+        "stage": "surface/imp-k0-r2/k0/p0",
+        "split": "test",
+        "x": typed(xs),
+        "y": typed(xs),
+        "loss": typed(loss),
+        "error": typed(loss / 3),
+        "points": {"rewind": [0.0, 0.0], "A": [0.5, 0.0], "B": [0.2, 0.6]},
+    }
 
 
 def sparsity_payload() -> dict:
     def series(source, acc):
-        return {"source": source, "rewind_step": 0, "round": [0, 1, 2], "sparsity": [0.0, 20.0, 36.0], "accuracy_mean": acc,
-                "error_barrier": [5.0, 3.0, None], "error_barrier_std": [0.0, 0.5, 0.0], "loss_barrier": [0.1, 0.05, 0.02],
-                "loss_barrier_std": [0, 0, 0], "training_points": [0, 10, 20]}
+        return {
+            "source": source,
+            "rewind_step": 0,
+            "round": [0, 1, 2],
+            "sparsity": [0.0, 20.0, 36.0],
+            "accuracy_mean": acc,
+            "error_barrier": [5.0, 3.0, None],
+            "error_barrier_std": [0.0, 0.5, 0.0],
+            "loss_barrier": [0.1, 0.05, 0.02],
+            "loss_barrier_std": [0, 0, 0],
+            "training_points": [0, 10, 20],
+        }
+
     return {"series": [series("imp", [97.0, 96.5, 96.0]), series("distilled.dm", [97.0, 96.0, 95.0]), series("random", [97.0, 95.0, 94.0])]}
 
 
@@ -41,9 +58,20 @@ def curves_payload() -> list[dict]:
     for source in ("dense", "imp", "distilled.dm"):
         for rnd in (0, 1, 2) if source != "dense" else (0,):
             err = 0.2 + 0.1 * np.sin(np.pi * alphas) * (rnd + 1)
-            out.append({"stage": f"path/{source}-k0-r{rnd}/k0/p0", "mask": f"{source}-k0-r{rnd}", "source": source, "round": rnd, "rewind_step": 0,
-                        "pair": 0, "sparsity": 100 * (1 - 0.8 ** rnd), "alphas": typed(alphas),
-                        "error": {"test": typed(err), "train": typed(err - 0.05)}, "loss": {"test": typed(err * 3), "train": typed(err * 2)}})
+            out.append(
+                {
+                    "stage": f"path/{source}-k0-r{rnd}/k0/p0",
+                    "mask": f"{source}-k0-r{rnd}",
+                    "source": source,
+                    "round": rnd,
+                    "rewind_step": 0,
+                    "pair": 0,
+                    "sparsity": 100 * (1 - 0.8**rnd),
+                    "alphas": typed(alphas),
+                    "error": {"test": typed(err), "train": typed(err - 0.05)},
+                    "loss": {"test": typed(err * 3), "train": typed(err * 2)},
+                }
+            )
     return out
 
 
@@ -62,7 +90,7 @@ def test_surface_101x101_goes_out_as_typed_arrays_not_lists():
 
 def test_surface_orientation_and_log_scale():
     data = surface_payload(11)
-    x, y, z = figures.surface_grid(data, "loss", log=False)
+    _, _, z = figures.surface_grid(data, "loss", log=False)
     assert z.dtype == np.float32 and z.shape == (11, 11)
     _, _, zl = figures.surface_grid(data, "loss", log=True)
     np.testing.assert_allclose(zl, np.log10(z), rtol=1e-5)
@@ -78,7 +106,9 @@ def test_models_marked_and_cursor_trace_ready():
     assert fig.data[2].name == "cursor" and len(fig.data[2].x) == 0
     s3 = figures.surface3d(surface_payload(21))
     z = decode(s3.data[0].z)
-    for px, py, pz, true_z in zip(decode(s3.data[1].x), decode(s3.data[1].y), decode(s3.data[1].z), decode(s3.data[1].customdata)):
+    for px, py, pz, true_z in zip(
+        decode(s3.data[1].x), decode(s3.data[1].y), decode(s3.data[1].z), decode(s3.data[1].customdata), strict=True
+    ):
         i, j = np.abs(decode(s3.data[0].y) - py).argmin(), np.abs(decode(s3.data[0].x) - px).argmin()
         assert true_z == pytest.approx(z[i, j]), "hover shows the surface's value at the model"
         assert pz > true_z, "the marker sits above the surface, not hidden under it"
@@ -127,9 +157,16 @@ def test_select_curves_filters_by_source_and_round():
 
 def test_hessian_figures():
     grid = np.linspace(0, 2, 50)
-    data = {"top_eigenvalues": [1.9, 1.2], "density": {"grid": typed(grid), "values": typed(np.exp(-grid))},
-            "diagonal_histogram": {"edges": typed(np.linspace(0, 1, 6)), "counts": {"dtype": "i4", "bdata": base64.b64encode(np.arange(5, dtype="<i4").tobytes()).decode()},
-                                   "entries": 10, "zeros": 3}}
+    data = {
+        "top_eigenvalues": [1.9, 1.2],
+        "density": {"grid": typed(grid), "values": typed(np.exp(-grid))},
+        "diagonal_histogram": {
+            "edges": typed(np.linspace(0, 1, 6)),
+            "counts": {"dtype": "i4", "bdata": base64.b64encode(np.arange(5, dtype="<i4").tobytes()).decode()},
+            "entries": 10,
+            "zeros": 3,
+        },
+    }
     spec = figures.spectrum(data)
     assert spec.layout.yaxis.type == "log" and len(spec.data[0].x) == 50
     # one dotted mark per top eigenvalue; only the largest is labelled (an empty label would read "new text")
@@ -140,10 +177,24 @@ def test_hessian_figures():
     hist = figures.diagonal_histogram(data)
     assert list(hist.data[0].y) == [0, 1, 2, 3, 4]
     # analysis rows as the API sends them: each with the reading of its mask id (mask_ref), which the figure goes by
-    rounds = figures.hessian_by_round([{"mask": "imp-k0-r1", "mask_ref": {"mask": "imp-k0-r1", "source": "imp", "k": 0, "round": 1},
-                                        "lambda_max": 2.0, "trace": 10.0, "trace_stderr": 0.5},
-                                       {"mask": "imp-k0-r2", "mask_ref": {"mask": "imp-k0-r2", "source": "imp", "k": 0, "round": 2},
-                                        "lambda_max": 3.0, "trace": 12.0, "trace_stderr": 0.5}])
+    rounds = figures.hessian_by_round(
+        [
+            {
+                "mask": "imp-k0-r1",
+                "mask_ref": {"mask": "imp-k0-r1", "source": "imp", "k": 0, "round": 1},
+                "lambda_max": 2.0,
+                "trace": 10.0,
+                "trace_stderr": 0.5,
+            },
+            {
+                "mask": "imp-k0-r2",
+                "mask_ref": {"mask": "imp-k0-r2", "source": "imp", "k": 0, "round": 2},
+                "lambda_max": 3.0,
+                "trace": 12.0,
+                "trace_stderr": 0.5,
+            },
+        ]
+    )
     assert list(rounds.data[0].x) == [1, 2] and rounds.data[0].line.color == palette.colour("imp")
 
 
@@ -155,10 +206,18 @@ def test_synthetic_grid_images_and_signals():
 
 
 def test_schema_form_round_trip():
-    schema = {"$defs": {"Train": {"properties": {"epochs": {"anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "null"}], "default": 20},
-                                                  "optimizer": {"enum": ["sgd", "adam"], "default": "sgd", "type": "string"},
-                                                  "milestones": {"type": "array", "items": {"type": "number"}}}}},
-              "properties": {"name": {"type": "string", "default": "study"}, "train": {"$ref": "#/$defs/Train"}}}
+    schema = {
+        "$defs": {
+            "Train": {
+                "properties": {
+                    "epochs": {"anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "null"}], "default": 20},
+                    "optimizer": {"enum": ["sgd", "adam"], "default": "sgd", "type": "string"},
+                    "milestones": {"type": "array", "items": {"type": "number"}},
+                }
+            }
+        },
+        "properties": {"name": {"type": "string", "default": "study"}, "train": {"$ref": "#/$defs/Train"}},
+    }
     cfg = {"name": "s", "train": {"epochs": 20, "optimizer": "sgd", "milestones": [1.0]}}
     fs = {f.path: f for f in schema_form.fields(schema, cfg)}
     assert fs["train.epochs"].kind == "integer" and fs["train.epochs"].nullable
@@ -173,8 +232,13 @@ def test_schema_form_round_trip():
 
 
 def test_estimate_counts_epochs_rounds_sources():
-    est = schema_form.estimate({"train": {"epochs": 20}, "pruning": {"mask_sources": ["dense", "imp", "random"], "rounds": 2, "rewind_steps": [0]},
-                                "stability": {"pairs": [[1, 2]]}})
+    est = schema_form.estimate(
+        {
+            "train": {"epochs": 20},
+            "pruning": {"mask_sources": ["dense", "imp", "random"], "rounds": 2, "rewind_steps": [0]},
+            "stability": {"pairs": [[1, 2]]},
+        }
+    )
     assert (est["epochs"], est["rounds"], est["mask_sources"]) == (20, 2, 2)
     assert est["copy_trainings"] == 2 * (1 + 2 * 2)
 
@@ -187,7 +251,7 @@ def test_config_diff():
 
 def test_previews_are_svg_without_a_browser():
     svg = preview.svg({"figure": "surface"}, surface_payload(101))
-    assert svg.startswith("<svg") and svg.count("<rect") <= 2 + preview.MAX_CELLS ** 2
+    assert svg.startswith("<svg") and svg.count("<rect") <= 2 + preview.MAX_CELLS**2
     assert "<polyline" in preview.svg({"figure": "interpolation"}, {"curves": curves_payload()})
     assert "no preview" in preview.placeholder()
 
@@ -195,8 +259,10 @@ def test_previews_are_svg_without_a_browser():
 def test_dashboard_imports_no_torch_nor_lmc_core():
     import subprocess
 
-    code = ("import sys; from app.dashboard import create_dash; create_dash('http://127.0.0.1:1'); "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m.startswith('lmc_core')]; print(bad); assert not bad")
+    code = (
+        "import sys; from app.dashboard import create_dash; create_dash('http://127.0.0.1:1'); "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m.startswith('lmc_core')]; print(bad); assert not bad"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -22,9 +22,22 @@ from app.dashboard.pages.study import header, index
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard"
 
-STUDY = {"id": "s1", "name": "mine", "status": "finished", "preset": "smoke", "owner": "ada", "tags": ["a"], "stages_done": 13,
-         "stages_total": 13, "created_at": "2026-11-27T10:11:12+00:00", "run_id": "r1", "queue": "gpu",
-         "final_accuracy": 97.3456, "largest_barrier": 22.2, "sparsity_reached": 36.0}
+STUDY = {
+    "id": "s1",
+    "name": "mine",
+    "status": "finished",
+    "preset": "smoke",
+    "owner": "ada",
+    "tags": ["a"],
+    "stages_done": 13,
+    "stages_total": 13,
+    "created_at": "2026-11-27T10:11:12+00:00",
+    "run_id": "r1",
+    "queue": "gpu",
+    "final_accuracy": 97.3456,
+    "largest_barrier": 22.2,
+    "sparsity_reached": 36.0,
+}
 
 
 def test_study_rows_carry_the_key_results_of_the_list_with_units_in_the_headers():
@@ -58,8 +71,10 @@ def test_gallery_cards_show_the_png_when_there_is_one():
 
 
 def test_queue_labels_say_who_listens():
-    assert launch.queue_label({"name": "lmc", "default": True, "workers": ["w1", "w2"], "busy": 1, "queued": 3}) == \
-        "lmc (default) · 2 workers, 1 busy · 3 jobs waiting"
+    assert (
+        launch.queue_label({"name": "lmc", "default": True, "workers": ["w1", "w2"], "busy": 1, "queued": 3})
+        == "lmc (default) · 2 workers, 1 busy · 3 jobs waiting"
+    )
     assert "no worker listening" in launch.queue_label({"name": "gpu", "default": False, "workers": [], "busy": 0, "queued": 0})
     assert "unknown" in launch.queue_label({"name": "gpu", "default": False, "workers": None, "busy": None, "queued": None})
 
@@ -102,7 +117,9 @@ def test_study_header_names_its_queue():
     study = {"id": "s1", "run_id": "r1", "status": "running", "queue": "gpu-big", "owner": "ann", "tags": []}
     texts = [getattr(b, "children", None) for b in _meta(study)]
     assert "queue gpu-big" in texts and "by ann" in texts
-    assert not any(isinstance(t, str) and t.startswith("queue") for t in (getattr(b, "children", None) for b in _meta({**study, "queue": None})))
+    assert not any(
+        isinstance(t, str) and t.startswith("queue") for t in (getattr(b, "children", None) for b in _meta({**study, "queue": None}))
+    )
 
 
 def _ref(key: str, source: str | None, rnd: int | None, k: int | None, pair: int | None) -> dict:
@@ -119,14 +136,18 @@ def test_stage_labels_come_from_the_api_readings_not_from_the_key():
     assert stages.label(_ref("mask/imp-k0-r1", "imp", 1, 0, None)) == "IMP (real data), round 1"
     assert stages.label({"key": "synthetic/s1", "source": None}) == "synthetic/s1"  # no mask source: the key itself
     idx = {"figures": {"surface": ["surface/a", "surface/b"]}, "stage_refs": {"surface": [_ref("surface/a", "imp", 1, 0, 0)]}}
-    assert index.stage_options(idx, "surface") == [{"label": "IMP (real data), round 1, k=0, pair 0", "value": "surface/a"},
-                                                   {"label": "surface/b", "value": "surface/b"}]
+    assert index.stage_options(idx, "surface") == [
+        {"label": "IMP (real data), round 1, k=0, pair 0", "value": "surface/a"},
+        {"label": "surface/b", "value": "surface/b"},
+    ]
     assert index.stage_keys(idx, "hessian") == [] and index.publishable(idx) == [{"label": "surface", "value": "surface"}]
 
 
 # Code that reads a stage key or a mask id apart: a regular expression, or splitting on the grammar's separators.
-_PARSING = re.compile(r"""^\s*import re\b|^\s*from re import|\bre\.(compile|match|fullmatch|search|split)\(|\.r?split\(\s*["']/["']|"""
-                      r"""\.r?partition\(\s*["'][/-]["']|\.rsplit\(\s*["']-""")
+_PARSING = re.compile(
+    r"""^\s*import re\b|^\s*from re import|\bre\.(compile|match|fullmatch|search|split)\(|\.r?split\(\s*["']/["']|"""
+    r"""\.r?partition\(\s*["'][/-]["']|\.rsplit\(\s*["']-"""
+)
 # A JSON Schema $ref ("#/$defs/Train") is not a stage key.
 _NOT_A_KEY = {("schema_form.py", 'schema["$defs"][ref.split("/")[-1]]')}
 
@@ -176,8 +197,11 @@ def _safetensors(**arrays: np.ndarray) -> bytes:
     header, blobs, offset = {}, [], 0
     for name, a in arrays.items():
         raw = a.tobytes()
-        header[name] = {"dtype": {"float32": "F32", "int64": "I64"}[str(a.dtype)], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": {"float32": "F32", "int64": "I64"}[str(a.dtype)],
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     head = json.dumps(header).encode()
@@ -190,11 +214,21 @@ def test_synthetic_sets_find_their_images_by_the_api_reading_of_the_stage():
     class Client:
         def artifacts(self, study_id: str) -> list[dict]:
             # an images file of another kind of stage, and one of the set whose stage key is read as kind synthetic, set "s1"
-            return [{"stage": "experts/ab12", "name": "images.safetensors", "url": "/x",
-                     "stage_ref": {"key": "experts/ab12", "kind": "experts", "set": None}},
-                    {"stage": "synthetic/s1", "name": "images.safetensors", "url": "/s1",
-                     "stage_ref": {"key": "synthetic/s1", "kind": "synthetic", "set": "s1"}},
-                    {"stage": "", "name": "summary.json", "url": "/sum", "stage_ref": None}]
+            return [
+                {
+                    "stage": "experts/ab12",
+                    "name": "images.safetensors",
+                    "url": "/x",
+                    "stage_ref": {"key": "experts/ab12", "kind": "experts", "set": None},
+                },
+                {
+                    "stage": "synthetic/s1",
+                    "name": "images.safetensors",
+                    "url": "/s1",
+                    "stage_ref": {"key": "synthetic/s1", "kind": "synthetic", "set": "s1"},
+                },
+                {"stage": "", "name": "summary.json", "url": "/sum", "stage_ref": None},
+            ]
 
         def get_bytes(self, url: str) -> bytes:
             assert url == "/s1"
@@ -211,8 +245,16 @@ def test_the_study_layout_prefetches_through_the_app_api_and_labels_stages_from_
     from app.dashboard.client import EXTENSION
     from app.dashboard.pages import study
 
-    surface = {"key": "surface/imp-k0-r2/k0/p0", "kind": "surface", "mask": "imp-k0-r2", "source": "imp", "round": 2, "k": 0, "pair": 0,
-               "set": None}
+    surface = {
+        "key": "surface/imp-k0-r2/k0/p0",
+        "kind": "surface",
+        "mask": "imp-k0-r2",
+        "source": "imp",
+        "round": 2,
+        "k": 0,
+        "pair": 0,
+        "set": None,
+    }
 
     class Client:
         def study(self, sid: str) -> dict:
@@ -237,7 +279,9 @@ def test_the_study_layout_prefetches_through_the_app_api_and_labels_stages_from_
     assert stores["st-rev"].data == "5:finished" and stores["st-index"].data["_rev"] == "5:finished"
     assert stores["st-poll"].disabled, "a finished study is not polled"
     dropdown = next(d for d in _walk(page) if getattr(d, "id", None) == "st-surface-stage")
-    assert dropdown.value == surface["key"] and dropdown.options == [{"label": "IMP (real data), round 2, k=0, pair 0", "value": surface["key"]}]
+    assert dropdown.value == surface["key"] and dropdown.options == [
+        {"label": "IMP (real data), round 2, k=0, pair 0", "value": surface["key"]}
+    ]
 
 
 def _walk(component: object) -> list:

@@ -36,7 +36,7 @@ def examples() -> dict[str, tuple[str, str, str]]:
     lines = list(LINE.finditer(text))
     assert len(blocks) == len(lines) == 3, "each example is one module block followed by its registry line"
     out = {}
-    for block, line in zip(blocks, lines):
+    for block, line in zip(blocks, lines, strict=True):
         module_path = line["module"].replace(".", "/") + ".py"
         assert module_path == block["path"], f"the registry line names {module_path}, the block is {block['path']}"
         out[line["name"]] = (block["path"], block["code"], line["attr"])

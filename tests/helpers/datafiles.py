@@ -13,6 +13,7 @@ import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,20 +97,25 @@ def cifar_archive_name(num_classes: int, version: str) -> str:
     return f"cifar-{num_classes}-{version}.tar.gz"
 
 
-def cifar_files(num_classes: int, version: str, contents: dict[str, tuple[np.ndarray, np.ndarray]], protocol: int | str = 2) -> dict[str, bytes]:
+def cifar_files(
+    num_classes: int, version: str, contents: dict[str, tuple[np.ndarray, np.ndarray]], protocol: int | str = 2
+) -> dict[str, bytes]:
     """Return {file name: bytes} of a CIFAR folder in the given version; protocol "py2" mimics the official pickles."""
     files = {}
     for stem, (pixels, labels) in contents.items():
         if version == "python" and protocol == "py2":
             files[stem] = py2_cifar_pickle_bytes(pixels, labels, num_classes)
         elif version == "python":
+            assert isinstance(protocol, int), f"protocol is a pickle protocol number or 'py2', got {protocol!r}"
             files[stem] = cifar_pickle_bytes(pixels, labels, num_classes, protocol)
         else:
             files[f"{stem}.bin"] = cifar_binary_bytes(pixels, labels, num_classes)
     return files
 
 
-def write_cifar_folder(root: Path, num_classes: int = 10, version: str = "python", protocol: int | str = 2, **kw: int) -> tuple[Path, SplitArrays]:
+def write_cifar_folder(
+    root: Path, num_classes: int = 10, version: str = "python", protocol: int | str = 2, **kw: int
+) -> tuple[Path, SplitArrays]:
     """Write an extracted CIFAR folder under `root`; return (the folder, expected arrays)."""
     contents = cifar_contents(num_classes, **kw)
     folder = Path(root) / cifar_folder_name(num_classes, version)
@@ -131,7 +137,9 @@ def write_tar_gz(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def write_cifar_archive(root: Path, num_classes: int = 10, version: str = "python", protocol: int | str = 2, **kw: int) -> tuple[Path, SplitArrays]:
+def write_cifar_archive(
+    root: Path, num_classes: int = 10, version: str = "python", protocol: int | str = 2, **kw: int
+) -> tuple[Path, SplitArrays]:
     """Write an official-layout CIFAR .tar.gz under `root`; return (the archive, expected arrays)."""
     contents = cifar_contents(num_classes, **kw)
     folder = cifar_folder_name(num_classes, version)
@@ -216,11 +224,14 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
     """Write `arrays` to an .npz at `path` and return it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    members: dict[str, Any] = arrays  # Any: numpy's stubs would match **members against savez's allow_pickle
+    np.savez(path, **members)
     return path
 
 
-def npz_contents(shape: tuple[int, ...] = (3, 5, 5), n_train: int = 40, n_test: int = 12, num_classes: int = 4, seed: int = 0) -> SplitArrays:
+def npz_contents(
+    shape: tuple[int, ...] = (3, 5, 5), n_train: int = 40, n_test: int = 12, num_classes: int = 4, seed: int = 0
+) -> SplitArrays:
     """Return float32 inputs of per-sample `shape` with channel c offset by 10 * c, and labels 0..C-1 (all present)."""
     rng = np.random.default_rng(seed)
 
@@ -239,7 +250,7 @@ def npz_contents(shape: tuple[int, ...] = (3, 5, 5), n_train: int = 40, n_test: 
     )
 
 
-def write_npz_dataset(path: Path, **kw) -> tuple[Path, SplitArrays]:  # noqa: ANN003
+def write_npz_dataset(path: Path, **kw) -> tuple[Path, SplitArrays]:
     """Write an npz dataset with known contents (see npz_contents); return (path, contents)."""
     arrays = npz_contents(**kw)
     return write_npz(path, **vars(arrays)), arrays

@@ -32,7 +32,8 @@ def _descendants(pid: int) -> set[int]:
                 parents[int(entry.name)] = int(fields[1])
             except (OSError, IndexError, ValueError):
                 continue
-    out, frontier = set(), {pid}
+    out: set[int] = set()
+    frontier = {pid}
     while frontier:
         frontier = {p for p, pp in parents.items() if pp in frontier} - out
         out |= frontier
@@ -56,23 +57,27 @@ def system(tmp_path):
     env.pop("LMC_DATABASE_URL", None)
     env.pop("LMC_ARTIFACT_ROOT", None)
     data = tmp_path / "data"
-    log = open(tmp_path / "up.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--data-dir", str(data), "--port", "0", "--dashboard-port", "0"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url, deadline = None, time.monotonic() + 120
-    while url is None and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-        m = re.search(r"API (http://127\.0\.0\.1:\d+)/api", Path(log.name).read_text())
-        url = m.group(1) if m else None
-    assert url, f"lmc up did not come up:\n{Path(log.name).read_text()}"
-    children = _descendants(proc.pid)
-    try:
-        yield url, (data / "admin-token").read_text().strip(), proc, children
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
-        log.close()
+    with open(tmp_path / "up.log", "w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up", "--data-dir", str(data), "--port", "0", "--dashboard-port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url, deadline = None, time.monotonic() + 120
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            m = re.search(r"API (http://127\.0\.0\.1:\d+)/api", Path(log.name).read_text())
+            url = m.group(1) if m else None
+        assert url, f"lmc up did not come up:\n{Path(log.name).read_text()}"
+        children = _descendants(proc.pid)
+        try:
+            yield url, (data / "admin-token").read_text().strip(), proc, children
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=60)
 
 
 def test_lmc_up_runs_a_study_end_to_end_and_leaves_nothing_behind(system, tmp_path):

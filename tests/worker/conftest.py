@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import redis
 
-from worker_testkit import REDIS, Workers, redis_conn
+from tests.helpers.worker import REDIS, Workers, redis_conn
 
 
 @pytest.fixture
-def conn(request) -> redis.Redis:
+def conn(request) -> Iterator[redis.Redis]:
     """A client on the module's own Redis db (REDIS_DB), flushed before and after the test; never db 0."""
     db = getattr(request.module, "REDIS_DB", 9)
     assert db != 0
@@ -53,7 +54,7 @@ def reference(tmp_path_factory) -> Callable[[dict[str, Any]], Path]:
 
 
 @pytest.fixture
-def workers(request, tmp_path) -> Workers:
+def workers(request, tmp_path) -> Iterator[Workers]:
     """A factory of `lmc worker` subprocesses on the module's Redis db, all killed (with their children) at teardown."""
     db = getattr(request.module, "REDIS_DB", 10)
     w = Workers(f"{REDIS}/{db}", tmp_path)

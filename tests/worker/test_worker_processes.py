@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,8 +14,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from lmc_core.foundations import layout
+from tests.helpers.worker import ROOT, assert_same_results, pid_alive, stage_mtimes, tiny_config, wait_for
 from worker import SERIALIZER, cancel_study, live_workers, run_dir, stage_job_id, study_status, submit_study
-from worker_testkit import ROOT, assert_same_results, pid_alive, stage_mtimes, tiny_config, wait_for
 
 REDIS_DB = 10
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
@@ -28,6 +29,7 @@ def _run_id(config) -> str:
 
 def _running_with_progress(conn, job_id: str):
     """Return the job once it is running and has reported a training step, else None."""
+
     def check():
         try:
             job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
@@ -35,6 +37,7 @@ def _running_with_progress(conn, job_id: str):
             return None
         progress = job.get_meta(refresh=True).get("progress") or {}
         return job if job.get_status() == JobStatus.STARTED and (progress.get("step") or 0) >= 1 and "pid" in job.meta else None
+
     return check
 
 
@@ -103,10 +106,8 @@ def test_an_orphaned_work_horse_exits_when_its_worker_dies(tmp_path):
         wait_for(lambda: not pid_alive(child), 30, "the orphaned child to exit")
     finally:
         parent.kill()
-        try:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
             os.kill(child, signal.SIGKILL)
-        except (ProcessLookupError, UnboundLocalError):
-            pass
 
 
 def test_cancel_stops_the_running_stage_and_nothing_else_runs(conn, workers, tmp_path):

@@ -11,6 +11,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from lmc_core.foundations import layout
+from tests.helpers.worker import ROOT, assert_same_results, burst, stage_mtimes, tiny_config
 from worker import (
     SERIALIZER,
     cancel_study,
@@ -25,7 +26,6 @@ from worker import (
     submit_study,
 )
 from worker.keys import worker_info_key
-from worker_testkit import ROOT, assert_same_results, burst, stage_mtimes, tiny_config
 
 REDIS_DB = 9
 # RQ arms SIGALRM in this process while a forked job runs; pytest-timeout must not rely on the same signal.
@@ -38,16 +38,18 @@ def _run_id(config) -> str:
     return load_config(config).run_id()
 
 
-def _jobs(conn, run_id: str, root) -> dict[str, Job]:
+def _jobs(conn, run_id: str, root) -> dict[str, Job | None]:
     plan = json.loads((run_dir(root, run_id) / layout.PLAN_FILE).read_text())
     ids = [stage_job_id(run_id, s["key"]) for s in plan]
-    return {s["key"]: j for s, j in zip(plan, Job.fetch_many(ids, connection=conn, serializer=SERIALIZER))}
+    return {s["key"]: j for s, j in zip(plan, Job.fetch_many(ids, connection=conn, serializer=SERIALIZER), strict=True)}
 
 
 def test_import_leaves_torch_out():
     # `worker` itself imports every module the API uses; runner and commands are imported by `lmc worker` before torch.
-    code = ("import sys, worker, worker.runner, worker.commands; "
-            "print(sorted(m for m in ('torch', 'lmc_core.studies.run') if m in sys.modules))")
+    code = (
+        "import sys, worker, worker.runner, worker.commands; "
+        "print(sorted(m for m in ('torch', 'lmc_core.studies.run') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -57,7 +59,7 @@ def test_job_ids_are_valid_for_rq_and_distinct():
 
     keys = ["init", "copies/imp-k0-r1/k0/p0", "copies_imp-k0-r1_k0_p0", "synthetic/my_set", "synthetic-eval/my_set", "experts/ab12"]
     ids = [stage_job_id("0123456789ab", k) for k in keys]
-    for jid in ids + [plan_job_id("f" * 32), plan_job_id("odd id:with/slashes")]:
+    for jid in [*ids, plan_job_id("f" * 32), plan_job_id("odd id:with/slashes")]:
         validate_job_id(jid)
     assert len(set(ids)) == len(ids)
     assert stage_job_id("0123456789ab", "init") == stage_job_id("0123456789ab", "init")

@@ -53,7 +53,9 @@ def list_entries(
     """List gallery entries, filtered, sorted (newest, oldest, most starred, title) and paginated."""
     if starred and viewer.anonymous:
         raise ApiError("starred=true lists the caller's stars, which needs a token", status=401, headers={"WWW-Authenticate": "Bearer"})
-    f = gallery.Filter(tags=tag, study_id=study_id, kind=kind, figure=figure, q=q, author=author, starred_by=viewer.user_id if starred else None)
+    f = gallery.Filter(
+        tags=tag, study_id=study_id, kind=kind, figure=figure, q=q, author=author, starred_by=viewer.user_id if starred else None
+    )
     rows, count = gallery.page(session, f, sort, limit, offset)
     return {"data": gallery.public(session, rows, viewer.user_id), "count": count, "limit": limit, "offset": offset}
 
@@ -99,7 +101,10 @@ def unstar(entry_id: EntryId, session: SessionDep, user: Editor) -> dict[str, An
     return _one(session, entry, user.user_id)
 
 
-_PNG_RESPONSES = {200: {"content": {"image/png": {}}, "description": "The PNG"}, 304: {"description": "Unchanged since the ETag in If-None-Match"}}
+_PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "The PNG"},
+    304: {"description": "Unchanged since the ETag in If-None-Match"},
+}
 
 
 @router.get("/{entry_id}/thumbnail.png", response_class=Response, responses={**NOT_FOUND, **_PNG_RESPONSES})

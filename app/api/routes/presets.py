@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -17,7 +17,7 @@ from ..schemas import PresetOut
 router = APIRouter(tags=["presets"], responses=READ_ERRORS)
 
 
-@lru_cache(maxsize=None)  # presets are constants; validating them once is enough
+@cache  # presets are constants; validating them once is enough
 def _public(name: str) -> dict[str, Any]:
     cfg = configs.validate(configs.preset_config(name))
     return {"name": name, "description": PRESETS[name]["description"], "run_id": cfg.run_id(), "config": cfg.model_dump(mode="json")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -17,8 +17,10 @@ from .studies import StudyDep
 router = APIRouter(tags=["results"], responses={**READ_ERRORS, **NOT_FOUND})
 StageQuery = Annotated[str | None, Query(max_length=255, description="A stage key, e.g. path/imp-k0-r2/k0/p0; default: the first one.")]
 EncodingQuery = Annotated[Literal["typed", "list"], Query(description="Arrays as plotly typed arrays (float32, base64) or as lists.")]
-_FILE_RESPONSES = {200: {"content": {"application/octet-stream": {}}, "description": "The file"},
-                   304: {"description": "Unchanged since the ETag in If-None-Match"}}
+_FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+    304: {"description": "Unchanged since the ETag in If-None-Match"},
+}
 
 
 def _send(request: Request, path: Path, media_type: str, filename: str) -> Response:
@@ -44,8 +46,17 @@ def list_artifacts(study: StudyDep, session: SessionDep) -> list[dict]:
     for a in artifacts.for_run(session, study.run_id):
         if a.stage not in refs:
             refs[a.stage] = figures.stage_ref(a.stage) if a.stage else None
-        out.append({"id": a.id, "stage": a.stage, "stage_ref": refs[a.stage], "name": a.name, "kind": a.kind, "bytes": a.bytes,
-                    "url": f"/api/artifacts/{a.id}"})
+        out.append(
+            {
+                "id": a.id,
+                "stage": a.stage,
+                "stage_ref": refs[a.stage],
+                "name": a.name,
+                "kind": a.kind,
+                "bytes": a.bytes,
+                "url": f"/api/artifacts/{a.id}",
+            }
+        )
     return out
 
 
@@ -58,16 +69,26 @@ def download_artifact(artifact_id: str, request: Request, session: SessionDep, s
 
 
 @router.get("/studies/{study_id}/arrays/{kind}", response_class=FileResponse, responses=_FILE_RESPONSES)
-def download_arrays(kind: Literal["path", "surface", "hessian"], study: StudyDep, request: Request, session: SessionDep,
-                    settings: SettingsDep, stage: StageQuery = None) -> Response:
+def download_arrays(
+    kind: Literal["path", "surface", "hessian"],
+    study: StudyDep,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    stage: StageQuery = None,
+) -> Response:
     """Download a stage's arrays as npz: path (alphas, loss_/error_<split>), surface (xs, ys, grids) or hessian (density, diagonal)."""
     key, path = results.stage_file(session, settings, study, stage, f"{kind}.npz")
     return _send(request, path, "application/octet-stream", f"{study.run_id}_{key.replace('/', '_')}.npz")
 
 
 @router.get("/studies/{study_id}/stages/info", responses={200: {"description": "The stage.json of a finished stage"}})
-def stage_info(study: StudyDep, session: SessionDep, settings: SettingsDep,
-               stage: Annotated[str, Query(min_length=1, max_length=255, description="A stage key, e.g. copies/dense/k0/p0.")]) -> dict:
+def stage_info(
+    study: StudyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    stage: Annotated[str, Query(min_length=1, max_length=255, description="A stage key, e.g. copies/dense/k0/p0.")],
+) -> dict:
     """Return a finished stage's stage.json (metrics, seeds, timings, barriers)."""
     return results.stage_info(session, settings, study, stage)
 
@@ -110,8 +131,14 @@ def sparsity_figure(study: StudyDep, session: SessionDep) -> dict:
 
 
 @router.get("/studies/{study_id}/figures/surface", response_model=StageFigureOut)
-def surface_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, stage: StageQuery = None,
-                   split: Annotated[Literal["train", "test"] | None, Query()] = None, encoding: EncodingQuery = "typed") -> dict:
+def surface_figure(
+    study: StudyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    stage: StageQuery = None,
+    split: Annotated[Literal["train", "test"] | None, Query()] = None,
+    encoding: EncodingQuery = "typed",
+) -> dict:
     """Return a loss surface (x, y, loss and error grids with rows along y) and the positions of the rewind point and both copies."""
     key, path = results.stage_file(session, settings, study, stage, "surface.npz")
     info = results.stage_info(session, settings, study, key)
@@ -122,11 +149,20 @@ def surface_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("/studies/{study_id}/figures/hessian", response_model=StageFigureOut)
-def hessian_figure(study: StudyDep, session: SessionDep, settings: SettingsDep, stage: StageQuery = None,
-                   bins: Annotated[int, Query(ge=1, le=1000, description="Bins of the diagonal's histogram.")] = 50,
-                   encoding: EncodingQuery = "typed") -> dict:
+def hessian_figure(
+    study: StudyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    stage: StageQuery = None,
+    bins: Annotated[int, Query(ge=1, le=1000, description="Bins of the diagonal's histogram.")] = 50,
+    encoding: EncodingQuery = "typed",
+) -> dict:
     """Return top eigenvalues, trace and its standard error, the spectral density and a histogram of the Hessian diagonal."""
     key, path = results.stage_file(session, settings, study, stage, "hessian.npz")
     info = results.stage_info(session, settings, study, key)
-    return {"study_id": study.id, "figure": "hessian", "encoding": encoding, **figures.hessian(key, results.load_arrays(path), info, bins, encoding)}
-
+    return {
+        "study_id": study.id,
+        "figure": "hessian",
+        "encoding": encoding,
+        **figures.hessian(key, results.load_arrays(path), info, bins, encoding),
+    }

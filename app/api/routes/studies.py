@@ -14,12 +14,38 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .. import configs, limits, progress, queues, studies, submission
-from ..deps import (BODY_ERRORS, CONFLICT, NOT_FOUND, QUEUE_DOWN, READ_ERRORS, TOO_MANY, WRITE_ERRORS, Editor, Reader, RedisDep, SessionDep,
-                    SettingsDep, json_errors)
+from ..deps import (
+    BODY_ERRORS,
+    CONFLICT,
+    NOT_FOUND,
+    QUEUE_DOWN,
+    READ_ERRORS,
+    TOO_MANY,
+    WRITE_ERRORS,
+    Editor,
+    Reader,
+    RedisDep,
+    SessionDep,
+    SettingsDep,
+    json_errors,
+)
 from ..errors import Conflict
 from ..models import Study, utcnow
-from ..schemas import (CancelOut, JobOut, NoteCreate, NoteOut, ProgressOut, StudiesPage, StudyClone, StudyCreate, StudyDetail, StudyOut,
-                       StudyRetry, StudyUpdate, ValidationOut)
+from ..schemas import (
+    CancelOut,
+    JobOut,
+    NoteCreate,
+    NoteOut,
+    ProgressOut,
+    StudiesPage,
+    StudyClone,
+    StudyCreate,
+    StudyDetail,
+    StudyOut,
+    StudyRetry,
+    StudyUpdate,
+    ValidationOut,
+)
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=READ_ERRORS)
 StudyId = Annotated[str, Path(min_length=1, max_length=64, description="A study id (GET /api/studies lists them).")]
@@ -52,15 +78,22 @@ def validate_study(body: StudyCreate, session: SessionDep, settings: SettingsDep
     """Validate a study without creating it: the full config with defaults, its run id, and studies that already share it."""
     cfg = configs.build(body.preset, body.config, body.overrides, body.name)
     limits.check_config(cfg, settings)
-    return {"valid": True, "run_id": cfg.run_id(), "name": cfg.name, "config": cfg.model_dump(mode="json"),
-            "existing": studies.with_run(session, cfg.run_id())}
+    return {
+        "valid": True,
+        "run_id": cfg.run_id(),
+        "name": cfg.name,
+        "config": cfg.model_dump(mode="json"),
+        "existing": studies.with_run(session, cfg.run_id()),
+    }
 
 
 @router.get("", response_model=StudiesPage)
 def list_studies(
     session: SessionDep,
     _: Reader,
-    status: Annotated[list[Literal["queued", "running", "finished", "failed", "cancelled"]] | None, Query(description="Any of these states.")] = None,
+    status: Annotated[
+        list[Literal["queued", "running", "finished", "failed", "cancelled"]] | None, Query(description="Any of these states.")
+    ] = None,
     tag: Annotated[list[str] | None, Query(description="Studies carrying every one of these tags.")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Case-insensitive substring of the name.")] = None,
     preset: Annotated[str | None, Query(max_length=64)] = None,
@@ -73,16 +106,31 @@ def list_studies(
     barrier_max: Annotated[float | None, Query(ge=-100, le=100, description="largest_barrier at most this (points).")] = None,
     sparsity_min: Annotated[float | None, Query(ge=0, le=100, description="sparsity_reached at least this (%).")] = None,
     sparsity_max: Annotated[float | None, Query(ge=0, le=100, description="sparsity_reached at most this (%).")] = None,
-    archived: Annotated[Literal["false", "true", "any"], Query(description="Hide archived studies (false), show only them (true), or both.")] = "false",
+    archived: Annotated[
+        Literal["false", "true", "any"], Query(description="Hide archived studies (false), show only them (true), or both.")
+    ] = "false",
     sort: Annotated[studies.Sort, Query(description="Field to sort by; a leading '-' sorts descending.")] = "-created_at",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict:
     """List studies, filtered, sorted and paginated ({data, count, limit, offset}); key results (final accuracy, largest barrier,
     sparsity reached) sort with studies lacking them last, and their *_min / *_max bounds leave those out."""
-    f = studies.Filter(status=list(status) if status else None, tags=tag, q=q, preset=preset, owner=owner, run_id=run_id, queue=queue,
-                       archived=None if archived == "any" else archived == "true", accuracy_min=accuracy_min, accuracy_max=accuracy_max,
-                       barrier_min=barrier_min, barrier_max=barrier_max, sparsity_min=sparsity_min, sparsity_max=sparsity_max)
+    f = studies.Filter(
+        status=list(status) if status else None,
+        tags=tag,
+        q=q,
+        preset=preset,
+        owner=owner,
+        run_id=run_id,
+        queue=queue,
+        archived=None if archived == "any" else archived == "true",
+        accuracy_min=accuracy_min,
+        accuracy_max=accuracy_max,
+        barrier_min=barrier_min,
+        barrier_max=barrier_max,
+        sparsity_min=sparsity_min,
+        sparsity_max=sparsity_max,
+    )
     rows, count = studies.page(session, f, sort, limit, offset)
     return {"data": [studies.public(s) for s in rows], "count": count, "limit": limit, "offset": offset}
 
@@ -128,8 +176,9 @@ def unarchive_study(study_id: StudyId, session: SessionDep, _: Editor) -> dict:
     return _archive(session, study_id, False)
 
 
-@router.post("/{study_id}/clone", status_code=201, response_model=StudyDetail,
-             responses={**WRITE_ERRORS, **NOT_FOUND, **TOO_MANY, **QUEUE_DOWN})
+@router.post(
+    "/{study_id}/clone", status_code=201, response_model=StudyDetail, responses={**WRITE_ERRORS, **NOT_FOUND, **TOO_MANY, **QUEUE_DOWN}
+)
 def clone_study(study_id: StudyId, body: StudyClone, session: SessionDep, conn: RedisDep, settings: SettingsDep, user: Editor) -> dict:
     """Create and queue a new study from this one's config with edits (a partial config and/or dotted overrides), on the source's
     queue unless `queue` names another."""
@@ -162,14 +211,18 @@ RETRYABLE = ("failed", "cancelled")
 
 
 @router.post("/{study_id}/retry", response_model=StudyDetail, responses={**WRITE_ERRORS, **NOT_FOUND, **CONFLICT, **TOO_MANY, **QUEUE_DOWN})
-def retry_study(study_id: StudyId, session: SessionDep, conn: RedisDep, settings: SettingsDep, _: Editor,
-                body: StudyRetry | None = None) -> dict:
+def retry_study(
+    study_id: StudyId, session: SessionDep, conn: RedisDep, settings: SettingsDep, _: Editor, body: StudyRetry | None = None
+) -> dict:
     """Run a failed or cancelled study again in place: same id, run id and run directory, so finished stages are reused and
     only the unfinished ones run; optionally on another queue. 409 for queued, running or finished studies."""
     study = studies.get(session, study_id)
     if study.status not in RETRYABLE:
-        hint = ("its results are complete; clone it to run a changed config" if study.status == "finished"
-                else "it is still active; cancel it first to restart it")
+        hint = (
+            "its results are complete; clone it to run a changed config"
+            if study.status == "finished"
+            else "it is still active; cancel it first to restart it"
+        )
         raise Conflict(f"study {study.id} is {study.status}; only failed or cancelled studies can be retried ({hint})", state=study.status)
     queue = queues.choose(settings, body.queue if body else None, fallback=study.queue)
     limits.check_active_studies(session, study.owner_id, settings)  # it becomes active again, for its owner
@@ -190,8 +243,10 @@ def retry_study(study_id: StudyId, session: SessionDep, conn: RedisDep, settings
 @router.get("/{study_id}/notes", response_model=list[NoteOut], responses=NOT_FOUND)
 def list_notes(study: StudyDep, session: SessionDep) -> list[dict]:
     """Return the study's notes, oldest first."""
-    return [{"id": n.id, "text": n.text, "author": n.author.name if n.author else None, "created_at": n.created_at}
-            for n in studies.notes(session, study.id)]
+    return [
+        {"id": n.id, "text": n.text, "author": n.author.name if n.author else None, "created_at": n.created_at}
+        for n in studies.notes(session, study.id)
+    ]
 
 
 @router.post("/{study_id}/notes", status_code=201, response_model=NoteOut, responses={**WRITE_ERRORS, **NOT_FOUND})
@@ -236,4 +291,3 @@ async def stream_progress(study: StudyDep, session: SessionDep, request: Request
         if snap["status"] in progress.TERMINAL:
             return
         await asyncio.sleep(STREAM_INTERVAL_S)
-

@@ -17,8 +17,15 @@ router = APIRouter(tags=["users"], responses=READ_ERRORS)
 
 
 def _token(row: ApiToken) -> dict[str, Any]:
-    return {"id": row.id, "user": row.user.name, "role": row.role, "prefix": row.prefix, "created_at": row.created_at,
-            "last_used_at": row.last_used_at, "revoked_at": row.revoked_at}
+    return {
+        "id": row.id,
+        "user": row.user.name,
+        "role": row.role,
+        "prefix": row.prefix,
+        "created_at": row.created_at,
+        "last_used_at": row.last_used_at,
+        "revoked_at": row.revoked_at,
+    }
 
 
 @router.get("/me", response_model=MeOut)
@@ -30,9 +37,13 @@ def me(principal: PrincipalDep) -> dict[str, Any]:
 @router.get("/users", response_model=list[UserOut], responses=WRITE_ERRORS)
 def list_users(session: SessionDep, _: Admin) -> list[dict[str, Any]]:
     """Return every user with the number of tokens they hold (admin)."""
-    live = dict(session.execute(select(ApiToken.user_id, func.count()).where(ApiToken.revoked_at.is_(None)).group_by(ApiToken.user_id)).all())
-    return [{"id": u.id, "name": u.name, "created_at": u.created_at, "tokens": live.get(u.id, 0)}
-            for u in session.scalars(select(User).order_by(User.name))]
+    live = dict(
+        session.execute(select(ApiToken.user_id, func.count()).where(ApiToken.revoked_at.is_(None)).group_by(ApiToken.user_id)).all()
+    )
+    return [
+        {"id": u.id, "name": u.name, "created_at": u.created_at, "tokens": live.get(u.id, 0)}
+        for u in session.scalars(select(User).order_by(User.name))
+    ]
 
 
 @router.post("/users", status_code=201, response_model=UserOut, responses={**WRITE_ERRORS, 409: {"description": "The name is taken"}})

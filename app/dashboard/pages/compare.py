@@ -33,28 +33,78 @@ def diff_rows(configs: list[dict[str, Any]], names: list[str], only_differences:
 def layout(ids: str | None = None, **q: str) -> html.Div:
     """Return the compare page; ?ids=a,b,c picks the studies, ?round= the interpolation round, ?all=1 shows every config field."""
     chosen = [i for i in (ids or "").split(",") if i][:MAX_STUDIES]
-    return html.Div(className="compare", children=[
-        dcc.Store(id=Compare.URL),
-        html.Div(className="page-head", children=[html.H1("Compare studies")]),
-        html.Div(className="controls", children=[
-            dcc.Dropdown(id=Compare.IDS, value=chosen, options=[{"label": c, "value": c} for c in chosen], multi=True, placeholder="choose 2 to 4 studies", className="dd-wide"),
-            html.Label(["interpolation round", dcc.Input(id=Compare.ROUND, type="number", min=0, step=1, value=int(urlstate.first(q, "round") or 0),
-                                                         className="input-num")]),
-            dcc.RadioItems(id=Compare.METRIC, options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"},
-                                                     {"label": "accuracy", "value": "accuracy_mean"}],
-                           value=urlstate.first(q, "metric", "error_barrier"), inline=True),
-        ]),
-        html.Div(id=Compare.MSG),
-        html.P("Colour = mask source (the same on every page); line dash and marker = study.", className="hint"),
-        html.Div(className="grid2", children=[ui.card("vs sparsity", ui.loading(ui.graph(Compare.SPARSITY_GRAPH))),
-                                              ui.card("Interpolation (test error)", ui.loading(ui.graph(Compare.INTERP_GRAPH)))]),
-        ui.card("Loss surfaces (one shared colour scale)", dcc.Checklist(id=Compare.LOG, options=[{"label": "log scale", "value": "log"}],
-                                                                         value=["log"] if urlstate.first(q, "log") == "1" else [], inline=True),
-                ui.loading(html.Div(id=Compare.SURFACES, className="grid-auto"))),
-        ui.card("Config", dcc.Checklist(id=Compare.DIFF_ONLY, options=[{"label": "differences only", "value": "on"}],
-                                        value=[] if urlstate.first(q, "all") == "1" else ["on"], inline=True),
-                ui.loading(html.Div(id=Compare.DIFF))),
-    ])
+    return html.Div(
+        className="compare",
+        children=[
+            dcc.Store(id=Compare.URL),
+            html.Div(className="page-head", children=[html.H1("Compare studies")]),
+            html.Div(
+                className="controls",
+                children=[
+                    dcc.Dropdown(
+                        id=Compare.IDS,
+                        value=chosen,
+                        options=[{"label": c, "value": c} for c in chosen],
+                        multi=True,
+                        placeholder="choose 2 to 4 studies",
+                        className="dd-wide",
+                    ),
+                    html.Label(
+                        [
+                            "interpolation round",
+                            dcc.Input(
+                                id=Compare.ROUND,
+                                type="number",
+                                min=0,
+                                step=1,
+                                value=int(urlstate.first(q, "round") or 0),
+                                className="input-num",
+                            ),
+                        ]
+                    ),
+                    dcc.RadioItems(
+                        id=Compare.METRIC,
+                        options=[
+                            {"label": "error barrier", "value": "error_barrier"},
+                            {"label": "loss barrier", "value": "loss_barrier"},
+                            {"label": "accuracy", "value": "accuracy_mean"},
+                        ],
+                        value=urlstate.first(q, "metric", "error_barrier"),
+                        inline=True,
+                    ),
+                ],
+            ),
+            html.Div(id=Compare.MSG),
+            html.P("Colour = mask source (the same on every page); line dash and marker = study.", className="hint"),
+            html.Div(
+                className="grid2",
+                children=[
+                    ui.card("vs sparsity", ui.loading(ui.graph(Compare.SPARSITY_GRAPH))),
+                    ui.card("Interpolation (test error)", ui.loading(ui.graph(Compare.INTERP_GRAPH))),
+                ],
+            ),
+            ui.card(
+                "Loss surfaces (one shared colour scale)",
+                dcc.Checklist(
+                    id=Compare.LOG,
+                    options=[{"label": "log scale", "value": "log"}],
+                    value=["log"] if urlstate.first(q, "log") == "1" else [],
+                    inline=True,
+                ),
+                ui.loading(html.Div(id=Compare.SURFACES, className="grid-auto")),
+            ),
+            ui.card(
+                "Config",
+                dcc.Checklist(
+                    id=Compare.DIFF_ONLY,
+                    options=[{"label": "differences only", "value": "on"}],
+                    value=[] if urlstate.first(q, "all") == "1" else ["on"],
+                    inline=True,
+                ),
+                ui.loading(html.Div(id=Compare.DIFF)),
+            ),
+        ],
+    )
 
 
 def register(app: dash.Dash) -> None:
@@ -75,8 +125,13 @@ callbacks.clientside_callback(
         window.history.replaceState(window.history.state, '', window.location.pathname + (s ? '?' + s : ''));
         return s;
     }""",
-    Output(Compare.URL, "data"), Input(Compare.IDS, "value"), Input(Compare.ROUND, "value"), Input(Compare.METRIC, "value"), Input(Compare.LOG, "value"),
-    Input(Compare.DIFF_ONLY, "value"))
+    Output(Compare.URL, "data"),
+    Input(Compare.IDS, "value"),
+    Input(Compare.ROUND, "value"),
+    Input(Compare.METRIC, "value"),
+    Input(Compare.LOG, "value"),
+    Input(Compare.DIFF_ONLY, "value"),
+)
 
 
 @callbacks.callback(Output(Compare.IDS, "options"), Input(Compare.IDS, "id"), State(Compare.IDS, "value"), State(Shell.TOKEN, "data"))
@@ -89,12 +144,22 @@ def options(_id: str, chosen: list[str] | None, token: str | None) -> list[dict[
     return [{"label": f"{s['name']} · {s['status']} · {s['id'][:8]}", "value": s["id"]} for s in rows]
 
 
-@callbacks.callback(Output(Compare.SPARSITY_GRAPH, "figure"), Output(Compare.INTERP_GRAPH, "figure"), Output(Compare.SURFACES, "children"),
-                    Output(Compare.DIFF, "children"), Output(Compare.MSG, "children"),
-                    Input(Compare.IDS, "value"), Input(Compare.ROUND, "value"), Input(Compare.METRIC, "value"), Input(Compare.LOG, "value"),
-                    Input(Compare.DIFF_ONLY, "value"), State(Shell.TOKEN, "data"))
-def compare(ids: list[str] | None, rnd: int | None, metric: str, log: list[str] | None, diffonly: list[str] | None,
-            token: str | None) -> tuple[Any, Any, Any, Any, Any]:
+@callbacks.callback(
+    Output(Compare.SPARSITY_GRAPH, "figure"),
+    Output(Compare.INTERP_GRAPH, "figure"),
+    Output(Compare.SURFACES, "children"),
+    Output(Compare.DIFF, "children"),
+    Output(Compare.MSG, "children"),
+    Input(Compare.IDS, "value"),
+    Input(Compare.ROUND, "value"),
+    Input(Compare.METRIC, "value"),
+    Input(Compare.LOG, "value"),
+    Input(Compare.DIFF_ONLY, "value"),
+    State(Shell.TOKEN, "data"),
+)
+def compare(
+    ids: list[str] | None, rnd: int | None, metric: str, log: list[str] | None, diffonly: list[str] | None, token: str | None
+) -> tuple[Any, Any, Any, Any, Any]:
     """Return the overlaid sparsity and interpolation figures, the surfaces on one colour scale, the config diff and problems."""
     ids = (ids or [])[:MAX_STUDIES]
     if len(ids) < 2:
@@ -113,7 +178,9 @@ def compare(ids: list[str] | None, rnd: int | None, metric: str, log: list[str] 
         names.append(label)
         configs.append(study["config"])
         try:
-            sp = figures.sparsity(client.figure(sid, "sparsity"), metric, study=label, index=i, fig=sp if sp is not None and sp.data else None)
+            sp = figures.sparsity(
+                client.figure(sid, "sparsity"), metric, study=label, index=i, fig=sp if sp is not None and sp.data else None
+            )
         except ApiError as err:
             problems.append(f"{label}: {err.message}")
         try:
@@ -129,13 +196,38 @@ def compare(ids: list[str] | None, rnd: int | None, metric: str, log: list[str] 
             problems.append(f"{label}: {err.message}")
     lg = "log" in (log or [])
     zr = figures.shared_range([d for _, d in surfaces], "loss", lg) if surfaces else None
-    surf_children = [ui.graph(pattern(Compare.SURFACE_TYPE, i=i), figure=figures.contour(
-        d, "loss", lg, zrange=zr, title=f"{label}: {stages.label(d.get('stage_ref') or {'key': d['stage']})}", showscale=i == len(surfaces) - 1))
-        for i, (label, d) in enumerate(surfaces)]
+    surf_children = [
+        ui.graph(
+            pattern(Compare.SURFACE_TYPE, i=i),
+            figure=figures.contour(
+                d,
+                "loss",
+                lg,
+                zrange=zr,
+                title=f"{label}: {stages.label(d.get('stage_ref') or {'key': d['stage']})}",
+                showscale=i == len(surfaces) - 1,
+            ),
+        )
+        for i, (label, d) in enumerate(surfaces)
+    ]
     rows = diff_rows(configs, names, bool(diffonly))
-    diff = dash_table.DataTable(data=rows, columns=[{"name": c, "id": c} for c in ["field", *names]], style_as_list_view=True, page_size=60,
-                                style_cell={"fontFamily": "ui-monospace, monospace", "fontSize": "12px", "textAlign": "left", "whiteSpace": "normal"},
-                                style_data_conditional=[{"if": {"filter_query": "{_differs} = true"}, "backgroundColor": "#fff7e6"}]) \
-        if rows else ui.empty("the configs are identical")
+    diff = (
+        dash_table.DataTable(  # type: ignore[attr-defined]  # dash.dash_table exports it by a star import mypy does not follow
+            data=rows,
+            columns=[{"name": c, "id": c} for c in ["field", *names]],
+            style_as_list_view=True,
+            page_size=60,
+            style_cell={"fontFamily": "ui-monospace, monospace", "fontSize": "12px", "textAlign": "left", "whiteSpace": "normal"},
+            style_data_conditional=[{"if": {"filter_query": "{_differs} = true"}, "backgroundColor": "#fff7e6"}],
+        )
+        if rows
+        else ui.empty("the configs are identical")
+    )
     msg = ui.error("; ".join(problems), title="Some parts are missing") if problems else ""
-    return (sp or figures.empty("no results")), (ip or figures.empty("no paths")), (surf_children or ui.empty("no surface in these studies")), diff, msg
+    return (
+        (sp or figures.empty("no results")),
+        (ip or figures.empty("no paths")),
+        (surf_children or ui.empty("no surface in these studies")),
+        diff,
+        msg,
+    )

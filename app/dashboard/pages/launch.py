@@ -21,44 +21,98 @@ callbacks = Callbacks()
 
 def layout(preset: str | None = None, clone: str | None = None, queue: str | None = None, **_q) -> html.Div:
     """Return the launch page; ?preset=NAME starts from a preset, ?clone=ID from a study's config, ?queue=NAME picks the queue."""
-    return html.Div(className="launch", children=[
-        dcc.Store(id=Launch.BASE),
-        dcc.Store(id=Launch.URL),
-        html.Div(className="page-head", children=[html.H1("Launch a study"), html.Div(id=Launch.SOURCE, className="meta")]),
-        html.Div("Reading needs no token; launching does: paste an editor token at the top right.", className="hint read-only-hint"),
-        html.Div(className="form-row", children=[
-            html.Label(["start from preset", dcc.Dropdown(id=Launch.PRESET, value=preset if not clone else None, options=[preset] if preset and not clone else [], placeholder="(defaults)", className="dd")]),
-            html.Label(["or clone study", dcc.Input(id=Launch.CLONE, value=clone or "", placeholder="study id", debounce=True, className="input")]),
-            # Filled from GET /api/queues; a linked queue is offered until then (Dash drops a value missing from the options).
-            html.Label(["queue", dcc.Dropdown(id=Launch.QUEUE, options=[{"label": queue, "value": queue}] if queue else [], value=queue,
-                                              clearable=False, placeholder="the service's default", className="dd")]),
-            html.Label(["tags", dcc.Input(id=Launch.TAGS, placeholder="comma,separated", className="input")]),
-        ]),
-        html.Div(id=Launch.PRESET_HELP, className="hint"),
-        html.Div(className="launch-grid", children=[
-            ui.loading(html.Div(id=Launch.FORM, className="schema-form")),
-            html.Aside(className="launch-side", children=[
-                ui.card("Check", html.Div(id=Launch.VALIDATION, children=ui.empty("change a field, or press Check")),
-                        html.Button("Check with the API", id=Launch.CHECK, className="btn")),
-                ui.card("Estimate", html.Div(id=Launch.ESTIMATE)),
-                ui.card("Launch", html.Div(id=Launch.CHANGES, className="hint"),
-                        ui.edit_only(html.Button("Launch study", id=Launch.GO, className="btn btn-primary")),
-                        html.Div(id=Launch.RESULT)),
-            ]),
-        ]),
-    ])
+    return html.Div(
+        className="launch",
+        children=[
+            dcc.Store(id=Launch.BASE),
+            dcc.Store(id=Launch.URL),
+            html.Div(className="page-head", children=[html.H1("Launch a study"), html.Div(id=Launch.SOURCE, className="meta")]),
+            html.Div("Reading needs no token; launching does: paste an editor token at the top right.", className="hint read-only-hint"),
+            html.Div(
+                className="form-row",
+                children=[
+                    html.Label(
+                        [
+                            "start from preset",
+                            dcc.Dropdown(
+                                id=Launch.PRESET,
+                                value=preset if not clone else None,
+                                options=[preset] if preset and not clone else [],
+                                placeholder="(defaults)",
+                                className="dd",
+                            ),
+                        ]
+                    ),
+                    html.Label(
+                        [
+                            "or clone study",
+                            dcc.Input(id=Launch.CLONE, value=clone or "", placeholder="study id", debounce=True, className="input"),
+                        ]
+                    ),
+                    # Filled from GET /api/queues; a linked queue is offered until then (Dash drops a value missing from the options).
+                    html.Label(
+                        [
+                            "queue",
+                            dcc.Dropdown(
+                                id=Launch.QUEUE,
+                                options=[{"label": queue, "value": queue}] if queue else [],
+                                value=queue,
+                                clearable=False,
+                                placeholder="the service's default",
+                                className="dd",
+                            ),
+                        ]
+                    ),
+                    html.Label(["tags", dcc.Input(id=Launch.TAGS, placeholder="comma,separated", className="input")]),
+                ],
+            ),
+            html.Div(id=Launch.PRESET_HELP, className="hint"),
+            html.Div(
+                className="launch-grid",
+                children=[
+                    ui.loading(html.Div(id=Launch.FORM, className="schema-form")),
+                    html.Aside(
+                        className="launch-side",
+                        children=[
+                            ui.card(
+                                "Check",
+                                html.Div(id=Launch.VALIDATION, children=ui.empty("change a field, or press Check")),
+                                html.Button("Check with the API", id=Launch.CHECK, className="btn"),
+                            ),
+                            ui.card("Estimate", html.Div(id=Launch.ESTIMATE)),
+                            ui.card(
+                                "Launch",
+                                html.Div(id=Launch.CHANGES, className="hint"),
+                                ui.edit_only(html.Button("Launch study", id=Launch.GO, className="btn btn-primary")),
+                                html.Div(id=Launch.RESULT),
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
 def _input(f: schema_form.Field) -> Any:
     fid = pattern(Launch.FIELD_TYPE, path=f.path, kind=f.kind)
     value = schema_form.show(f.kind, f.value)
     if f.kind == "enum":
-        return dcc.Dropdown(id=fid, options=[{"label": str(o), "value": o} for o in f.options or []], value=value, clearable=f.nullable, className="dd")
+        return dcc.Dropdown(
+            id=fid, options=[{"label": str(o), "value": o} for o in f.options or []], value=value, clearable=f.nullable, className="dd"
+        )
     if f.kind == "boolean":
         return dcc.Checklist(id=fid, options=[{"label": "on", "value": "on"}], value=value, inline=True)
     if f.kind in ("integer", "number"):
-        return dcc.Input(id=fid, type="number", value=value, debounce=True, step=1 if f.kind == "integer" else "any", className="input",
-                         placeholder="(none)" if f.nullable else None)
+        return dcc.Input(
+            id=fid,
+            type="number",
+            value=value,
+            debounce=True,
+            step=1 if f.kind == "integer" else "any",
+            className="input",
+            placeholder="(none)" if f.nullable else None,
+        )
     if f.kind == "json":
         return dcc.Textarea(id=fid, value=value, className="textarea json", rows=1 if len(value) < 60 else 3)
     return dcc.Input(id=fid, type="text", value=value, debounce=True, className="input", placeholder="(none)" if f.nullable else None)
@@ -69,12 +123,17 @@ def form(schema: dict[str, Any], config: dict[str, Any]) -> list[Any]:
     sections: dict[str, list[Any]] = {}
     for f in schema_form.fields(schema, config):
         top = f.path.split(".")[0]
-        sections.setdefault(top, []).append(html.Div(className="field", children=[
-            html.Label(f.path.split(".", 1)[-1] if "." in f.path else f.path, title=f.description, className="field-name"),
-            _input(f),
-            html.Div(f.description, className="field-help") if f.description else None,
-            html.Div(id=pattern(Launch.FIELD_MSG_TYPE, path=f.path), className="field-msg"),
-        ]))
+        sections.setdefault(top, []).append(
+            html.Div(
+                className="field",
+                children=[
+                    html.Label(f.path.split(".", 1)[-1] if "." in f.path else f.path, title=f.description, className="field-name"),
+                    _input(f),
+                    html.Div(f.description, className="field-help") if f.description else None,
+                    html.Div(id=pattern(Launch.FIELD_MSG_TYPE, path=f.path), className="field-msg"),
+                ],
+            )
+        )
     order = [k for k in SECTION_ORDER if k in sections] + [k for k in sections if k not in SECTION_ORDER]
     return [html.Details(open=k in OPEN_SECTIONS, className="form-section", children=[html.Summary(k), *sections[k]]) for k in order]
 
@@ -124,11 +183,18 @@ def register(app: dash.Dash) -> None:
     callbacks.install(app)
 
 
-urlstate.sync(callbacks, Launch.URL, {"preset": (Launch.PRESET, "value"), "clone": (Launch.CLONE, "value"), "queue": (Launch.QUEUE, "value")})
+urlstate.sync(
+    callbacks, Launch.URL, {"preset": (Launch.PRESET, "value"), "clone": (Launch.CLONE, "value"), "queue": (Launch.QUEUE, "value")}
+)
 
 
-@callbacks.callback(Output(Launch.QUEUE, "options"), Output(Launch.QUEUE, "value"), Input(Launch.BASE, "data"), State(Launch.QUEUE, "value"),
-                    State(Shell.TOKEN, "data"))
+@callbacks.callback(
+    Output(Launch.QUEUE, "options"),
+    Output(Launch.QUEUE, "value"),
+    Input(Launch.BASE, "data"),
+    State(Launch.QUEUE, "value"),
+    State(Shell.TOKEN, "data"),
+)
 def queues(base: dict[str, Any] | None, current: str | None, token: str | None) -> tuple[Any, Any]:
     """Return the queue choices (GET /api/queues) and the chosen one."""
     try:
@@ -151,8 +217,15 @@ def presets(_id: str, token: str | None) -> list[dict[str, str]]:
         return []
 
 
-@callbacks.callback(Output(Launch.FORM, "children"), Output(Launch.BASE, "data"), Output(Launch.SOURCE, "children"), Output(Launch.PRESET_HELP, "children"),
-                    Input(Launch.PRESET, "value"), Input(Launch.CLONE, "value"), State(Shell.TOKEN, "data"))
+@callbacks.callback(
+    Output(Launch.FORM, "children"),
+    Output(Launch.BASE, "data"),
+    Output(Launch.SOURCE, "children"),
+    Output(Launch.PRESET_HELP, "children"),
+    Input(Launch.PRESET, "value"),
+    Input(Launch.CLONE, "value"),
+    State(Shell.TOKEN, "data"),
+)
 def build(preset: str | None, clone: str | None, token: str | None) -> tuple[Any, Any, Any, Any]:
     """Return the form generated from the config's JSON Schema, filled from a study (clone), a preset or the defaults."""
     client = api(token)
@@ -161,7 +234,11 @@ def build(preset: str | None, clone: str | None, token: str | None) -> tuple[Any
         if clone:
             src = client.study(clone.strip())
             base = {"config": src["config"], "clone": src["id"], "preset": None, "queue": src.get("queue")}
-            source: Any = ["cloning ", dcc.Link(src["name"], href=f"/study/{src['id']}"), f" (run {src['run_id']}): edit what should change"]
+            source: Any = [
+                "cloning ",
+                dcc.Link(src["name"], href=f"/study/{src['id']}"),
+                f" (run {src['run_id']}): edit what should change",
+            ]
             help_text = ""
         elif preset:
             p = next((p for p in client.presets() if p["name"] == preset), None)
@@ -177,12 +254,21 @@ def build(preset: str | None, clone: str | None, token: str | None) -> tuple[Any
     return form(schema, base["config"]), base, source, help_text
 
 
-@callbacks.callback(Output(Launch.VALIDATION, "children"), Output(Launch.ESTIMATE, "children"), Output(Launch.CHANGES, "children"),
-                    Output(FIELD_MSGS, "children"),
-                    Input(FIELDS, "value"), Input(Launch.CHECK, "n_clicks"), Input(Launch.BASE, "data"),
-                    State(FIELDS, "id"), State(Launch.TAGS, "value"), State(Shell.TOKEN, "data"))
-def check(vals: list[Any], _n: int | None, base: dict[str, Any] | None, ids: list[dict[str, str]], tags: str | None,
-          token: str | None) -> tuple[Any, Any, Any, list[str]]:
+@callbacks.callback(
+    Output(Launch.VALIDATION, "children"),
+    Output(Launch.ESTIMATE, "children"),
+    Output(Launch.CHANGES, "children"),
+    Output(FIELD_MSGS, "children"),
+    Input(FIELDS, "value"),
+    Input(Launch.CHECK, "n_clicks"),
+    Input(Launch.BASE, "data"),
+    State(FIELDS, "id"),
+    State(Launch.TAGS, "value"),
+    State(Shell.TOKEN, "data"),
+)
+def check(
+    vals: list[Any], _n: int | None, base: dict[str, Any] | None, ids: list[dict[str, str]], tags: str | None, token: str | None
+) -> tuple[Any, Any, Any, list[str]]:
     """Return the API's verdict on the form (run id, studies that ran it), the cost estimate, the changes, and per-field errors."""
     paths = [o["id"]["path"] for o in dash.ctx.outputs_list[3]]
     msgs = dict.fromkeys(paths, "")
@@ -206,21 +292,50 @@ def check(vals: list[Any], _n: int | None, base: dict[str, Any] | None, ids: lis
     existing = out.get("existing") or []
     verdict = [html.Div(["valid · run id ", html.Code(out["run_id"])])]
     if existing:
-        verdict.append(html.Div(["already run by ", *[dcc.Link(e, href=f"/study/{e}", className="mono") for e in existing[:3]],
-                                 " (finished stages will be reused)"], className="hint"))
-    estimate = html.Div([
-        html.Div(f"{est['epochs']} epochs × {est['rounds']} rounds × {est['mask_sources']} mask sources", className="big"),
-        html.Div(f"≈ {est['copy_trainings']} copy trainings ({est['pairs']} seed pair(s), {est['rewind_steps']} rewind step(s)), "
-                 f"{est['epoch_units']} epochs in all" + (f"; {est['synthetic_sets']} synthetic set(s) to make" if est["synthetic_sets"] else "")),
-    ])
+        verdict.append(
+            html.Div(
+                [
+                    "already run by ",
+                    *[dcc.Link(e, href=f"/study/{e}", className="mono") for e in existing[:3]],
+                    " (finished stages will be reused)",
+                ],
+                className="hint",
+            )
+        )
+    estimate = html.Div(
+        [
+            html.Div(f"{est['epochs']} epochs × {est['rounds']} rounds × {est['mask_sources']} mask sources", className="big"),
+            html.Div(
+                f"≈ {est['copy_trainings']} copy trainings ({est['pairs']} seed pair(s), {est['rewind_steps']} rewind step(s)), "
+                f"{est['epoch_units']} epochs in all"
+                + (f"; {est['synthetic_sets']} synthetic set(s) to make" if est["synthetic_sets"] else "")
+            ),
+        ]
+    )
     return ui.ok(verdict), estimate, f"changes: {changes}", [msgs[p] for p in paths]
 
 
-@callbacks.callback(Output(Launch.RESULT, "children"), Output(Shell.NAV, "href", allow_duplicate=True), Input(Launch.GO, "n_clicks"),
-                    State(FIELDS, "value"), State(FIELDS, "id"), State(Launch.BASE, "data"), State(Launch.TAGS, "value"), State(Launch.QUEUE, "value"),
-                    State(Shell.TOKEN, "data"), prevent_initial_call=True)
-def go(n: int | None, vals: list[Any], ids: list[dict[str, str]], base: dict[str, Any] | None, tags: str | None, queue: str | None,
-       token: str | None) -> tuple[Any, Any]:
+@callbacks.callback(
+    Output(Launch.RESULT, "children"),
+    Output(Shell.NAV, "href", allow_duplicate=True),
+    Input(Launch.GO, "n_clicks"),
+    State(FIELDS, "value"),
+    State(FIELDS, "id"),
+    State(Launch.BASE, "data"),
+    State(Launch.TAGS, "value"),
+    State(Launch.QUEUE, "value"),
+    State(Shell.TOKEN, "data"),
+    prevent_initial_call=True,
+)
+def go(
+    n: int | None,
+    vals: list[Any],
+    ids: list[dict[str, str]],
+    base: dict[str, Any] | None,
+    tags: str | None,
+    queue: str | None,
+    token: str | None,
+) -> tuple[Any, Any]:
     """Create (or clone) and queue the study; return a link to it and send the browser to its page."""
     if not n:  # inserted by the page container, not clicked
         return no_update, no_update

@@ -26,8 +26,12 @@ def mlp() -> nn.Module:
 def conv_net() -> nn.Module:
     # (N, 1, 16) -> (N, 8, 8) -> (N, 8, 4) -> 32 features
     return nn.Sequential(
-        nn.Conv1d(1, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 5, stride=2, padding=2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32, 4),
+        nn.Conv1d(1, 8, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(8, 8, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32, 4),
     )
 
 
@@ -43,6 +47,7 @@ def copies(build, seed_a: int = 1, seed_b: int = 2) -> tuple[nn.Module, dict, di
         model = build()
         for m in model.modules():
             if isinstance(m, nn.BatchNorm1d):
+                assert m.running_mean is not None and m.running_var is not None and m.num_batches_tracked is not None
                 m.running_mean.uniform_(-1.0, 1.0)
                 m.running_var.uniform_(0.5, 2.0)
                 m.num_batches_tracked.fill_(100 + seed)
@@ -73,7 +78,7 @@ def test_alpha_grid_endpoints_exact_and_even():
     assert a[0] == 0.0 and a[-1] == 1.0 and a[15] == 0.5
     np.testing.assert_allclose(np.diff(a), 1.0 / 30.0, rtol=0, atol=1e-15)
     assert list(alpha_grid(2)) == [0.0, 1.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 2 points"):
         alpha_grid(1)
 
 
@@ -93,7 +98,7 @@ def test_interpolate_state_endpoints_bitwise_and_midpoint():
     assert torch.equal(mid["w"], torch.full((4,), 2.0))
     s = interpolate_state(a, b, 0.3)
     torch.testing.assert_close(s["w"][1:], 0.7 * a["w"][1:] + 0.3 * b["w"][1:], rtol=0, atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="different keys"):
         interpolate_state(a, {"w": b["w"]}, 0.5)
 
 
@@ -190,8 +195,16 @@ def test_bn_reestimation_matches_swa_update_bn():
     x_train, _ = data(600, seed=3)
     x_test, y_test = data(seed=4)
     res = evaluate_path(
-        model, a, b, {"test": (x_test, y_test)}, np.array([0.0, 0.5, 1.0]),
-        bn_mode="reestimate", calibration=x_train, bn_batches=3, bn_batch_size=128, strategy="loop",
+        model,
+        a,
+        b,
+        {"test": (x_test, y_test)},
+        np.array([0.0, 0.5, 1.0]),
+        bn_mode="reestimate",
+        calibration=x_train,
+        bn_batches=3,
+        bn_batch_size=128,
+        strategy="loop",
     )
     assert res.bn_mode == "reestimate"
     for i, alpha in enumerate([0.0, 0.5, 1.0]):
@@ -258,7 +271,7 @@ def test_equal_masks_give_exact_zeros_at_every_alpha():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # equal masks must not warn
         states = list(path_states(a, b, alphas, (mask, {k: v.clone() for k, v in mask.items()})))
-    for alpha, state in zip(alphas, states):
+    for alpha, state in zip(alphas, states, strict=True):
         plain = interpolate_state(a, b, float(alpha))
         for k, m in mask.items():
             assert torch.all(state[k][~m] == 0) and not torch.any(torch.signbit(state[k][~m]))
@@ -282,7 +295,7 @@ def test_different_masks_warn_and_use_the_union():
     _, a, b = copies(mlp)
     ma, mb = _masks(a, 0), _masks(a, 1)
     with pytest.warns(UserWarning, match="different masks"):
-        mid = list(path_states(a, b, np.array([0.5]), (ma, mb)))[0]
+        (mid,) = path_states(a, b, np.array([0.5]), (ma, mb))
     plain = interpolate_state(a, b, 0.5)
     for k in ma:
         union = ma[k] | mb[k]

@@ -94,7 +94,7 @@ def test_crop_flip_is_a_padded_crop_with_random_flip():
     assert out.shape == x.shape and out.dtype == x.dtype
     found = [crop_of(out[i], x[i], 2) for i in range(len(x))]
     assert None not in found
-    tops, lefts, flips = zip(*found)
+    tops, lefts, flips = zip(*found, strict=True)
     assert set(tops) == set(range(5)) and set(lefts) == set(range(5))
     assert 0.35 < sum(flips) / len(flips) < 0.65
 
@@ -104,7 +104,7 @@ def test_crop_flip_without_padding_only_flips():
     out = Augmenter(DataConfig(augmentation="crop_flip", crop_padding=0), "image")(x, gen(0))
     flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(len(x))]
     kept = [torch.equal(out[i], x[i]) for i in range(len(x))]
-    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and any(flipped) and any(kept)
 
 
 def test_crop_flip_non_square_images():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.datafiles import write_npz, write_npz_dataset
 from lmc_core.data.dataset import Dataset, balanced_subset_indices, load_dataset
 from lmc_core.data.generators import mnist1d_arrays
 from lmc_core.data.registry import DATASETS, available_datasets, register_dataset
 from lmc_core.foundations.config import DataConfig
+from tests.helpers.datafiles import write_npz, write_npz_dataset
 
 # The first values of the paper's MNIST-1D (mnist1d defaults, seed 42): pins the generator itself,
 # so "deterministic" means the same data in every process, not just a cache returning itself.
@@ -23,7 +23,7 @@ MNIST1D_X0 = [-0.33200567, -0.47191037, -0.77869708, -1.00974083, -0.88235257]
 MNIST1D_Y10 = [2, 6, 4, 5, 6, 6, 6, 0, 3, 1]
 
 
-def load(name: str, **kw) -> Dataset:  # noqa: ANN003
+def load(name: str, **kw) -> Dataset:
     return load_dataset(DataConfig(name=name, **kw))
 
 
@@ -51,7 +51,7 @@ def test_register_custom_dataset_and_label_check(monkeypatch):
         return Dataset("whatever", x, torch.tensor([0, 1, 2, 0, 1, 2]), x, torch.tensor([0, 1, 2, 0, 1, 3]), 3, "vector")
 
     assert "tiny" in available_datasets()
-    with pytest.raises(ValueError, match="y_test has labels in .0, 3., outside 0..2"):
+    with pytest.raises(ValueError, match=r"y_test has labels in \[0, 3\], outside 0\.\.2"):
         load("tiny")
 
     def other(cfg: DataConfig) -> Dataset:
@@ -92,8 +92,10 @@ def fresh_mnist1d(tmp_path, monkeypatch):
     calls = []
     rng = np.random.default_rng(0)
     fake = {
-        "x": rng.standard_normal((4000, 40)), "y": rng.integers(0, 10, 4000),
-        "x_test": rng.standard_normal((1000, 40)), "y_test": rng.integers(0, 10, 1000),
+        "x": rng.standard_normal((4000, 40)),
+        "y": rng.integers(0, 10, 4000),
+        "x_test": rng.standard_normal((1000, 40)),
+        "y_test": rng.integers(0, 10, 1000),
     }
 
     def make_dataset(args):

@@ -324,24 +324,24 @@ def test_bad_strategies_and_inputs_raise_clear_errors():
         DSA("flip", "image")(torch.zeros(4, 3, 8), gen(0))
     with pytest.raises(ValueError, match=r"signal data expects a batch of shape \(N, C, L\)"):
         DSA("shift", "signal")(torch.zeros(4, 8), gen(0))
-    with pytest.raises(ValueError, match="images .* or signals"):
+    with pytest.raises(ValueError, match=r"images .* or signals"):
         cutmix(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), gen(0))
     with pytest.raises(ValueError, match="one label per sample"):
         cutmix(torch.zeros(4, 1, 8), torch.zeros(3, dtype=torch.long), gen(0))
     with pytest.raises(ValueError, match="beta > 0"):
         cutmix(torch.zeros(4, 1, 8), torch.zeros(4, dtype=torch.long), gen(0), beta=0.0)
-    with pytest.raises(ValueError, match="DSAParams.flip"):
+    with pytest.raises(ValueError, match=r"DSAParams\.flip"):
         DSAParams(flip=1.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_generator_is_refused_and_cuda_batches_match_cpu():
     cuda_gen = torch.Generator(device="cuda")
-    with pytest.raises(ValueError, match="CPU torch.Generator"):
+    with pytest.raises(ValueError, match=r"CPU torch\.Generator"):
         DSA("flip", "image")(batch("image"), cuda_gen)
-    with pytest.raises(ValueError, match="CPU torch.Generator"):
+    with pytest.raises(ValueError, match=r"CPU torch\.Generator"):
         cutmix(batch("image"), torch.arange(16), cuda_gen)
-    with pytest.raises(ValueError, match="CPU torch.Generator"):
+    with pytest.raises(ValueError, match=r"CPU torch\.Generator"):
         siamese(cuda_gen)
     x = batch("image", dtype=torch.float64)
     aug = DSA(IMAGE_STRATEGY, "image", mode="all")

@@ -121,7 +121,9 @@ def test_unflatten_views_parameters_in_order(digits):
 
 def test_experts_hash_changes_with_what_changes_experts():
     base = experts_hash(DataConfig(name="digits"), NET, MTTSettings(), "auto", 0)
-    assert base == experts_hash(DataConfig(name="digits"), NET, MTTSettings(syn_steps=50, lr_lr=1e-3), "auto", 0), "student settings do not change experts"
+    assert base == experts_hash(DataConfig(name="digits"), NET, MTTSettings(syn_steps=50, lr_lr=1e-3), "auto", 0), (
+        "student settings do not change experts"
+    )
     assert base != experts_hash(DataConfig(name="digits"), NET, MTTSettings(experts=6), "auto", 0)
     assert base != experts_hash(DataConfig(name="mnist1d"), NET, MTTSettings(), "auto", 0)
 

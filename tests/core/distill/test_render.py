@@ -17,10 +17,10 @@ def decode_png(blob: bytes) -> np.ndarray:
         (length,) = struct.unpack(">I", blob[pos : pos + 4])
         kind, data = blob[pos + 4 : pos + 8], blob[pos + 8 : pos + 8 + length]
         (crc,) = struct.unpack(">I", blob[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF, f"bad CRC in {kind}"
+        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF, f"bad CRC in {kind!r}"
         chunks[kind] = data
         pos += 12 + length
-    w, h, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    w, h, _depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
     channels = 3 if colour == 2 else 1
     raw = zlib.decompress(chunks[b"IDAT"])
     rows = [raw[r * (w * channels + 1) : (r + 1) * (w * channels + 1)] for r in range(h)]

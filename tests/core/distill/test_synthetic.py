@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lmc_core.data.dataset import Dataset
+from lmc_core.data.dataset import Dataset, Kind
 from lmc_core.distill.synthetic import (
     SyntheticSet,
     decode,
@@ -25,7 +26,7 @@ from lmc_core.distill.synthetic import (
 CLASSES = 4
 
 
-def fake(shape: tuple[int, ...], kind: str, per_class: int = 12, n_test: int = 8, seed: int = 0, **kw) -> Dataset:  # noqa: ANN003
+def fake(shape: tuple[int, ...], kind: Kind, per_class: int = 12, n_test: int = 8, seed: int = 0, **kw) -> Dataset:
     """Return a tiny dataset: distinct random inputs of `shape`, labels cycling over 4 classes."""
     g = torch.Generator().manual_seed(seed)
     n = per_class * CLASSES
@@ -101,6 +102,12 @@ def test_decode_upsamples_bilinearly() -> None:
     assert torch.equal(out[2:3], ref)
 
 
+def grad_of(t: torch.Tensor) -> torch.Tensor:
+    """Return `t.grad`, which a backward pass has filled."""
+    assert t.grad is not None
+    return t.grad
+
+
 def test_decode_is_differentiable_and_each_example_depends_on_its_tile_only() -> None:
     images = torch.randn(2, 1, 8, 8, requires_grad=True)
     decode(images, 2, "image").sum().backward()
@@ -108,14 +115,14 @@ def test_decode_is_differentiable_and_each_example_depends_on_its_tile_only() ->
 
     images.grad = None
     decode(images, 2, "image")[1 * 4 + 0 * 2 + 1].sum().backward()  # image 1, tile (0, 1)
-    touched = images.grad != 0
+    touched = grad_of(images) != 0
     expected = torch.zeros_like(touched)
     expected[1, :, 0:4, 4:8] = True
     assert torch.equal(touched, expected)
 
     signal = torch.randn(2, 1, 16, requires_grad=True)
     decode(signal, 4, "signal").sum().backward()
-    assert (signal.grad != 0).all()
+    assert (grad_of(signal) != 0).all()
 
 
 def test_decode_factor_one_is_identity_and_bad_factors_refused() -> None:
@@ -326,7 +333,7 @@ def test_random_subset_picks_real_examples_with_their_labels() -> None:
     assert s.images_per_class == per_class and s.factor == 1 and s.provenance["method"] == "random-subset"
     flat = IMAGES.x_train.flatten(1)
     rows = []
-    for img, label in zip(s.images, s.labels):
+    for img, label in zip(s.images, s.labels, strict=True):
         match = (flat == img.flatten()).all(dim=1).nonzero().flatten().tolist()
         assert len(match) == 1 and IMAGES.y_train[match[0]] == label
         rows.append(match[0])
@@ -432,6 +439,8 @@ def _touch(path: str) -> str:
 class Plain:
     """A plain custom class: unpickling it would import and instantiate it."""
 
+    marker: str
+
     def __setstate__(self, state: dict) -> None:
         Path(state["marker"]).write_text("code ran")
 
@@ -464,7 +473,7 @@ def test_import_refuses_npz_object_arrays(tmp_path: Path) -> None:
 def test_import_refuses_malformed_files(tmp_path: Path) -> None:
     x, y = rgb_set()
 
-    def write(name: str, **arrays: np.ndarray) -> Path:
+    def write(name: str, **arrays: Any) -> Path:  # Any: numpy's stubs would match **arrays against savez's allow_pickle
         np.savez(tmp_path / name, **arrays)
         return tmp_path / name
 
@@ -487,7 +496,7 @@ def test_import_refuses_malformed_files(tmp_path: Path) -> None:
         import_synthetic(tmp_path / "s.h5", RGB)
     with pytest.raises(ValueError, match="space"):
         import_synthetic(tmp_path / "keys.npz", RGB, space="pixels")
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
         import_synthetic(tmp_path / "missing.npz", RGB)
     with pytest.raises(ValueError, match=r"factor 3"):
         import_synthetic(write("ok.npz", images=x, labels=y), RGB, factor=3)

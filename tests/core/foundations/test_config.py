@@ -89,7 +89,7 @@ def test_config_files_of_the_wrong_kind_or_broken_syntax_are_named(tmp_path):
         load_config(str(md))
     broken = tmp_path / "broken.yaml"
     broken.write_text("a: [1,\n")
-    with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML"):
         load_config(str(broken))
 
 

@@ -47,5 +47,5 @@ def test_mask_ids_round_trip_and_dense_is_round_zero():
 
 @pytest.mark.parametrize("key", ["", "foo", "parent/x", "copies/dense/k1", "mask/imp-k0", "synthetic/a/b", "path/dense/k1/p"])
 def test_bad_keys_name_the_grammar(key):
-    with pytest.raises(ValueError, match="not a (stage key|mask id)"):
+    with pytest.raises(ValueError, match=r"not a (stage key|mask id)"):
         parse_key(key)

@@ -54,7 +54,7 @@ def data(n: int, shape: tuple[int, ...], seed: int = 0, shift: float = 0.0) -> t
 
 
 def split(x: torch.Tensor, y: torch.Tensor, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(zip(x.split(sizes), y.split(sizes)))
+    return list(zip(x.split(sizes), y.split(sizes), strict=True))
 
 
 def dense_hessian(model: nn.Module, batches, mode: str = "eval", masks=None) -> torch.Tensor:
@@ -80,7 +80,7 @@ def dense_hessian(model: nn.Module, batches, mode: str = "eval", masks=None) -> 
     total = sum(len(y) for _, y in batches)
     h = torch.zeros(flat.numel(), flat.numel(), dtype=F64)
     for x, y in batches:
-        h += len(y) / total * hessian(lambda v: F.cross_entropy(functional_call(mm, unflat(v), (x.to(F64),)), y))(flat)
+        h += len(y) / total * hessian(lambda v, x=x, y=y: F.cross_entropy(functional_call(mm, unflat(v), (x.to(F64),)), y))(flat)
     if masks is not None:
         m = flat_mask(model, masks).to(F64)
         h = m[:, None] * h * m[None, :]
@@ -95,7 +95,7 @@ class ManualBatchNorm(nn.Module):
         self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = [0] + list(range(2, x.dim()))
+        dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         mean = x.mean(dims, keepdim=True)
         var = (x - mean).pow(2).mean(dims, keepdim=True)
@@ -261,7 +261,6 @@ def test_batchnorm_eval_and_train_modes_match_their_dense_hessians():
     assert not close(results["eval"], results["train"], rtol=1e-3)
 
 
-
 @pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False)])
 def test_eval_batchnorm_as_affine_map_matches_dense(affine, track):
     """Eval mode writes running-statistics BatchNorm as x * s + t (a cheaper double backward); batch-statistics BN is left alone."""
@@ -280,6 +279,7 @@ def test_eval_batchnorm_as_affine_map_matches_dense(affine, track):
     # the hand-written batch-statistics Hessian (dense_hessian's train branch).
     assert close(op.to_dense(), dense_hessian(model, batches, mode="eval" if track else "train"))
     assert_unchanged(model, snap)
+
 
 def test_caller_model_unchanged_by_every_function():
     model = conv(norm="batch")
@@ -369,7 +369,7 @@ def test_lanczos_masked_finds_the_subspace_spectrum():
         eig = lanczos(op, 3, which=which, tol=1e-10, block=block)
         assert torch.allclose(eig.values, ordered(sub, 3, which), rtol=1e-6, atol=1e-6 * float(sub.abs().max()))
         assert torch.equal(eig.vectors[~m], torch.zeros_like(eig.vectors[~m]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be between 1 and the subspace dimension"):
         lanczos(op, op.active + 1)
 
 
@@ -417,7 +417,10 @@ def with_spectrum(values: list[float], seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("tol", [1e-3, 1e-6])
 def test_lanczos_eigenvalue_criterion_against_dense_models(tol):
-    """Top-4 over 7 tiny models: both rules within tol * |lambda_1| of the dense spectrum, in order; the eigenvalue rule never needs more steps."""
+    """Top-4 over 7 tiny models: both rules within tol * |lambda_1| of the dense spectrum, in order.
+
+    The eigenvalue rule never needs more steps.
+    """
     cases = [(mlp(s), split(*data(30, (6,), seed=s, shift=s % 2), [20, 10])) for s in range(4)]
     cases += [(conv(s), [data(24, (1, 6), seed=s)]) for s in range(3)]
     saved = 0
@@ -444,7 +447,7 @@ def test_lanczos_criteria_clustered_and_repeated(seed):
     Repeated values: a block of at least the multiplicity finds every copy under both rules.
     """
     rest = torch.linspace(-1.0, 3.0, 70, dtype=F64).tolist()
-    clustered = with_spectrum([10.0, 9.9995, 9.999, 9.98, 6.0] + rest, seed)
+    clustered = with_spectrum([10.0, 9.9995, 9.999, 9.98, 6.0, *rest], seed)
     ev = torch.linalg.eigvalsh(clustered).flip(0)
     for tol in (1e-3, 1e-5):
         res = lanczos(MatrixOperator(clustered), 5, tol=tol, seed=seed)
@@ -456,34 +459,35 @@ def test_lanczos_criteria_clustered_and_repeated(seed):
         # early stop, documented in `lanczos`.
         nearest = (eig.values.unsqueeze(1) - ev.unsqueeze(0)).abs().min(dim=1).values
         assert float(nearest.max()) <= tol * 10.0
-    repeated = with_spectrum([10.0, 10.0, 10.0, 7.0, 7.0, 4.0] + rest, seed)
+    repeated = with_spectrum([10.0, 10.0, 10.0, 7.0, 7.0, 4.0, *rest], seed)
     ev = torch.linalg.eigvalsh(repeated).flip(0)
     for crit in ("residual", "eigenvalue"):
         eig = lanczos(MatrixOperator(repeated), 6, tol=1e-4, seed=seed, block=3, criterion=crit)
         assert eig.converged and float((eig.values - ev[:6]).abs().max()) <= 1e-4 * 10.0
         assert float(eig.bounds.max()) <= 1e-4 * 10.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="criterion must be one of"):
         lanczos(MatrixOperator(repeated), 2, criterion="ritz")
+
 
 def test_invalid_arguments():
     model = mlp()
     batches = [data(8, (6,))]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mode must be one of"):
         HessianOperator(model, batches, mode="test")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the Hessian needs at least one"):
         HessianOperator(model, [])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"mask 'layers\.1\.weight' has shape"):
         HessianOperator(model, batches, masks={"layers.1.weight": torch.ones(3, 3, dtype=torch.bool)})
     op = HessianOperator(model, batches)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected a vector"):
         op.matvec(torch.ones(52))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="which must be one of"):
         lanczos(op, 2, which="BE")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Ritz pairs need more than 13 steps"):
         lanczos(op, 53, block=4)  # 13 whole blocks of 4 span only 52 of 53 dimensions
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method must be one of"):
         trace(op, method="xtrace")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 4 products"):
         hutchpp_trace(op, 3)
 
 
@@ -563,7 +567,7 @@ def test_layer_traces_sum_to_the_total_and_match_blocks(dominant):
     assert list(lt) == [n for n, _ in model.named_parameters()]
     total = hutchinson_trace(op, 64, seed=5)  # the same probes
     assert sum(e.value for e in lt.values()) == pytest.approx(total.value, rel=1e-12)
-    for (a, b), e in zip(zip(op.offsets[:-1], op.offsets[1:]), lt.values()):
+    for (a, b), e in zip(zip(op.offsets[:-1], op.offsets[1:], strict=True), lt.values(), strict=True):
         exact = float(h[a:b, a:b].trace())
         assert abs(e.value - exact) <= 4 * e.stderr + 1e-12
 
@@ -625,7 +629,9 @@ def test_slq_density_integrates_to_one_and_is_exact_quadrature(dominant):
     assert dens.mass == pytest.approx(1.0, abs=1e-3)  # default sigma is resolved by 1000 points
     assert float(torch.trapezoid(dens.density, dens.grid)) == pytest.approx(1.0, abs=1e-9)
     assert bool((dens.density >= 0).all())
-    assert dens.sigma == pytest.approx(math.sqrt(1e-5 * max(1.0, float(dens.nodes[dens.weights > 0].max() - dens.nodes[dens.weights > 0].min()))))
+    assert dens.sigma == pytest.approx(
+        math.sqrt(1e-5 * max(1.0, float(dens.nodes[dens.weights > 0].max() - dens.nodes[dens.weights > 0].min())))
+    )
     assert torch.allclose(dens.weights.sum(1), torch.ones(8, dtype=F64), atol=1e-10)
     assert float(dens.nodes.max()) == pytest.approx(float(ev.max()), rel=1e-8)
     assert max(dens.steps) < op.dim  # rank-deficient H: the runs stopped on an invariant Krylov space

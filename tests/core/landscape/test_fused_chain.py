@@ -32,6 +32,7 @@ def bn_convnet(seed: int = 0, pooling: str = "avg", depth: int = 2) -> nn.Module
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):  # statistics and affine parameters far from their defaults
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-1, 1, generator=g)
                 m.running_var.uniform_(0.3, 3, generator=g)
                 m.weight.uniform_(0.5, 1.5, generator=g)
@@ -99,12 +100,17 @@ def test_fused_masked_weights_stay_zero_after_folding():
                 p.mul_(masks[name])
     plane = random_plane(state_of(model), masks=masks, seed=3, ignore="none")
     splits = {"test": data(16, shape=(2, 8, 8), seed=6)}
-    ev = pe.PlaneEvaluator(model, plane, pe.EvaluatorSettings(masks=masks, mode="endpoint",
-                           base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}))
+    ev = pe.PlaneEvaluator(
+        model,
+        plane,
+        pe.EvaluatorSettings(
+            masks=masks, mode="endpoint", base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+        ),
+    )
     ev.prepare(splits, 16)
     assert ev.plan_note == "on"
     prep = ev._plan_prepare([(1.0, -1.0), (0.5, 0.7), (-0.2, 0.0)])
-    convs = [(s, p) for s, p in zip(ev.plan, prep) if s.kind == "conv"]
+    convs = [(s, p) for s, p in zip(ev.plan, prep, strict=True) if s.kind == "conv"]
     assert convs
     for s, (w, _) in convs:
         m = masks[f"{s.name}.weight"].repeat(3, *([1] * (w.dim() - 1)))
@@ -118,15 +124,20 @@ def test_fused_groups_of_any_size_agree():
     model = bn_convnet(seed=3, depth=3)
     splits = {"test": data(20, shape=(2, 8, 8), seed=7)}
     plane = random_plane(state_of(model), seed=4, ignore="none")
-    ev = pe.PlaneEvaluator(model, plane, pe.EvaluatorSettings(masks=None, mode="endpoint",
-                           base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}))
+    ev = pe.PlaneEvaluator(
+        model,
+        plane,
+        pe.EvaluatorSettings(
+            masks=None, mode="endpoint", base={k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+        ),
+    )
     ev.prepare(splits, 8)
     pts = [(float(a), float(b)) for a, b in np.random.default_rng(0).uniform(-1, 1, (7, 2))] + [(0.0, 0.0)]
     one = ev._evaluate_module(pts, splits, 8)
     for group in (1, 2, 3, 8):
         got = ev._evaluate_plan(pts, splits, 8, group)
         assert got[-1] == one[-1]  # the centre: the module itself
-        for g, o in zip(got, one):
+        for g, o in zip(got, one, strict=True):
             assert g["test"][0] == pytest.approx(o["test"][0], rel=1e-6)
             assert g["test"][1] == o["test"][1]
 
@@ -141,9 +152,17 @@ def test_fused_refuses_what_it_cannot_run():
         def forward(self, x):
             return self.head(torch.flatten(x + self.conv(x), 1))
 
-    no_stats = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(), nn.Linear(256, 4))
+    no_stats = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(), nn.Linear(256, 4)
+    )
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.ReLU(), nn.Linear(8, 4))
-    for model in (Residual(), no_stats, mlp, bn_convnet().double(), build_model(ModelConfig(arch="resnet10", norm="batch"), (2, 8, 8), 4, seed=0)):
+    for model in (
+        Residual(),
+        no_stats,
+        mlp,
+        bn_convnet().double(),
+        build_model(ModelConfig(arch="resnet10", norm="batch"), (2, 8, 8), 4, seed=0),
+    ):
         assert fc.build(model.eval()) is None
     ok = bn_convnet()
     assert [s.kind for s in fc.build(ok)] == ["conv", "pool", "conv", "pool", "flatten", "linear"]

@@ -119,7 +119,7 @@ def test_grid_axis_symmetric_exact_zero(n):
 def test_grid_axis_rejects_even_resolution_with_fix():
     with pytest.raises(ValueError, match="use 21 or 23"):
         grid_axis(1.0, 22)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="span must be a positive finite number"):
         grid_axis(0.0, 5)
 
 
@@ -164,7 +164,7 @@ def test_random_plane_seeded_filter_normalised_biasbn_zero():
     pn = random_plane(state, seed=3, ignore="none")
     torch.testing.assert_close(pn.d1["0.bias"].norm(), state["0.bias"].double().norm(), rtol=1e-6, atol=0)
     assert torch.count_nonzero(pn.d1["0.bias"]) == 4
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ignore must be one of"):
         random_plane(state, ignore="bn")
 
 
@@ -215,7 +215,9 @@ def test_plane_at_centre_exact_and_buffers_separate():
     for k, v in params.items():
         assert at0[k].dtype == v.dtype and torch.equal(at0[k], v)
     st = plane.at(0.5, -0.25)
-    torch.testing.assert_close(st["0.weight"].double(), params["0.weight"].double() + 0.5 * plane.d1["0.weight"] - 0.25 * plane.d2["0.weight"])
+    torch.testing.assert_close(
+        st["0.weight"].double(), params["0.weight"].double() + 0.5 * plane.d1["0.weight"] - 0.25 * plane.d2["0.weight"]
+    )
 
 
 # ----------------------------------------------------------------------------- planes through solutions
@@ -358,7 +360,9 @@ def test_surface_callback_coarse_first():
     plane = random_plane(state_of(model), seed=0)
     xs = grid_axis(1.0, 9)
     calls = []
-    surf = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(strategy="loop", chunk=5, callback=lambda d, t, p: calls.append((d, t, p))))
+    surf = evaluate_surface(
+        model, plane, xs, xs, splits, SurfaceOptions(strategy="loop", chunk=5, callback=lambda d, t, p: calls.append((d, t, p)))
+    )
     counts = [c[0] for c in calls]
     assert counts == sorted(counts) and len(set(counts)) == len(counts) and counts[-1] == 81
     assert all(c[1] == 81 for c in calls)
@@ -386,11 +390,15 @@ def test_bn_modes_on_convnet():
     state = state_of(model)
     plane = random_plane(state, seed=1)
     xs = grid_axis(0.5, 3)
-    surf = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(calibration=calib, bn_batches=2, bn_batch_size=32, strategy="loop"))
+    surf = evaluate_surface(
+        model, plane, xs, xs, splits, SurfaceOptions(calibration=calib, bn_batches=2, bn_batch_size=32, strategy="loop")
+    )
     assert surf.bn_mode == "reestimate" and surf.info["bn"] == {"batches": 2, "batch_size": 32, "calibration_inputs": 64}
     path = evaluate_path(model, state, state, splits, np.array([0.0]), calibration=calib, bn_batches=2, bn_batch_size=32, strategy="loop")
     assert surf.loss["test"][1, 1] == path.loss["test"][0] and surf.error["test"][1, 1] == path.error["test"][0]
-    batched = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(calibration=calib, bn_batches=2, bn_batch_size=32, strategy="batched"))
+    batched = evaluate_surface(
+        model, plane, xs, xs, splits, SurfaceOptions(calibration=calib, bn_batches=2, bn_batch_size=32, strategy="batched")
+    )
     np.testing.assert_allclose(batched.loss["test"], surf.loss["test"], rtol=1e-5)
     # endpoint: the centre's statistics everywhere; at the centre that is the model itself
     ep = evaluate_surface(model, plane, xs, xs, splits, SurfaceOptions(bn_mode="endpoint", strategy="loop"))
@@ -477,8 +485,8 @@ def test_first_layer_reuse_refuses_norm_before_first_layer():
     plane = random_plane(state_of(model), seed=0)
     with pytest.raises(ValueError, match="raw input"):
         evaluate_surface(model, plane, [0.0], [0.0], {"t": data(8)}, SurfaceOptions(bn_mode="endpoint", reuse_first_layer=True))
+    lin = nn.Linear(8, 4)
     with pytest.raises(ValueError, match="single"):
-        lin = nn.Linear(8, 4)
         evaluate_surface(lin, random_plane(state_of(lin), seed=0), [0.0], [0.0], {"t": data(8)}, SurfaceOptions(reuse_first_layer=True))
 
 

@@ -38,7 +38,7 @@ def test_sparsity_after_k_rounds_is_one_minus_point_eight_to_the_k(scope):
     for r in range(1, 8):
         # each round prunes freshly "retrained" weights, as IMP does
         new = magnitude_prune(random_state(model, r), masks, round_sparsity(0.2, r), scope=scope)
-        assert all((~m | o).all() for m, o in zip(new.values(), masks.values())), "masks may only shrink"
+        assert all((~m | o).all() for m, o in zip(new.values(), masks.values(), strict=True)), "masks may only shrink"
         kept = sum(int(m.sum()) for m in new.values())
         if scope == "global":
             assert kept == round(n * 0.8**r)

@@ -28,9 +28,15 @@ STUDY = {
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    # One intra-op thread for this tiny study, then the process's own count back: torch's thread count is
+    # process-global, and later tests (the vmap comparisons in tests/test_stacked.py) depend on it.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    run = Run(StudyConfig.model_validate(STUDY), tmp_path_factory.mktemp("analysis"))
-    run.run()
+    try:
+        run = Run(StudyConfig.model_validate(STUDY), tmp_path_factory.mktemp("analysis"))
+        run.run()
+    finally:
+        torch.set_num_threads(threads)
     return run
 
 
@@ -43,8 +49,14 @@ def test_plan_has_a_surface_and_a_hessian_per_tested_subnetwork():
     assert surface_key("imp-k0-r1", 0, 0) in keys and surface_key("dense", 0, 0) not in keys
 
 
-@pytest.mark.parametrize("analysis, field", [({"mask_sources": ["random"]}, "analysis.mask_sources"), ({"pairs": [3]}, "analysis.pairs"),
-                                             ({"surface": {"resolution": 4}}, "resolution")])
+@pytest.mark.parametrize(
+    "analysis, field",
+    [
+        ({"mask_sources": ["random"]}, "analysis.mask_sources"),
+        ({"pairs": [3]}, "analysis.pairs"),
+        ({"surface": {"resolution": 4}}, "resolution"),
+    ],
+)
 def test_bad_analysis_configs_name_the_field(analysis, field):
     with pytest.raises(ValidationError, match=field.split(".")[-1]):
         StudyConfig.model_validate({**STUDY, "analysis": analysis})
@@ -77,8 +89,7 @@ def test_hessian_matches_the_dense_hessian_of_copy_a(finished):
     model.load_state_dict(finished.load_state(copies_key("imp-k0-r1", 0, 0), "a"))
     batch = (finished.data.x_train[:200], finished.data.y_train[:200])
     dense = HessianOperator(model, [batch], masks=masks, dtype=torch.float64).to_dense()
-    active = torch.cat([masks[n].flatten() if n in masks else torch.ones(p.numel(), dtype=torch.bool)
-                        for n, p in model.named_parameters()])
+    active = torch.cat([masks[n].flatten() if n in masks else torch.ones(p.numel(), dtype=torch.bool) for n, p in model.named_parameters()])
     sub = dense[active][:, active]
     eig = torch.linalg.eigvalsh(sub).flip(0)
     assert info["active"] == int(active.sum()) < info["parameters"]

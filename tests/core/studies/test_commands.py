@@ -19,8 +19,20 @@ def test_presets_lists_every_preset(capsys):
 
 
 def test_run_prints_the_round_table_and_show_reprints_it(tmp_path):
-    small = ["--set", "train.epochs=2", "--set", "sweep.steps=[]", "--set", "pruning.rewind_steps=[0]", "--set", "stability.alphas=5",
-             "--set", "synthetic.train.epochs=5", "--set", "synthetic.sets.dm.iterations=2"]
+    small = [
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "sweep.steps=[]",
+        "--set",
+        "pruning.rewind_steps=[0]",
+        "--set",
+        "stability.alphas=5",
+        "--set",
+        "synthetic.train.epochs=5",
+        "--set",
+        "synthetic.sets.dm.iterations=2",
+    ]
     res = lmc("run", "--preset", "smoke", "--out", str(tmp_path), "--quiet", *small)
     assert res.returncode == 0, res.stderr + res.stdout
     assert "subnetworks rewound to step k = 0" in res.stdout and "36.0" in res.stdout
@@ -28,8 +40,18 @@ def test_run_prints_the_round_table_and_show_reprints_it(tmp_path):
     run_dir = next(tmp_path.iterdir())
     shown = lmc("show", str(run_dir), "--json")
     rows = json.loads(shown.stdout)
-    assert [(r["source"], r["round"]) for r in rows] == [("dense", 0), ("imp", 0), ("imp", 1), ("imp", 2), ("random", 0), ("random", 1), ("random", 2),
-                                                         ("distilled.dm", 0), ("distilled.dm", 1), ("distilled.dm", 2)]
+    assert [(r["source"], r["round"]) for r in rows] == [
+        ("dense", 0),
+        ("imp", 0),
+        ("imp", 1),
+        ("imp", 2),
+        ("random", 0),
+        ("random", 1),
+        ("random", 2),
+        ("distilled.dm", 0),
+        ("distilled.dm", 1),
+        ("distilled.dm", 2),
+    ]
     assert rows[3]["sparsity"] == pytest.approx(36.0, abs=0.05)
 
 

@@ -9,6 +9,7 @@ without recomputation, untested IMP rounds training copy A alone, imports, CutMi
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ PAIR = (1, 2)
 
 SOURCES = ["dense", "imp", "distilled.dm", "subset.dm", "combined.dm.r1", "random"]
 
-STUDY = {
+STUDY: dict[str, Any] = {
     "name": "distilled-tiny",
     "data": {"name": "teacher"},
     "model": {"arch": "mlp", "hidden": [16]},
@@ -147,8 +148,10 @@ def test_mtt_settings_whose_target_lies_beyond_the_trajectory_are_refused():
     with pytest.raises(ValidationError, match="exceeds expert_train_epochs"):
         MTTSettings(max_start_epoch=9, expert_epochs=2, expert_train_epochs=10)
     MTTSettings(max_start_epoch=8, expert_epochs=2, expert_train_epochs=10)  # exactly fits
-    cfg = study(synthetic={"sets": {"m": {"method": "mtt", "mtt": {"max_start_epoch": 5, "expert_epochs": 3, "expert_train_epochs": 6}}}},
-                pruning={"mask_sources": ["dense"]})
+    cfg = study(
+        synthetic={"sets": {"m": {"method": "mtt", "mtt": {"max_start_epoch": 5, "expert_epochs": 3, "expert_train_epochs": 6}}}},
+        pruning={"mask_sources": ["dense"]},
+    )
     _refused(cfg, "expert_train_epochs")
 
 
@@ -238,7 +241,11 @@ def test_subset_is_real_rows_with_the_synthetic_class_counts(finished):
     real_x, real_y = finished.data.x_train.cpu(), finished.data.y_train.cpu()
     x, y = sub.x_train.cpu(), sub.y_train.cpu()
     assert len(x) == syn.decoded_count == DECODED
-    assert torch.bincount(y, minlength=NUM_CLASSES).tolist() == torch.bincount(syn.labels, minlength=NUM_CLASSES).tolist() == [IPC] * NUM_CLASSES
+    assert (
+        torch.bincount(y, minlength=NUM_CLASSES).tolist()
+        == torch.bincount(syn.labels, minlength=NUM_CLASSES).tolist()
+        == [IPC] * NUM_CLASSES
+    )
     same = (x[:, None, :] == real_x[None, :, :]).all(-1)  # (subset rows, real rows)
     assert same.any(1).all(), "every subset row is a real training row"
     for i in range(len(x)):
@@ -273,8 +280,14 @@ def test_distilled_and_real_masks_differ_but_share_the_init(finished):
     assert all(torch.equal(init[k], v) for k, v in fresh.state_dict().items()), "init is theta_0 of the study's seed"
     model = copy.deepcopy(fresh)
     model.load_state_dict(init)
-    res = train(model, finished.synthetic_dataset("dm"), finished.cfg.synthetic.train, Augmenter(DataConfig(), "vector"),
-                data_seed=PAIR[0], augment_seed=PAIR[0])
+    res = train(
+        model,
+        finished.synthetic_dataset("dm"),
+        finished.cfg.synthetic.train,
+        Augmenter(DataConfig(), "vector"),
+        data_seed=PAIR[0],
+        augment_seed=PAIR[0],
+    )
     assert res.examples == SYN_RUN_EXAMPLES
     start = dense_masks(model)
     rebuilt = magnitude_prune(res.state, start, 0.2, scope="global", eligible=eligible_names(list(start)))
@@ -294,7 +307,10 @@ def test_synthetic_table_reports_the_evaluation(finished):
 def test_every_row_has_finite_barriers(finished):
     rows = finished.table()
     assert {(r["source"], r["round"]) for r in rows} == {
-        ("dense", 0), *((s, r) for s in ("imp", "distilled.dm", "subset.dm", "random") for r in (0, 1, 2)), ("combined.dm.r1", 2)}
+        ("dense", 0),
+        *((s, r) for s in ("imp", "distilled.dm", "subset.dm", "random") for r in (0, 1, 2)),
+        ("combined.dm.r1", 2),
+    }
     for r in rows:
         assert np.isfinite(r["error_barrier"]) and np.isfinite(r["loss_barrier"])
         assert r["sparsity"] == pytest.approx(100 * (1 - 0.8 ** r["round"]), abs=0.5)
@@ -358,8 +374,11 @@ def _import_study(path) -> dict:
         "train": {"lr": 0.1, "batch_size": 100, "epochs": 1},
         "pruning": {"mask_sources": ["dense", "distilled.imp1"], "rounds": 1, "rewind_steps": [0]},
         "stability": {"pairs": [[1, 2]], "alphas": 3, "splits": ["test"]},
-        "synthetic": {"sets": {"imp1": {"method": "import", "path": str(path)}},
-                      "train": {"lr": 0.05, "batch_size": 4, "epochs": 2, "schedule": "constant"}, "evaluate_runs": 0},
+        "synthetic": {
+            "sets": {"imp1": {"method": "import", "path": str(path)}},
+            "train": {"lr": 0.05, "batch_size": 4, "epochs": 2, "schedule": "constant"},
+            "evaluate_runs": 0,
+        },
     }
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.datafiles import write_cifar_archive
 from lmc_core.foundations.layout import copies_key, mask_key, path_key
 from lmc_core.studies.plan import plan
 from lmc_core.studies.presets import PRESETS, preset, preset_names
+from tests.helpers.datafiles import write_cifar_archive
 
 PAPER = ["paper-cifar10", "paper-cifar10-resnet18", "paper-cifar100", "paper-cifar100-resnet18"]
 REPO = Path(__file__).resolve().parents[3]
@@ -139,8 +139,20 @@ DECODED = 10 * 1 * 2 * 2  # 10 classes x ipc 1 x factor 2 squared
 
 def _small_set(name: str) -> list[str]:
     pre = f"synthetic.sets.{name}"
-    return ["--set", f"{pre}.ipc=1", "--set", f"{pre}.iterations=1", "--set", f"{pre}.batch_real=4",
-            "--set", f"{pre}.dc.outer_loop=1", "--set", f"{pre}.dc.inner_loop=1", "--set", f"{pre}.model.width=8"]
+    return [
+        "--set",
+        f"{pre}.ipc=1",
+        "--set",
+        f"{pre}.iterations=1",
+        "--set",
+        f"{pre}.batch_real=4",
+        "--set",
+        f"{pre}.dc.outer_loop=1",
+        "--set",
+        f"{pre}.dc.inner_loop=1",
+        "--set",
+        f"{pre}.model.width=8",
+    ]
 
 
 def test_scaled_down_paper_cifar10_runs_end_to_end(tmp_path):
@@ -149,15 +161,30 @@ def test_scaled_down_paper_cifar10_runs_end_to_end(tmp_path):
     assert archive.is_file() and len(arrays.y_train) == 5 * N_PER_BATCH
     out = tmp_path / "runs"
     overrides = [
-        "--set", f"data.path={data}",
-        "--set", "model.width=8",
-        "--set", "train.epochs=1", "--set", f"train.batch_size={REAL_BATCH}",
-        "--set", "pruning.rounds=2",
-        "--set", "pruning.mask_sources=[dense, imp, distilled.idc10, random]",
-        "--set", "stability.rounds=[0, 1, 2]", "--set", "stability.alphas=3",
-        *_small_set("idc10"), *_small_set("idc50"),
-        "--set", f"synthetic.train.epochs={SYN_EPOCHS}", "--set", f"synthetic.train.batch_size={SYN_BATCH}",
-        "--set", "synthetic.evaluate_runs=1",
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "model.width=8",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        f"train.batch_size={REAL_BATCH}",
+        "--set",
+        "pruning.rounds=2",
+        "--set",
+        "pruning.mask_sources=[dense, imp, distilled.idc10, random]",
+        "--set",
+        "stability.rounds=[0, 1, 2]",
+        "--set",
+        "stability.alphas=3",
+        *_small_set("idc10"),
+        *_small_set("idc50"),
+        "--set",
+        f"synthetic.train.epochs={SYN_EPOCHS}",
+        "--set",
+        f"synthetic.train.batch_size={SYN_BATCH}",
+        "--set",
+        "synthetic.evaluate_runs=1",
     ]
     res = lmc("run", "--preset", "paper-cifar10", "--out", str(out), "--quiet", *overrides, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -171,7 +171,9 @@ def upgrade() -> None:
         "gallery_tags",
         sa.Column("entry_id", sa.String(16), nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
-        sa.ForeignKeyConstraint(["entry_id"], ["gallery_entries.id"], name=op.f("fk_gallery_tags_entry_id_gallery_entries"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["entry_id"], ["gallery_entries.id"], name=op.f("fk_gallery_tags_entry_id_gallery_entries"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("entry_id", "name", name=op.f("pk_gallery_tags")),
     )
     op.create_index(op.f("ix_gallery_tags_name"), "gallery_tags", ["name"])
@@ -181,7 +183,9 @@ def upgrade() -> None:
         sa.Column("entry_id", sa.String(16), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         _when("created_at"),
-        sa.ForeignKeyConstraint(["entry_id"], ["gallery_entries.id"], name=op.f("fk_gallery_stars_entry_id_gallery_entries"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["entry_id"], ["gallery_entries.id"], name=op.f("fk_gallery_stars_entry_id_gallery_entries"), ondelete="CASCADE"
+        ),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_gallery_stars_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("entry_id", "user_id", name=op.f("pk_gallery_stars")),
     )
@@ -189,6 +193,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop every table (children first)."""
-    for table in ("gallery_stars", "gallery_tags", "gallery_entries", "artifacts", "results", "jobs", "notes", "study_tags",
-                  "studies", "api_tokens", "users"):
+    for table in (
+        "gallery_stars",
+        "gallery_tags",
+        "gallery_entries",
+        "artifacts",
+        "results",
+        "jobs",
+        "notes",
+        "study_tags",
+        "studies",
+        "api_tokens",
+        "users",
+    ):
         op.drop_table(table)

@@ -38,8 +38,9 @@ def upgrade() -> None:
         sa.Column("bytes", sa.Integer(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["entry_id"], ["gallery_entries.id"], name=op.f("fk_gallery_thumbnails_entry_id_gallery_entries"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["entry_id"], ["gallery_entries.id"], name=op.f("fk_gallery_thumbnails_entry_id_gallery_entries"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("entry_id", name=op.f("pk_gallery_thumbnails")),
     )
 

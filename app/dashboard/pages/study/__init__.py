@@ -22,10 +22,22 @@ TABS = ("sparsity", "paths", "landscape", "hessian", "synthetic")
 PARTS = (header, index, sparsity, paths, landscape, hessian, synthetic, publish)
 callbacks = Callbacks()
 
-urlstate.sync(callbacks, Study.URL, {"sources": (Study.SOURCES, "value"), "rounds": (Study.ROUNDS, "value"), "quantity": (Study.QUANTITY, "value"),
-                                  "splits": (Study.SPLITS, "value"), "surface": (Study.SURFACE_STAGE, "value"), "sq": (Study.SURFACE_QUANTITY, "value"),
-                                  "log": (Study.LOG, "value"), "hessian": (Study.HESSIAN_STAGE, "value"), "barrier": (Study.BARRIER, "value"),
-                                  "tab": (Study.TABS, "value")})
+urlstate.sync(
+    callbacks,
+    Study.URL,
+    {
+        "sources": (Study.SOURCES, "value"),
+        "rounds": (Study.ROUNDS, "value"),
+        "quantity": (Study.QUANTITY, "value"),
+        "splits": (Study.SPLITS, "value"),
+        "surface": (Study.SURFACE_STAGE, "value"),
+        "sq": (Study.SURFACE_QUANTITY, "value"),
+        "log": (Study.LOG, "value"),
+        "hessian": (Study.HESSIAN_STAGE, "value"),
+        "barrier": (Study.BARRIER, "value"),
+        "tab": (Study.TABS, "value"),
+    },
+)
 
 
 def prefetch(study_id: str) -> dict[str, Any]:
@@ -42,8 +54,13 @@ def prefetch(study_id: str) -> dict[str, Any]:
         client = api(None)  # the API bound to the app serving this request, anonymously
         study, p = client.study(study_id), client.progress(study_id)
         rev = header.revision(study, p)
-        return {"study": study, "progress": p, "rev": rev, "index": {**client.figures_index(study_id), "_rev": rev},
-                "results": client.results(study_id)}
+        return {
+            "study": study,
+            "progress": p,
+            "rev": rev,
+            "index": {**client.figures_index(study_id), "_rev": rev},
+            "results": client.results(study_id),
+        }
     except Exception:  # noqa: BLE001  (any failure: fall back to the callback chain)
         return {}
 
@@ -55,25 +72,33 @@ def layout(study_id: str = "", **q: str) -> html.Div:
     idx = pre.get("index") or {}
     tab = urlstate.first(q, "tab", "sparsity")
     tab = tab if tab in TABS else "sparsity"
-    return html.Div(className="study", children=[
-        dcc.Store(id=Study.ID, data=study_id),
-        dcc.Store(id=Study.REV, data=pre.get("rev")),
-        dcc.Store(id=Study.INDEX, data=pre.get("index")),
-        dcc.Store(id=Study.RESULTS, data=pre.get("results")),
-        dcc.Store(id=Study.URL),
-        header.poller(study),
-        *header.head(study_id, study, pre.get("progress")),
-        # Tabs mount only the chosen tab's graphs: each view draws two to three figures instead of ten, and the
-        # others' data still arrives with the page, so switching tabs draws without a round trip.
-        dcc.Tabs(id=Study.TABS, value=tab, className="tabs", children=[
-            dcc.Tab(label="Sparsity", value="sparsity", id=Study.tab("sparsity"), children=sparsity.tab(q)),
-            dcc.Tab(label="Interpolation", value="paths", id=Study.tab("paths"), children=paths.tab(q)),
-            dcc.Tab(label="Landscape", value="landscape", id=Study.tab("landscape"), children=landscape.tab(q, idx)),
-            dcc.Tab(label="Hessian", value="hessian", id=Study.tab("hessian"), children=hessian.tab(q, idx)),
-            dcc.Tab(label="Synthetic sets", value="synthetic", id=Study.tab("synthetic"), children=synthetic.tab()),
-        ]),
-        publish.card(idx),
-    ])
+    return html.Div(
+        className="study",
+        children=[
+            dcc.Store(id=Study.ID, data=study_id),
+            dcc.Store(id=Study.REV, data=pre.get("rev")),
+            dcc.Store(id=Study.INDEX, data=pre.get("index")),
+            dcc.Store(id=Study.RESULTS, data=pre.get("results")),
+            dcc.Store(id=Study.URL),
+            header.poller(study),
+            *header.head(study_id, study, pre.get("progress")),
+            # Tabs mount only the chosen tab's graphs: each view draws two to three figures instead of ten, and the
+            # others' data still arrives with the page, so switching tabs draws without a round trip.
+            dcc.Tabs(
+                id=Study.TABS,
+                value=tab,
+                className="tabs",
+                children=[
+                    dcc.Tab(label="Sparsity", value="sparsity", id=Study.tab("sparsity"), children=sparsity.tab(q)),
+                    dcc.Tab(label="Interpolation", value="paths", id=Study.tab("paths"), children=paths.tab(q)),
+                    dcc.Tab(label="Landscape", value="landscape", id=Study.tab("landscape"), children=landscape.tab(q, idx)),
+                    dcc.Tab(label="Hessian", value="hessian", id=Study.tab("hessian"), children=hessian.tab(q, idx)),
+                    dcc.Tab(label="Synthetic sets", value="synthetic", id=Study.tab("synthetic"), children=synthetic.tab()),
+                ],
+            ),
+            publish.card(idx),
+        ],
+    )
 
 
 def register(app: dash.Dash) -> None:

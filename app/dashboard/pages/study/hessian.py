@@ -18,10 +18,18 @@ callbacks = Callbacks()
 
 def tab(q: dict[str, Any], index: dict[str, Any]) -> html.Section:
     """Return the tab's card; ?hessian= restores the stage."""
-    return ui.card("Hessian", ui.loading(ui.graph(Study.HESSIAN_ROUNDS_GRAPH)), html.Div(className="controls", children=[
-        html.Label(["stage", stage_dropdown(Study.HESSIAN_STAGE, q, index, "hessian")]),
-    ]), html.Div(id=Study.HESSIAN_NUMBERS, className="numbers"),
-        html.Div(className="grid2", children=[ui.loading(ui.graph(Study.SPECTRUM_GRAPH)), ui.loading(ui.graph(Study.DIAGONAL_GRAPH))]))
+    return ui.card(
+        "Hessian",
+        ui.loading(ui.graph(Study.HESSIAN_ROUNDS_GRAPH)),
+        html.Div(
+            className="controls",
+            children=[
+                html.Label(["stage", stage_dropdown(Study.HESSIAN_STAGE, q, index, "hessian")]),
+            ],
+        ),
+        html.Div(id=Study.HESSIAN_NUMBERS, className="numbers"),
+        html.Div(className="grid2", children=[ui.loading(ui.graph(Study.SPECTRUM_GRAPH)), ui.loading(ui.graph(Study.DIAGONAL_GRAPH))]),
+    )
 
 
 @callbacks.callback(Output(Study.HESSIAN_ROUNDS_GRAPH, "figure"), Input(Study.RESULTS, "data"))
@@ -32,8 +40,14 @@ def hessian_rounds(results: dict[str, Any] | None) -> go.Figure:
     return figures.hessian_by_round(results.get("analysis") or [])
 
 
-@callbacks.callback(Output(Study.SPECTRUM_GRAPH, "figure"), Output(Study.DIAGONAL_GRAPH, "figure"), Output(Study.HESSIAN_NUMBERS, "children"),
-                    Input(Study.HESSIAN_STAGE, "value"), State(Study.ID, "data"), State(Shell.TOKEN, "data"))
+@callbacks.callback(
+    Output(Study.SPECTRUM_GRAPH, "figure"),
+    Output(Study.DIAGONAL_GRAPH, "figure"),
+    Output(Study.HESSIAN_NUMBERS, "children"),
+    Input(Study.HESSIAN_STAGE, "value"),
+    State(Study.ID, "data"),
+    State(Shell.TOKEN, "data"),
+)
 def hessian(stage: str | None, study_id: str, token: str | None) -> tuple[Any, Any, Any]:
     """Return the chosen stage's spectral density (in its mask source's colour), its diagonal's histogram and its numbers."""
     data = stage_figure(api(token), study_id, "hessian", stage)
@@ -41,8 +55,10 @@ def hessian(stage: str | None, study_id: str, token: str | None) -> tuple[Any, A
         return data
     colour = palette.colour((data.get("stage_ref") or {}).get("source") or str(stage))
     eig = ", ".join(f"{v:.4g}" for v in data.get("top_eigenvalues") or [])
-    nums = [html.Span(f"top eigenvalues: {eig or '–'}"),
-            html.Span(f"trace: {data['trace']:.4g} ± {data.get('trace_stderr') or 0:.2g}" if data.get("trace") is not None else "trace: –"),
-            html.Span(f"{data.get('active', '?')} of {data.get('parameters', '?')} weights unpruned"),
-            html.Span(f"{data.get('hvps', '?')} Hessian-vector products on {data.get('examples', '?')} examples")]
+    nums = [
+        html.Span(f"top eigenvalues: {eig or '–'}"),
+        html.Span(f"trace: {data['trace']:.4g} ± {data.get('trace_stderr') or 0:.2g}" if data.get("trace") is not None else "trace: –"),
+        html.Span(f"{data.get('active', '?')} of {data.get('parameters', '?')} weights unpruned"),
+        html.Span(f"{data.get('hvps', '?')} Hessian-vector products on {data.get('examples', '?')} examples"),
+    ]
     return figures.spectrum(data, colour=colour), figures.diagonal_histogram(data), nums

@@ -58,8 +58,13 @@ def stage_dropdown(id: str, q: dict[str, Any], index: dict[str, Any], figure: st
     """Return the stage chooser of `figure`: the linked stage when it exists, else the first finished one; choices from the
     prefetched index."""
     value = first(urlstate.first(q, figure), stage_keys(index, figure))
-    return dcc.Dropdown(id=id, value=value, options=stage_options(index, figure) if stage_keys(index, figure) else keep(value),
-                        clearable=False, className="dd-wide")
+    return dcc.Dropdown(
+        id=id,
+        value=value,
+        options=stage_options(index, figure) if stage_keys(index, figure) else keep(value),
+        clearable=False,
+        className="dd-wide",
+    )
 
 
 def stage_figure(client: Client, study_id: str, name: str, stage: str | None) -> dict[str, Any] | tuple[Any, Any, Any]:
@@ -77,8 +82,15 @@ def stage_figure(client: Client, study_id: str, name: str, stage: str | None) ->
 
 # Not on load: the layout's prefetch holds this revision's index, or the first poll (at once when it does not)
 # changes the revision. An initial call answering no_update would also keep the callbacks it held from ever running.
-@callbacks.callback(Output(Study.INDEX, "data"), Output(Study.RESULTS, "data"), Input(Study.REV, "data"), State(Study.ID, "data"),
-                    State(Shell.TOKEN, "data"), State(Study.INDEX, "data"), prevent_initial_call=True)
+@callbacks.callback(
+    Output(Study.INDEX, "data"),
+    Output(Study.RESULTS, "data"),
+    Input(Study.REV, "data"),
+    State(Study.ID, "data"),
+    State(Shell.TOKEN, "data"),
+    State(Study.INDEX, "data"),
+    prevent_initial_call=True,
+)
 def refresh(rev: str | None, study_id: str, token: str | None, index: dict[str, Any] | None) -> tuple[Any, Any]:
     """Return the figure index and the results of revision `rev` (no_update when the layout prefetched them)."""
     if rev and index and index.get("_rev") == rev:  # the layout prefetched this revision already
@@ -90,9 +102,17 @@ def refresh(rev: str | None, study_id: str, token: str | None, index: dict[str, 
         return {"error": err.message}, {"error": err.message}
 
 
-@callbacks.callback(Output(Study.SURFACE_STAGE, "options"), Output(Study.SURFACE_STAGE, "value"),
-                    Output(Study.HESSIAN_STAGE, "options"), Output(Study.HESSIAN_STAGE, "value"), Output(Study.PUB_FIGURE, "options"),
-                    Input(Study.INDEX, "data"), State(Study.SURFACE_STAGE, "value"), State(Study.HESSIAN_STAGE, "value"), prevent_initial_call=True)
+@callbacks.callback(
+    Output(Study.SURFACE_STAGE, "options"),
+    Output(Study.SURFACE_STAGE, "value"),
+    Output(Study.HESSIAN_STAGE, "options"),
+    Output(Study.HESSIAN_STAGE, "value"),
+    Output(Study.PUB_FIGURE, "options"),
+    Input(Study.INDEX, "data"),
+    State(Study.SURFACE_STAGE, "value"),
+    State(Study.HESSIAN_STAGE, "value"),
+    prevent_initial_call=True,
+)
 def choices(index: dict[str, Any] | None, sstage: str | None, hstage: str | None) -> tuple[Any, ...]:
     """Return the surface and Hessian stage choices with the chosen stages kept where they still exist, and the publishable figures."""
     surf, hess = stage_keys(index, "surface"), stage_keys(index, "hessian")

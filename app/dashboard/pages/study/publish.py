@@ -14,20 +14,45 @@ from ...ids import Shell, Study
 from .index import publishable
 
 # The graph holding each publishable figure on this page (rendered as the gallery card's PNG), and the picture's size.
-THUMB_GRAPHS = {"sparsity": Study.BARRIER_GRAPH, "interpolation": Study.INTERP_GRAPH, "surface": Study.CONTOUR_GRAPH, "hessian": Study.SPECTRUM_GRAPH}
+THUMB_GRAPHS = {
+    "sparsity": Study.BARRIER_GRAPH,
+    "interpolation": Study.INTERP_GRAPH,
+    "surface": Study.CONTOUR_GRAPH,
+    "hessian": Study.SPECTRUM_GRAPH,
+}
 THUMB_SIZE = (480, 320)
 callbacks = Callbacks()
 
 
 def card(index: dict[str, Any]) -> html.Div:
     """Return the publishing card (shown to visitors with a token), its figure choices from the prefetched index."""
-    return ui.edit_only(ui.card("Publish to the gallery", html.Div(className="form-row", children=[
-        html.Label(["figure", dcc.Dropdown(id=Study.PUB_FIGURE, options=publishable(index), placeholder="which figure", className="dd")]),
-        html.Label(["title", dcc.Input(id=Study.PUB_TITLE, type="text", placeholder="a title for the gallery card", className="input-wide")]),
-        html.Label(["tags", dcc.Input(id=Study.PUB_TAGS, type="text", placeholder="comma,separated", className="input")]),
-    ]), dcc.Textarea(id=Study.PUB_NOTES, placeholder="notes (what the figure shows, what to look at)", className="textarea"),
-        html.Button("Publish", id=Study.PUB_GO, className="btn btn-primary"), html.Div(id=Study.PUB_MSG),
-        html.P("Surface and Hessian figures publish the stage selected above.", className="hint")))
+    return ui.edit_only(
+        ui.card(
+            "Publish to the gallery",
+            html.Div(
+                className="form-row",
+                children=[
+                    html.Label(
+                        [
+                            "figure",
+                            dcc.Dropdown(id=Study.PUB_FIGURE, options=publishable(index), placeholder="which figure", className="dd"),
+                        ]
+                    ),
+                    html.Label(
+                        [
+                            "title",
+                            dcc.Input(id=Study.PUB_TITLE, type="text", placeholder="a title for the gallery card", className="input-wide"),
+                        ]
+                    ),
+                    html.Label(["tags", dcc.Input(id=Study.PUB_TAGS, type="text", placeholder="comma,separated", className="input")]),
+                ],
+            ),
+            dcc.Textarea(id=Study.PUB_NOTES, placeholder="notes (what the figure shows, what to look at)", className="textarea"),
+            html.Button("Publish", id=Study.PUB_GO, className="btn btn-primary"),
+            html.Div(id=Study.PUB_MSG),
+            html.P("Surface and Hessian figures publish the stage selected above.", className="hint"),
+        )
+    )
 
 
 # Publishing, step 1 in the browser: render the chosen figure (Plotly.toImage, PNG, THUMB_SIZE) for the gallery card.
@@ -51,15 +76,36 @@ callbacks.clientside_callback(
         }}
         return JSON.stringify(out);
     }}""",
-    Output(Study.PUB_MSG, "data-request"), Input(Study.PUB_GO, "n_clicks"), State(Study.PUB_FIGURE, "value"),
-    *[State(THUMB_GRAPHS[name], "figure") for name in _NAMES], prevent_initial_call=True)
+    Output(Study.PUB_MSG, "data-request"),
+    Input(Study.PUB_GO, "n_clicks"),
+    State(Study.PUB_FIGURE, "value"),
+    *[State(THUMB_GRAPHS[name], "figure") for name in _NAMES],
+    prevent_initial_call=True,
+)
 
 
-@callbacks.callback(Output(Study.PUB_MSG, "children"), Input(Study.PUB_MSG, "data-request"), State(Study.PUB_TITLE, "value"),
-                    State(Study.PUB_TAGS, "value"), State(Study.PUB_NOTES, "value"), State(Study.SURFACE_STAGE, "value"), State(Study.HESSIAN_STAGE, "value"),
-                    State(Study.ID, "data"), State(Shell.TOKEN, "data"), prevent_initial_call=True)
-def publish(request: str | None, title: str | None, tags: str | None, notes: str | None, sstage: str | None, hstage: str | None,
-            study_id: str, token: str | None) -> Any:
+@callbacks.callback(
+    Output(Study.PUB_MSG, "children"),
+    Input(Study.PUB_MSG, "data-request"),
+    State(Study.PUB_TITLE, "value"),
+    State(Study.PUB_TAGS, "value"),
+    State(Study.PUB_NOTES, "value"),
+    State(Study.SURFACE_STAGE, "value"),
+    State(Study.HESSIAN_STAGE, "value"),
+    State(Study.ID, "data"),
+    State(Shell.TOKEN, "data"),
+    prevent_initial_call=True,
+)
+def publish(
+    request: str | None,
+    title: str | None,
+    tags: str | None,
+    notes: str | None,
+    sstage: str | None,
+    hstage: str | None,
+    study_id: str,
+    token: str | None,
+) -> Any:
     """Step 2 on the server: publish the entry, with the browser's PNG as its thumbnail when step 1 made one; return a link to it."""
     try:
         req = json.loads(request) if request else None
@@ -70,8 +116,14 @@ def publish(request: str | None, title: str | None, tags: str | None, notes: str
     figure = req.get("figure")
     if not figure:
         return ui.error("choose the figure to publish", title="Publish")
-    body = {"study_id": study_id, "kind": "figure", "figure": figure, "title": (title or "").strip() or f"{figure} figure",
-            "tags": [t.strip() for t in (tags or "").split(",") if t.strip()], "notes": notes or ""}
+    body = {
+        "study_id": study_id,
+        "kind": "figure",
+        "figure": figure,
+        "title": (title or "").strip() or f"{figure} figure",
+        "tags": [t.strip() for t in (tags or "").split(",") if t.strip()],
+        "notes": notes or "",
+    }
     if figure == "surface":
         body["stage"] = sstage
     elif figure == "hessian":
@@ -90,6 +142,16 @@ def publish(request: str | None, title: str | None, tags: str | None, notes: str
         except ApiError as err2:
             return ui.error(err2.message)
         req["error"] = err.message
-    note = "" if entry.get("thumbnail") else f"  (no thumbnail: {req.get('error') or 'the figure is not drawn yet'}; the card shows a drawn preview)"
-    return ui.ok(["published: ", dcc.Link(entry["title"], href=f"/gallery/{entry['id']}", id=Study.PUB_PERMALINK),
-                  html.Span(f"  (permalink /gallery/{entry['id']})", className="mono"), html.Span(note, className="hint")])
+    note = (
+        ""
+        if entry.get("thumbnail")
+        else f"  (no thumbnail: {req.get('error') or 'the figure is not drawn yet'}; the card shows a drawn preview)"
+    )
+    return ui.ok(
+        [
+            "published: ",
+            dcc.Link(entry["title"], href=f"/gallery/{entry['id']}", id=Study.PUB_PERMALINK),
+            html.Span(f"  (permalink /gallery/{entry['id']})", className="mono"),
+            html.Span(note, className="hint"),
+        ]
+    )

@@ -18,14 +18,31 @@ callbacks = Callbacks()
 
 def tab(q: dict[str, Any]) -> html.Section:
     """Return the tab's card; ?barrier= picks the barrier shown."""
-    return ui.card("Accuracy and barrier vs sparsity", html.Div(className="controls", children=[
-        dcc.RadioItems(id=Study.BARRIER, options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"}],
-                       value=urlstate.first(q, "barrier", "error_barrier"), inline=True),
-    ]), html.Div(className="grid2", children=[ui.loading(ui.graph(Study.ACCURACY_GRAPH)), ui.loading(ui.graph(Study.BARRIER_GRAPH))]))
+    return ui.card(
+        "Accuracy and barrier vs sparsity",
+        html.Div(
+            className="controls",
+            children=[
+                dcc.RadioItems(
+                    id=Study.BARRIER,
+                    options=[{"label": "error barrier", "value": "error_barrier"}, {"label": "loss barrier", "value": "loss_barrier"}],
+                    value=urlstate.first(q, "barrier", "error_barrier"),
+                    inline=True,
+                ),
+            ],
+        ),
+        html.Div(className="grid2", children=[ui.loading(ui.graph(Study.ACCURACY_GRAPH)), ui.loading(ui.graph(Study.BARRIER_GRAPH))]),
+    )
 
 
-@callbacks.callback(Output(Study.ACCURACY_GRAPH, "figure"), Output(Study.BARRIER_GRAPH, "figure"), Input(Study.INDEX, "data"),
-                    Input(Study.BARRIER, "value"), State(Study.ID, "data"), State(Shell.TOKEN, "data"))
+@callbacks.callback(
+    Output(Study.ACCURACY_GRAPH, "figure"),
+    Output(Study.BARRIER_GRAPH, "figure"),
+    Input(Study.INDEX, "data"),
+    Input(Study.BARRIER, "value"),
+    State(Study.ID, "data"),
+    State(Shell.TOKEN, "data"),
+)
 def sparsity(index: dict[str, Any] | None, metric: str, study_id: str, token: str | None) -> tuple[go.Figure, go.Figure]:
     """Return accuracy vs sparsity and the chosen barrier vs sparsity (empty figures saying why when there is nothing yet)."""
     if not available(index, "sparsity"):

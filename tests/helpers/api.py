@@ -7,9 +7,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.auth import create_token
 from app.api.main import create_app
@@ -26,10 +28,17 @@ TINY_OVERRIDES: dict[str, Any] = {
     "pruning": {"rewind_steps": [0], "rounds": 2, "mask_sources": ["dense", "imp", "random", "distilled.dm"]},
     "stability": {"alphas": 5},
     "sweep": {"steps": []},
-    "synthetic": {"sets": {"dm": {"method": "dm", "ipc": 2, "iterations": 2, "lr_img": 10.0, "batch_real": 16}},
-                  "train": {"epochs": 2, "batch_size": 20, "milestones": []}, "evaluate_runs": 0},
-    "analysis": {"rounds": [2], "mask_sources": ["imp"], "surface": {"resolution": 5, "examples": 100},
-                 "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 8, "density_runs": 1, "density_steps": 5, "diagonal_samples": 3}},
+    "synthetic": {
+        "sets": {"dm": {"method": "dm", "ipc": 2, "iterations": 2, "lr_img": 10.0, "batch_real": 16}},
+        "train": {"epochs": 2, "batch_size": 20, "milestones": []},
+        "evaluate_runs": 0,
+    },
+    "analysis": {
+        "rounds": [2],
+        "mask_sources": ["imp"],
+        "surface": {"resolution": 5, "examples": 100},
+        "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 8, "density_runs": 1, "density_steps": 5, "diagonal_samples": 3},
+    },
 }
 
 
@@ -57,8 +66,15 @@ def tiny_run(artifact_root: Path) -> Path:
         torch.set_num_threads(threads)
     # The worker's plan job writes stages.json and refreshes summary.json after every stage (interface.md).
     save_json(run.dir / "stages.json", [{"key": s.key, "kind": s.kind, "deps": list(s.deps)} for s in run.stages])
-    save_json(run.dir / "summary.json", {"table": run.table(), "analysis": run.analysis_table(), "synthetic": run.synthetic_table(),
-                                         "stages": {s.key: s.kind for s in run.stages}})
+    save_json(
+        run.dir / "summary.json",
+        {
+            "table": run.table(),
+            "analysis": run.analysis_table(),
+            "synthetic": run.synthetic_table(),
+            "stages": {s.key: s.kind for s in run.stages},
+        },
+    )
     return run.dir
 
 
@@ -72,7 +88,7 @@ class PostgresDatabases:
         try:
             with self.admin.connect() as c:
                 c.execute(text("SELECT 1"))
-        except Exception as err:  # any connection failure means the same thing: no PostgreSQL here
+        except Exception as err:  # noqa: BLE001  (any connection failure means the same thing: no PostgreSQL here)
             self.error = f"{err.__class__.__name__}: {str(err).splitlines()[0]}"
 
     def create(self) -> str:
@@ -107,8 +123,14 @@ class TestApp:
     __test__ = False  # not a test class, whatever its name
 
     def __init__(self, *, database_url: str, artifact_root: Path, data_dir: Path, **overrides: Any):
-        fields = {"data_dir": data_dir, "database_url": database_url, "redis_url": REDIS_URL, "artifact_root": artifact_root,
-                  "sync_interval_s": 0, **overrides}
+        fields = {
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "redis_url": REDIS_URL,
+            "artifact_root": artifact_root,
+            "sync_interval_s": 0,
+            **overrides,
+        }
         self.settings = Settings(**fields)
         self.app = create_app(self.settings)
         self.client = TestClient(self.app)
@@ -119,7 +141,7 @@ class TestApp:
                 self.tokens[role] = create_token(session, user, role)[0]
 
     @property
-    def sessions(self):  # type: ignore[no-untyped-def]
+    def sessions(self) -> sessionmaker[Session]:
         """Return the app's session factory."""
         return self.app.state.sessions
 
@@ -127,19 +149,19 @@ class TestApp:
         """Return the Authorization header of `role`'s token ({} for None: anonymous)."""
         return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
 
-    def get(self, url: str, role: str | None = None, **kw: Any):  # type: ignore[no-untyped-def]
+    def get(self, url: str, role: str | None = None, **kw: Any) -> httpx.Response:
         """Return the response to GET `url` as `role` (anonymous by default)."""
         return self.client.get(url, headers=self.headers(role), **kw)
 
-    def post(self, url: str, json_body: Any = None, role: str | None = "editor", **kw: Any):  # type: ignore[no-untyped-def]
+    def post(self, url: str, json_body: Any = None, role: str | None = "editor", **kw: Any) -> httpx.Response:
         """Return the response to POST `url` with a JSON body as `role` (editor by default)."""
         return self.client.post(url, json=json_body, headers=self.headers(role), **kw)
 
-    def patch(self, url: str, json_body: Any = None, role: str | None = "editor"):  # type: ignore[no-untyped-def]
+    def patch(self, url: str, json_body: Any = None, role: str | None = "editor") -> httpx.Response:
         """Return the response to PATCH `url` as `role`."""
         return self.client.patch(url, json=json_body, headers=self.headers(role))
 
-    def delete(self, url: str, role: str | None = "editor"):  # type: ignore[no-untyped-def]
+    def delete(self, url: str, role: str | None = "editor") -> httpx.Response:
         """Return the response to DELETE `url` as `role`."""
         return self.client.delete(url, headers=self.headers(role))
 
@@ -173,15 +195,18 @@ def worker_config(seed: int = 0) -> dict[str, Any]:
     `seed` changes the run id, so tests on the two backends (one artifact root) do not share finished stages.
     """
     return {
-        "name": "api-worker-test", "seed": seed,
+        "name": "api-worker-test",
+        "seed": seed,
         "data": {"name": "mnist1d", "augmentation": "shift", "max_shift": 3},
         "model": {"arch": "mlp", "hidden": [32, 32]},
         "train": {"lr": 0.1, "batch_size": 32, "epochs": 2, "schedule": "cosine"},
         "pruning": {"mask_sources": ["dense", "imp", "random"], "rounds": 1, "rewind_steps": [0]},
         "stability": {"pairs": [[100, 101]], "alphas": 5},
-        "analysis": {"rounds": [1], "surface": {"plane": "copies", "resolution": 5, "examples": 200},
-                     "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 20, "density_runs": 1, "density_steps": 10,
-                                 "diagonal_samples": 5}},
+        "analysis": {
+            "rounds": [1],
+            "surface": {"plane": "copies", "resolution": 5, "examples": 200},
+            "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 20, "density_runs": 1, "density_steps": 10, "diagonal_samples": 5},
+        },
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,8 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,9 +31,11 @@ def tiny_config(epochs: int = 2) -> dict[str, Any]:
         "train": {"lr": 0.1, "batch_size": 32, "epochs": epochs, "schedule": "cosine"},
         "pruning": {"mask_sources": ["dense", "imp", "random"], "rounds": 1, "rewind_steps": [0]},
         "stability": {"pairs": [[100, 101]], "alphas": 5},
-        "analysis": {"rounds": [1], "surface": {"plane": "copies", "resolution": 5, "examples": 200},
-                     "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 20, "density_runs": 1, "density_steps": 10,
-                                 "diagonal_samples": 5}},
+        "analysis": {
+            "rounds": [1],
+            "surface": {"plane": "copies", "resolution": 5, "examples": 200},
+            "hessian": {"examples": 64, "top_k": 2, "trace_max_hvps": 20, "density_runs": 1, "density_steps": 10, "diagonal_samples": 5},
+        },
     }
 
 
@@ -82,7 +86,7 @@ def assert_same_results(got: Path, want: Path) -> None:
 
 def stage_mtimes(run_dir: Path) -> dict[str, tuple[float, float]]:
     """Return {stage key: (stage.json mtime, recorded seconds)} for every finished stage."""
-    out = {}
+    out: dict[str, tuple[float, float]] = {}
     for p in run_dir.glob("stages/**/stage.json"):
         out[str(p.parent.relative_to(run_dir / "stages"))] = (p.stat().st_mtime_ns, json.loads(p.read_text())["seconds"])
     return out
@@ -146,15 +150,28 @@ class Workers:
         self.url, self.tmp = url, tmp
         self.procs: list[subprocess.Popen] = []
         self.extra_pids: set[int] = set()
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LMC_REDIS_URL": url,
-                    "LMC_WORKER_TTL": "20", "LMC_JOB_MONITORING_INTERVAL": "1", "LMC_MAINTENANCE_INTERVAL": "2",
-                    "LMC_WORKER_DEAD_AFTER": "60", "PYTHONPATH": str(ROOT)}
+        self.env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "LMC_REDIS_URL": url,
+            "LMC_WORKER_TTL": "20",
+            "LMC_JOB_MONITORING_INTERVAL": "1",
+            "LMC_MAINTENANCE_INTERVAL": "2",
+            "LMC_WORKER_DEAD_AFTER": "60",
+            "PYTHONPATH": str(ROOT),
+        }
         self.env.pop("LMC_ARTIFACT_ROOT", None)
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--url", self.url, "--name", name, "--log-level", "INFO", *args],
-                                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.tmp / f"{name}.log", "w") as log:  # the worker writes to its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker", "--url", self.url, "--name", name, "--log-level", "INFO", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 
@@ -165,15 +182,9 @@ class Workers:
         for proc in self.procs:
             pids = _descendants(proc.pid) if proc.poll() is None else []
             for pid in [proc.pid, *pids]:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             proc.wait(timeout=30)
         for pid in self.extra_pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
