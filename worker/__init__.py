@@ -20,8 +20,24 @@ from .status import study_status
 from .submit import enqueue_stages, submit_study
 
 __all__ = [
-    "DEFAULT_QUEUE", "PLAN_FUNC", "SERIALIZER", "STAGE_FUNC",
-    "append_log", "cancel_study", "connect", "enqueue_stages", "live_workers", "plan_job_id", "queue_summary",
-    "reap_dead_workers", "reconcile_study", "requeue_abandoned", "run_dir", "stage_job_id", "study_status",
-    "submit_study", "worker_alive", "workers_per_queue",
+    "DEFAULT_QUEUE",
+    "PLAN_FUNC",
+    "SERIALIZER",
+    "STAGE_FUNC",
+    "append_log",
+    "cancel_study",
+    "connect",
+    "enqueue_stages",
+    "live_workers",
+    "plan_job_id",
+    "queue_summary",
+    "reap_dead_workers",
+    "reconcile_study",
+    "requeue_abandoned",
+    "run_dir",
+    "stage_job_id",
+    "study_status",
+    "submit_study",
+    "worker_alive",
+    "workers_per_queue",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import redis
 from rq import Queue
@@ -69,7 +70,7 @@ def requeue_abandoned(conn: redis.Redis, queues: Iterable[str] | None = None) ->
     for name in names:
         q = get_queue(conn, name)
         by_job: dict[str, list[str]] = {}
-        for raw in conn.zrange(q.started_job_registry.key, 0, -1):
+        for raw in cast("list[bytes]", conn.zrange(q.started_job_registry.key, 0, -1)):
             entry = decode(raw)
             job_id = parse_composite_key(entry)[0] if ":" in entry else entry
             by_job.setdefault(job_id, []).append(entry)
@@ -91,15 +92,15 @@ def requeue_abandoned(conn: redis.Redis, queues: Iterable[str] | None = None) ->
         # failure time + failure_ttl, the same for all our jobs, so a cursor lets each failure be examined about once.
         cursor_key = keys.failed_scan_key(name)
         cursor = float(conn.get(cursor_key) or 0)
-        scored = conn.zrangebyscore(q.failed_job_registry.key, cursor, "+inf", withscores=True)
+        scored = cast("list[tuple[bytes, float]]", conn.zrangebyscore(q.failed_job_registry.key, cursor, "+inf", withscores=True))
         failed_ids = [decode(member) for member, _ in scored]
         if scored:
             conn.set(cursor_key, max(score for _, score in scored))
-        for job in Job.fetch_many(failed_ids, connection=conn, serializer=SERIALIZER) if failed_ids else []:
-            if job is None or job.func_name not in keys.JOB_FUNCS or job_status(job) != JobStatus.FAILED:
+        for failed_job in Job.fetch_many(failed_ids, connection=conn, serializer=SERIALIZER) if failed_ids else []:
+            if failed_job is None or failed_job.func_name not in keys.JOB_FUNCS or job_status(failed_job) != JobStatus.FAILED:
                 continue
-            if _ABANDONED in (job_error(job) or "") and _requeue(conn, job, "worker died (found by RQ maintenance)"):
-                requeued.append(job.id)
+            if _ABANDONED in (job_error(failed_job) or "") and _requeue(conn, failed_job, "worker died (found by RQ maintenance)"):
+                requeued.append(failed_job.id)
     for job_id in requeued:
         try:
             job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)

@@ -31,9 +31,9 @@ def _cancel_jobs(conn: redis.Redis, job_ids: list[str]) -> int:
             except InvalidJobOperation:
                 pass
         # One of them may have been dequeued between our read and its cancel: it runs regardless, so stop it too.
-        for job in Job.fetch_many([j.id for j in waiting], connection=conn, serializer=SERIALIZER) if waiting else []:
-            if job is not None and job.started_at is not None:
-                running.append(job)
+        for fetched in Job.fetch_many([j.id for j in waiting], connection=conn, serializer=SERIALIZER) if waiting else []:
+            if fetched is not None and fetched.started_at is not None:
+                running.append(fetched)
         for job in running:
             try:
                 send_stop_job_command(conn, job.id, serializer=SERIALIZER)

@@ -16,17 +16,33 @@ from . import defaults
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `worker` subcommand to `sub`."""
-    p = sub.add_parser("worker", help="run an RQ worker for study jobs (one per GPU)",
-                       description="Run study stages from the Redis queue. Timing knobs come from the environment: "
-                                   "LMC_WORKER_TTL, LMC_JOB_MONITORING_INTERVAL, LMC_WORKER_DEAD_AFTER, LMC_MAINTENANCE_INTERVAL.")
-    p.add_argument("--queues", nargs="+", default=[defaults.DEFAULT_QUEUE], metavar="QUEUE",
-                   help=f"queues to listen on, highest priority first (default: {defaults.DEFAULT_QUEUE})")
+    p = sub.add_parser(
+        "worker",
+        help="run an RQ worker for study jobs (one per GPU)",
+        description="Run study stages from the Redis queue. Timing knobs come from the environment: "
+        "LMC_WORKER_TTL, LMC_JOB_MONITORING_INTERVAL, LMC_WORKER_DEAD_AFTER, LMC_MAINTENANCE_INTERVAL.",
+    )
+    p.add_argument(
+        "--queues",
+        nargs="+",
+        default=[defaults.DEFAULT_QUEUE],
+        metavar="QUEUE",
+        help=f"queues to listen on, highest priority first (default: {defaults.DEFAULT_QUEUE})",
+    )
     p.add_argument("--gpu", default=None, metavar="N", help="the GPU this worker owns: sets CUDA_VISIBLE_DEVICES=N before torch loads")
     p.add_argument("--url", default=None, help=f"Redis URL (default: $LMC_REDIS_URL or {defaults.REDIS_URL})")
-    p.add_argument("--artifact-root", default=None,
-                   help="where this machine sees the shared artifact root (default: $LMC_ARTIFACT_ROOT, else the path each job carries)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads per job (OMP/MKL); set 1 when several workers share a CPU. Default: torch's own choice")
+    p.add_argument(
+        "--artifact-root",
+        default=None,
+        help="where this machine sees the shared artifact root (default: $LMC_ARTIFACT_ROOT, else the path each job carries)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads per job (OMP/MKL); set 1 when several workers share a CPU. Default: torch's own choice",
+    )
     p.add_argument("--burst", action="store_true", help="quit when the queues are empty")
     p.add_argument("--name", default=None, help="worker name (default: lmc-<host>[-gpu<N>]-<pid>)")
     p.add_argument("--max-jobs", type=int, default=None, help="quit after this many jobs")

@@ -20,8 +20,8 @@ DEFAULT_QUEUE = "lmc"
 REDIS_URL = "redis://127.0.0.1:6379/0"  # LMC_REDIS_URL overrides (same default as app/api/settings.py)
 
 # Job lifetimes. A stage is a single training / distillation / analysis and may run for hours on a GPU.
-JOB_TIMEOUT = "24h"
-PLAN_TIMEOUT = "30m"  # the plan job only hashes the config and checks which stage files exist
+JOB_TIMEOUT = 24 * 3600  # seconds
+PLAN_TIMEOUT = 30 * 60  # the plan job only hashes the config and checks which stage files exist
 RESULT_TTL = 24 * 3600  # Redis keeps a finished job a day; the results themselves live in the artifact root
 FAILURE_TTL = 30 * 24 * 3600  # a failed stage's traceback stays visible until someone looks at it
 

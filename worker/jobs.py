@@ -69,11 +69,15 @@ def plan_study(study_id: str, config: dict[str, Any], artifact_root: str, queue:
 def refresh_summary(conn: redis.Redis, run: Run) -> None:
     """Rewrite the run's summary file (study table, analysis table, synthetic table, stage kinds) under the run's Redis lock."""
     # Each writer reads the stage files inside the lock, so the last write has seen every stage finished before it.
-    with conn.lock(keys.summary_lock_key(run.id), timeout=defaults.SUMMARY_LOCK_TIMEOUT,
-                   blocking_timeout=defaults.SUMMARY_LOCK_TIMEOUT):
-        summary = {"table": run.table(), "analysis": run.analysis_table(), "synthetic": run.synthetic_table(),
-                   "stages": {s.key: s.kind for s in run.stages}, "done": [s.key for s in run.stages if run.is_done(s.key)],
-                   "updated": time.time()}
+    with conn.lock(keys.summary_lock_key(run.id), timeout=defaults.SUMMARY_LOCK_TIMEOUT, blocking_timeout=defaults.SUMMARY_LOCK_TIMEOUT):
+        summary = {
+            "table": run.table(),
+            "analysis": run.analysis_table(),
+            "synthetic": run.synthetic_table(),
+            "stages": {s.key: s.kind for s in run.stages},
+            "done": [s.key for s in run.stages if run.is_done(s.key)],
+            "updated": time.time(),
+        }
         save_json(run.dir / layout.SUMMARY_FILE, summary)
 
 
@@ -119,8 +123,16 @@ class Progress:
             rate = (now - self.phase_start) / (event.step - self.phase_step)
             eta = rate * max(event.total - event.step, 0)
         metrics = {k: _number(v) for k, v in (event.metrics or {}).items()}
-        progress = {"stage": self.stage, "event_stage": event.stage, "step": event.step, "total": event.total,
-                    "eta_s": eta, "metrics": metrics, "message": event.message, "updated": time.time()}
+        progress = {
+            "stage": self.stage,
+            "event_stage": event.stage,
+            "step": event.step,
+            "total": event.total,
+            "eta_s": eta,
+            "metrics": metrics,
+            "message": event.message,
+            "updated": time.time(),
+        }
         if event.message:
             append_log(self.conn, self.run_id, f"{self.stage}: {event.message}")
         if now - self.last_write < defaults.PROGRESS_INTERVAL_S:
@@ -182,8 +194,15 @@ def run_stage(study_id: str, config: dict[str, Any], artifact_root: str, stage_k
                 return {"key": stage_key, "kind": stage.kind, "skipped": True, "seconds": run.stage_info(stage_key).get("seconds")}
             if job is not None:
                 job.meta["pid"] = os.getpid()
-                job.meta["progress"] = {"stage": stage_key, "step": 0, "total": None, "eta_s": None, "metrics": {},
-                                        "message": "starting", "updated": time.time()}
+                job.meta["progress"] = {
+                    "stage": stage_key,
+                    "step": 0,
+                    "total": None,
+                    "eta_s": None,
+                    "metrics": {},
+                    "message": "starting",
+                    "updated": time.time(),
+                }
                 job.save_meta()
             append_log(conn, run.id, f"{stage_key}: started ({stage.kind})")
             try:

@@ -87,10 +87,23 @@ def live_workers(conn: redis.Redis) -> list[dict[str, Any]]:
         if job_id:
             with contextlib.suppress(NoSuchJobError):  # it finished and expired meanwhile
                 stage = Job.fetch(job_id, connection=conn, serializer=SERIALIZER).meta.get("stage")
-        out.append({"name": w.name, "queues": w.queue_names(), "state": w.get_state(), "current_job": job_id, "stage": stage,
-                    "gpu": extra.get("gpu") or None, "threads": extra.get("threads") or None, "pid": w.pid,
-                    "hostname": w.hostname, "birth": iso_time(w.birth_date), "last_heartbeat": iso_time(w.last_heartbeat),
-                    "successful_jobs": w.successful_job_count, "failed_jobs": w.failed_job_count})
+        out.append(
+            {
+                "name": w.name,
+                "queues": w.queue_names(),
+                "state": w.get_state(),
+                "current_job": job_id,
+                "stage": stage,
+                "gpu": extra.get("gpu") or None,
+                "threads": extra.get("threads") or None,
+                "pid": w.pid,
+                "hostname": w.hostname,
+                "birth": iso_time(w.birth_date),
+                "last_heartbeat": iso_time(w.last_heartbeat),
+                "successful_jobs": w.successful_job_count,
+                "failed_jobs": w.failed_job_count,
+            }
+        )
     return sorted(out, key=lambda d: d["name"])
 
 
@@ -110,6 +123,12 @@ def queue_summary(conn: redis.Redis, names: Iterable[str]) -> list[dict[str, Any
     out = []
     for name in names:
         mine = [w for w in workers if name in w["queues"]]
-        out.append({"name": name, "workers": [w["name"] for w in mine], "busy": sum(1 for w in mine if w["current_job"]),
-                    "queued": get_queue(conn, name).count})
+        out.append(
+            {
+                "name": name,
+                "workers": [w["name"] for w in mine],
+                "busy": sum(1 for w in mine if w["current_job"]),
+                "queued": get_queue(conn, name).count,
+            }
+        )
     return out

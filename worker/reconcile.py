@@ -12,8 +12,9 @@ from .status import study_record, study_status
 from .submit import submit_study
 
 
-def reconcile_study(conn: redis.Redis, study_id: str, config: dict[str, Any], run_id: str, artifact_root: str | Path,
-                    queue: str = defaults.DEFAULT_QUEUE) -> str | None:
+def reconcile_study(
+    conn: redis.Redis, study_id: str, config: dict[str, Any], run_id: str, artifact_root: str | Path, queue: str = defaults.DEFAULT_QUEUE
+) -> str | None:
     """Resubmit a study that lost its jobs (e.g. Redis restarted empty) and return the new plan job id, or None if nothing was lost.
 
     Call it for studies the store believes queued or running: a study that is finished, cancelled, has a plan job

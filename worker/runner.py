@@ -37,11 +37,11 @@ class LmcWorker(Worker):
                 log.warning("requeued %d job(s) abandoned by dead workers: %s", len(ids), ", ".join(ids))
         except redis.RedisError:
             log.exception("requeue_abandoned failed; RQ's own maintenance still runs")
-        super().run_maintenance_tasks()
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # rq leaves this hook unannotated
 
     def register_death(self) -> None:
         """Deregister as RQ does, and drop the GPU and thread record that live_workers reads."""
-        super().register_death()
+        super().register_death()  # type: ignore[no-untyped-call]  # rq leaves this hook unannotated
         self.connection.delete(keys.worker_info_key(self.name))
 
 
@@ -65,13 +65,28 @@ def default_name(gpu: str | None = None) -> str:
     return f"lmc-{host}" + (f"-gpu{gpu}" if gpu not in (None, "") else "") + f"-{os.getpid()}"
 
 
-def make_worker(conn: redis.Redis, queues: Sequence[str] = (defaults.DEFAULT_QUEUE,), name: str | None = None,
-                gpu: str | None = None, threads: int | None = None, **kwargs: Any) -> LmcWorker:
+def make_worker(
+    conn: redis.Redis,
+    queues: Sequence[str] = (defaults.DEFAULT_QUEUE,),
+    name: str | None = None,
+    gpu: str | None = None,
+    threads: int | None = None,
+    **kwargs: Any,
+) -> LmcWorker:
     """Return an LmcWorker on `queues` with the layer's TTLs, and record its GPU and thread count for live_workers."""
     name = name or default_name(gpu)
-    worker = LmcWorker(list(queues), name=name, connection=conn, serializer=SERIALIZER,
-                       worker_ttl=defaults.WORKER_TTL, job_monitoring_interval=defaults.JOB_MONITORING_INTERVAL,
-                       maintenance_interval=defaults.MAINTENANCE_INTERVAL, default_result_ttl=defaults.RESULT_TTL, **kwargs)
-    info = {"gpu": "" if gpu is None else str(gpu), "threads": "" if threads is None else str(threads)}
-    conn.hset(keys.worker_info_key(name), mapping=info)
+    worker = LmcWorker(
+        list(queues),
+        name=name,
+        connection=conn,
+        serializer=SERIALIZER,
+        worker_ttl=defaults.WORKER_TTL,
+        job_monitoring_interval=defaults.JOB_MONITORING_INTERVAL,
+        maintenance_interval=defaults.MAINTENANCE_INTERVAL,
+        default_result_ttl=defaults.RESULT_TTL,
+        **kwargs,
+    )
+    conn.hset(
+        keys.worker_info_key(name), mapping={"gpu": "" if gpu is None else str(gpu), "threads": "" if threads is None else str(threads)}
+    )
     return worker

@@ -23,9 +23,14 @@ from .runlog import log_tail
 from .runs import run_dir
 
 _STAGE_STATUS = {
-    JobStatus.QUEUED: "queued", JobStatus.SCHEDULED: "queued", JobStatus.DEFERRED: "waiting",
-    JobStatus.STARTED: "running", JobStatus.FAILED: "failed", JobStatus.STOPPED: "stopped",
-    JobStatus.CANCELED: "cancelled", JobStatus.FINISHED: "pending",  # finished without a stage file: rerun on resubmit
+    JobStatus.QUEUED: "queued",
+    JobStatus.SCHEDULED: "queued",
+    JobStatus.DEFERRED: "waiting",
+    JobStatus.STARTED: "running",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "stopped",
+    JobStatus.CANCELED: "cancelled",
+    JobStatus.FINISHED: "pending",  # finished without a stage file: rerun on resubmit
 }
 _stage_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 _STAGE_CACHE_SIZE = 4096
@@ -52,13 +57,14 @@ def job_error(job: Job) -> str | None:
     except Exception:  # noqa: BLE001  (a result from another RQ version must not break the status page)
         result = None
     text = (result.exc_string if result is not None and result.exc_string else None) or job.exc_info
-    return text[-defaults.ERROR_CHARS:] if text else None
+    return text[-defaults.ERROR_CHARS :] if text else None
 
 
 def read_plan(run: Path) -> list[dict[str, Any]] | None:
     """Return a run's plan ([{key, kind, deps}] in execution order), or None before the plan job wrote it or if unreadable."""
     try:
-        return json.loads((run / layout.PLAN_FILE).read_text())
+        plan: list[dict[str, Any]] = json.loads((run / layout.PLAN_FILE).read_text())
+        return plan
     except (OSError, ValueError):
         return None
 
@@ -107,16 +113,32 @@ def study_status(conn: redis.Redis, study_id: str, run_id: str, artifact_root: s
     except NoSuchJobError:
         plan_job = None
     plan_status = job_status(plan_job)
-    plan_info = {"id": pid, "status": plan_status.value if plan_status else None,
-                 "error": job_error(plan_job) if plan_job is not None and plan_status == JobStatus.FAILED else None}
+    plan_info = {
+        "id": pid,
+        "status": plan_status.value if plan_status else None,
+        "error": job_error(plan_job) if plan_job is not None and plan_status == JobStatus.FAILED else None,
+    }
     plan = read_plan(root) or []
     ids = [keys.stage_job_id(run_id, s["key"]) for s in plan]
     jobs = Job.fetch_many(ids, connection=conn, serializer=SERIALIZER) if ids else []
     rows = []
     for s, jid, job in zip(plan, ids, jobs, strict=True):
-        row: dict[str, Any] = {"key": s["key"], "kind": s["kind"], "deps": s.get("deps", []), "job_id": jid, "status": "pending",
-                               "step": None, "total": None, "eta_s": None, "metrics": {}, "message": "", "error": None,
-                               "worker": None, "started_at": None, "ended_at": None}
+        row: dict[str, Any] = {
+            "key": s["key"],
+            "kind": s["kind"],
+            "deps": s.get("deps", []),
+            "job_id": jid,
+            "status": "pending",
+            "step": None,
+            "total": None,
+            "eta_s": None,
+            "metrics": {},
+            "message": "",
+            "error": None,
+            "worker": None,
+            "started_at": None,
+            "ended_at": None,
+        }
         info = read_stage(layout.stage_file(root, s["key"]))
         status = job_status(job)
         if job is not None:
@@ -133,7 +155,7 @@ def study_status(conn: redis.Redis, study_id: str, run_id: str, artifact_root: s
                 row["status"] = "cancelled"
             elif status == JobStatus.STOPPED:
                 row["error"] = "stopped by a stop command"
-            elif status == JobStatus.FAILED:
+            elif status == JobStatus.FAILED and job is not None:
                 row["error"] = job_error(job)
         if job is not None and info is None:
             progress = (job.meta or {}).get("progress") or {}
@@ -162,5 +184,15 @@ def study_status(conn: redis.Redis, study_id: str, run_id: str, artifact_root: s
         state = "running" if counts.get("queued") else "failed"
     else:
         state = "running" if done else "queued"
-    return {"study_id": study_id, "run_id": run_id, "state": state, "stages": rows, "done": done, "total": total,
-            "counts": counts, "missing": missing, "plan_job": plan_info, "log_tail": log_tail(conn, run_id)}
+    return {
+        "study_id": study_id,
+        "run_id": run_id,
+        "state": state,
+        "stages": rows,
+        "done": done,
+        "total": total,
+        "counts": counts,
+        "missing": missing,
+        "plan_job": plan_info,
+        "log_tail": log_tail(conn, run_id),
+    }

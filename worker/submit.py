@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 
 from . import defaults, keys
 from .connection import SERIALIZER, get_queue, job_status
@@ -27,8 +27,9 @@ from .runlog import append_log
 _LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
 
-def submit_study(conn: redis.Redis, study_id: str, config: dict[str, Any], artifact_root: str | Path,
-                 queue: str = defaults.DEFAULT_QUEUE) -> str:
+def submit_study(
+    conn: redis.Redis, study_id: str, config: dict[str, Any], artifact_root: str | Path, queue: str = defaults.DEFAULT_QUEUE
+) -> str:
     """Enqueue the study's plan job (unless one is already waiting or running) and return its job id.
 
     The plan job plans the stages on a worker and enqueues the unfinished ones (`enqueue_stages`).
@@ -36,10 +37,11 @@ def submit_study(conn: redis.Redis, study_id: str, config: dict[str, Any], artif
     """
     jid = keys.plan_job_id(study_id)
     q = get_queue(conn, queue)
-    with conn.lock(keys.submit_lock_key(study_id), timeout=defaults.SUBMIT_LOCK_TIMEOUT,
-                   blocking_timeout=defaults.SUBMIT_LOCK_TIMEOUT):
-        conn.hset(keys.study_key(study_id), mapping={"queue": queue, "artifact_root": str(artifact_root),
-                                                      "plan_job": jid, "submitted_at": str(time.time())})
+    with conn.lock(keys.submit_lock_key(study_id), timeout=defaults.SUBMIT_LOCK_TIMEOUT, blocking_timeout=defaults.SUBMIT_LOCK_TIMEOUT):
+        conn.hset(
+            keys.study_key(study_id),
+            mapping={"queue": queue, "artifact_root": str(artifact_root), "plan_job": jid, "submitted_at": str(time.time())},
+        )
         conn.hdel(keys.study_key(study_id), "cancelled")
         try:
             old = Job.fetch(jid, connection=conn, serializer=SERIALIZER)
@@ -49,14 +51,29 @@ def submit_study(conn: redis.Redis, study_id: str, config: dict[str, Any], artif
             if job_status(old) in _LIVE:
                 return jid
             old.delete()
-        q.enqueue_call(keys.PLAN_FUNC, args=(study_id, config, str(artifact_root), queue), job_id=jid,
-                       timeout=defaults.PLAN_TIMEOUT, result_ttl=defaults.RESULT_TTL, failure_ttl=defaults.FAILURE_TTL,
-                       description=f"plan study {study_id}", meta={"study_id": study_id, "kind": "plan"})
+        q.enqueue_call(
+            keys.PLAN_FUNC,
+            args=(study_id, config, str(artifact_root), queue),
+            job_id=jid,
+            timeout=defaults.PLAN_TIMEOUT,
+            result_ttl=defaults.RESULT_TTL,
+            failure_ttl=defaults.FAILURE_TTL,
+            description=f"plan study {study_id}",
+            meta={"study_id": study_id, "kind": "plan"},
+        )
     return jid
 
 
-def enqueue_stages(conn: redis.Redis, study_id: str, config: dict[str, Any], artifact_root: str | Path, queue: str,
-                   run_id: str, stages: list[dict[str, Any]], done: Iterable[str]) -> dict[str, Any]:
+def enqueue_stages(
+    conn: redis.Redis,
+    study_id: str,
+    config: dict[str, Any],
+    artifact_root: str | Path,
+    queue: str,
+    run_id: str,
+    stages: list[dict[str, Any]],
+    done: Iterable[str],
+) -> dict[str, Any]:
     """Enqueue one run_stage job per unfinished stage with depends_on = its unfinished dependencies' jobs; return what happened.
 
     `stages` is the plan in dependency order ([{"key", "kind", "deps"}]); `done` the keys whose stage file exists.
@@ -85,8 +102,8 @@ def enqueue_stages(conn: redis.Redis, study_id: str, config: dict[str, Any], art
             status = job_status(existing.get(s["key"]))
             # A waiting job is kept only while it still waits on something that will finish and enqueue it.
             keep = status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED) or (
-                status == JobStatus.DEFERRED and not any(d in recreate for d in s["deps"])
-                and any(d not in done for d in s["deps"]))
+                status == JobStatus.DEFERRED and not any(d in recreate for d in s["deps"]) and any(d not in done for d in s["deps"])
+            )
             if keep:
                 result["kept"].append(s["key"])
             else:
@@ -101,18 +118,29 @@ def enqueue_stages(conn: redis.Redis, study_id: str, config: dict[str, Any], art
             if old is not None:
                 old.delete()  # also drops it from the failed / canceled registries
             conn.delete(keys.abandoned_key(ids[key]))
-            deps = [ids[d] for d in s["deps"] if d not in done]
-            datas.append(Queue.prepare_data(
-                keys.STAGE_FUNC, args=(study_id, config, str(artifact_root), key), job_id=ids[key], depends_on=deps or None,
-                timeout=defaults.JOB_TIMEOUT, result_ttl=defaults.RESULT_TTL, failure_ttl=defaults.FAILURE_TTL,
-                description=f"{s['kind']} {key} (run {run_id})",
-                meta={"study_id": study_id, "run_id": run_id, "stage": key, "kind": s["kind"]}))
+            deps: list[Dependency | Job | str] = [ids[d] for d in s["deps"] if d not in done]
+            datas.append(
+                Queue.prepare_data(
+                    keys.STAGE_FUNC,
+                    args=(study_id, config, str(artifact_root), key),
+                    job_id=ids[key],
+                    depends_on=deps or None,
+                    timeout=defaults.JOB_TIMEOUT,
+                    result_ttl=defaults.RESULT_TTL,
+                    failure_ttl=defaults.FAILURE_TTL,
+                    description=f"{s['kind']} {key} (run {run_id})",
+                    meta={"study_id": study_id, "run_id": run_id, "stage": key, "kind": s["kind"]},
+                )
+            )
             result["enqueued"].append(key)
         if datas:
             q.enqueue_many(datas)
         if ids:
             conn.sadd(keys.run_jobs_key(run_id), *ids.values())
     if result["enqueued"]:
-        append_log(conn, run_id, f"study {study_id}: enqueued {len(result['enqueued'])} stage(s), "
-                                 f"{len(result['kept'])} already queued, {len(done)} done")
+        append_log(
+            conn,
+            run_id,
+            f"study {study_id}: enqueued {len(result['enqueued'])} stage(s), {len(result['kept'])} already queued, {len(done)} done",
+        )
     return result
