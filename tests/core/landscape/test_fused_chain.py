@@ -206,7 +206,9 @@ def test_roomy_heap_sets_and_restores_the_allocator(monkeypatch):
 
 @pytest.mark.skipif(heap._glibc() is None, reason="glibc only")
 def test_roomy_heap_keeps_freed_activations_off_fresh_pages():
-    # A fresh process: the allocator's state after other tests would blur the count.
+    # A fresh process: the allocator's state after other tests would blur the count. Its mmap threshold is first
+    # frozen at glibc's 128 KiB default, the state of a process where anything has called mallopt (glibc's dynamic
+    # threshold otherwise makes the unset count vary from run to run, from 0 to tens of thousands of faults).
     code = """
 import resource, torch
 from lmc_core.foundations import heap
@@ -215,6 +217,7 @@ def faults(n=32):
     for _ in range(n):
         torch.ones(4 << 20).sum()  # 16 MB allocated, touched and freed, as a conv forward's activations
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+heap._glibc().mallopt(heap._M_MMAP_THRESHOLD, 128 * 1024)
 faults(2)
 plain = faults()
 with heap.roomy_heap():
@@ -224,6 +227,7 @@ print(plain, roomy)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.split()
     plain, roomy = int(out[0]), int(out[1])
-    assert plain >= 1000, "without the setting every freed 16 MB block comes back as fresh pages (the premise of roomy_heap)"
+    pages = 32 * (16 << 20) // 4096
+    assert plain >= pages, "with a frozen 128 KiB threshold every freed 16 MB block comes back as fresh pages (roomy_heap's premise)"
     # one late heap growth (a single 16 MB block of first touches) is allowed; a fault storm per block is not
     assert roomy < plain / 4
