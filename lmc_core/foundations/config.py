@@ -315,6 +315,11 @@ class HessianSpec(_Strict):
     """Curvature of copy A of each tested subnetwork, in its unpruned subspace, on a fixed batch of training data."""
 
     examples: PositiveInt = Field(512, description="The first N training examples (the paper: one batch of 64).")
+    mode: Literal["eval", "train"] = Field(
+        "eval",
+        description="BatchNorm during the Hessian: eval = running statistics (the project's default: the Hessian of the network "
+        "as it is evaluated); train = the batch's own statistics, as the paper took it on one batch (set examples: 64).",
+    )
     top_k: NonNegativeInt = Field(5, description="Largest eigenvalues by Lanczos (0 = skip).")
     tol: PositiveFloat = Field(1e-3, description="Ritz-residual tolerance relative to |lambda_1|.")
     trace_rel_tol: PositiveFloat = Field(0.02, description="Hutch++ stops when its standard error is this fraction of the trace.")
@@ -362,6 +367,12 @@ class StudyConfig(_Strict):
         if bad_pairs:
             raise ValueError(
                 f"analysis.pairs: {bad_pairs} out of range; the study has {len(self.stability.pairs)} seed pair(s), indices from 0"
+            )
+        surface = self.analysis.surface
+        if surface is not None and surface.plane == "random" and self.stability.bn_mode == "interpolate" and self.model.norm == "batch":
+            raise ValueError(
+                "analysis.surface.plane='random' with stability.bn_mode='interpolate': a random plane does not move BatchNorm "
+                "statistics; use bn_mode 'endpoint' (copy A's statistics) or 'reestimate', or plane 'copies'"
             )
         return self
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmc_core.connectivity.batchnorm import calibration_batches, resolve_bn_mode
+from lmc_core.connectivity.batchnorm import bn_buffer_keys, calibration_batches, resolve_bn_mode
 from lmc_core.connectivity.engine import STRATEGIES, choose_strategy, chunk_size
 from lmc_core.foundations.heap import roomy_heap
-from lmc_core.foundations.types import Masks, Splits
+from lmc_core.foundations.types import Masks, Splits, State
 from lmc_core.landscape.evaluator import EvaluatorSettings, PlaneEvaluator, Row
 from lmc_core.landscape.grid import coarse_to_fine_2d
 from lmc_core.landscape.plane import Plane, to_jsonable
@@ -135,6 +135,9 @@ class SurfaceOptions:
     callback: Callable[[int, int, Surface], None] | None = None
     reuse_first_layer: bool = False
     fused: bool = True
+    # The BatchNorm statistics bn_mode="endpoint" holds at every point (a study passes copy A's, whatever the plane's
+    # centre); None: the plane's buffers (the centre's), else the template's. The other modes ignore it.
+    endpoint_buffers: State | None = None
 
 
 def evaluate_surface(
@@ -150,8 +153,9 @@ def evaluate_surface(
     `model` is a template and is never modified (a private copy is evaluated). `options` (a
     SurfaceOptions) holds everything else. Masks (`masks`, else the plane's) keep pruned weights exactly 0 at every point. BatchNorm:
     "reestimate" (what "auto" means for BN nets) recomputes the statistics at every point from the
-    first `bn_batches` batches of `calibration`, centre included; "endpoint" uses the centre's
-    statistics (the plane's buffers, else the template's) everywhere, as Li et al.'s code does;
+    first `bn_batches` batches of `calibration`, centre included; "endpoint" uses one set of
+    statistics everywhere: `endpoint_buffers` when given (a study's copy A), else the centre's (the
+    plane's buffers, as Li et al.'s code does), else the template's;
     "interpolate" moves them by the plane's rule and is only defined for planes spanned by solutions
     (`plane_through`, `four_solution_plane`); random and PCA planes refuse it with a ValueError.
     strategy "loop" evaluates one point per forward, "batched" stacks up to `chunk` points per vmap
@@ -188,8 +192,13 @@ def evaluate_surface(
         )
     use_masks = masks if masks is not None else plane.masks
     worker_base = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in params}
-    if plane.buffers:
-        for k, v in plane.buffers.items():
+    given = opts.endpoint_buffers if mode == "endpoint" else None
+    if given is not None:
+        missing = [k for k in bn_buffer_keys(model) if k not in given]
+        if missing:
+            raise ValueError(f"endpoint_buffers lack the model's BatchNorm statistics {missing[:5]}")
+    for source in (plane.buffers, given):
+        for k, v in (source or {}).items():
             if k in worker_base:
                 worker_base[k] = v.detach().to(worker_base[k].device, worker_base[k].dtype)
     if mode == "reestimate":
@@ -223,7 +232,7 @@ def _evaluate_surface(
     if mode == "reestimate":
         info["bn"] = {"batches": len(batches), "batch_size": int(bn_batch_size), "calibration_inputs": int(sum(len(b) for b in batches))}
     elif mode == "endpoint":
-        info["bn"] = {"statistics": "centre" if plane.buffers else "template"}
+        info["bn"] = {"statistics": "given" if opts.endpoint_buffers is not None else "centre" if plane.buffers else "template"}
     info["first_layer_reuse"] = evaluator.reuse_note
     info["fused"] = evaluator.plan_note
     surface = Surface(

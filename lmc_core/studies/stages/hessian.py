@@ -29,8 +29,8 @@ def run_hessian(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
     model = run.fresh_model()
     model.load_state_dict(run.load_state(copies_key(p["mask"], p["k"], p["pair"]), "a"))
     batch = (run.data.x_train[: spec.examples], run.data.y_train[: spec.examples])
-    op = HessianOperator(model, [batch], masks=masks, mode="eval")
-    info: dict[str, Any] = {"examples": len(batch[0]), "parameters": op.dim, "active": op.active, "mode": "eval"}
+    op = HessianOperator(model, [batch], masks=masks, mode=spec.mode)
+    info: dict[str, Any] = {"examples": len(batch[0]), "parameters": op.dim, "active": op.active, "mode": spec.mode}
     arrays: dict[str, np.ndarray] = {}
     if spec.top_k:
         eig = lanczos(op, min(spec.top_k, op.active), which="LA", tol=spec.tol, seed=spec.seed)

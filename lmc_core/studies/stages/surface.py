@@ -28,6 +28,9 @@ def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
     ckey = copies_key(p["mask"], p["k"], p["pair"])
     a, b = run.to_device(run.load_state(ckey, "a")), run.to_device(run.load_state(ckey, "b"))
     params = {n for n, _ in run.template.named_parameters()}
+    # bn_mode="endpoint" means copy A's statistics, as on the path, whatever the plane's centre (the rewind point's are
+    # the init's); "interpolate" moves the plane's own (each copy's at its point), "reestimate" recomputes them.
+    buffers_a = {n: v for n, v in a.items() if n not in params}
     if spec.plane == "copies":
         start = run.to_device(run.load_state(rewind_key(p["k"])))
         if masks:
@@ -58,6 +61,7 @@ def run_surface(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[s
             bn_batches=run.cfg.stability.bn_batches,
             batch_size=run.cfg.train.eval_batch_size,
             callback=progress,
+            endpoint_buffers=buffers_a or None,
         ),
     )
     save_arrays(out / "surface.npz", surface.to_arrays())

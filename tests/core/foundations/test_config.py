@@ -105,3 +105,11 @@ def test_a_source_that_cannot_run_is_named_with_its_problem():
     with pytest.raises(ValidationError, match="no synthetic set named 'dm'") as info:
         validate_config({"pruning": {"mask_sources": ["dense", "distilled.dm"]}})
     assert field_paths(info.value) == ["pruning.mask_sources"]
+
+
+def test_interpolated_batchnorm_on_a_random_plane_is_refused_before_any_work():
+    bn = {"model": {"arch": "convnet", "norm": "batch"}, "stability": {"bn_mode": "interpolate"}}
+    with pytest.raises(ValidationError, match="a random plane does not move BatchNorm statistics"):
+        StudyConfig.model_validate({**bn, "analysis": {"surface": {"plane": "random"}}})
+    StudyConfig.model_validate({**bn, "analysis": {"surface": {"plane": "copies"}}})  # the copies plane moves them
+    StudyConfig.model_validate({"stability": {"bn_mode": "interpolate"}, "analysis": {"surface": {"plane": "random"}}})  # no BN
