@@ -12,11 +12,15 @@ from .ids import Study, pattern
 
 
 def score_rows(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return one table row per synthetic set: method, size, and mean ± std accuracy of fresh networks on it, a subset, noise."""
+    """Return one table row per synthetic set: method, size, and the accuracy of fresh networks on it, a subset and noise
+    (mean ± population standard deviation over the n networks, n shown)."""
 
     def score(ev: dict[str, Any], name: str) -> str:
         e = ev.get(name) or {}
-        return f"{e['mean']:.1f} ± {e.get('std') or 0:.1f}" if e.get("mean") is not None else "–"
+        if e.get("mean") is None:
+            return "–"
+        n = len(e.get("accuracies") or [])
+        return f"{e['mean']:.1f} ± {e.get('std') or 0:.1f} (sd, n={n})" if n > 1 else f"{e['mean']:.1f} (n={n})"
 
     rows = []
     for s in sets:

@@ -168,8 +168,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             "round",
             "sparsity %",
             "accuracy % (copies)",
-            "error barrier (pts)",
-            "loss barrier",
+            "error barrier (pts, over seed pairs)",
+            "loss barrier (over seed pairs)",
             "training points",
             "IMP's points / these",
         ):
@@ -177,8 +177,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         previous = None
         for row in group:
             pairs = len(row["error_barriers"])
-            spread = f" ± {row['error_barrier_std']:.1f}" if pairs > 1 else ""
-            lspread = f" ± {row['loss_barrier_std']:.3f}" if pairs > 1 else ""
+            # population standard deviation over the seed pairs, with its n; one pair has no spread to show
+            spread = f" ± {row['error_barrier_std']:.1f} (sd, n={pairs})" if pairs > 1 else " (n=1)"
+            lspread = f" ± {row['loss_barrier_std']:.3f} (sd, n={pairs})" if pairs > 1 else " (n=1)"
             first = str(row["rewind_step"]) if sweep else (row["source"] if row["source"] != previous else "")
             previous = row["source"]
             table.add_row(
@@ -197,7 +198,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         console.print(
             f"barriers on the {rows[0]['split']} split; error barrier = max err(alpha) - mean endpoint error (Frankle et al. 2020), "
             "loss barrier = max [L(alpha) - linear interpolation of endpoint losses] (Entezari et al. 2022); "
-            "training points = sample-gradient evaluations spent finding the mask (+ real examples the distillation consumed)"
+            "training points = sample-gradient evaluations spent finding the mask (+ real examples the distillation consumed); "
+            "± = population standard deviation over the seed pairs, n = number of pairs"
         )
 
 
@@ -248,7 +250,10 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
 
     def score(row: dict[str, Any], key: str) -> str:
         e = row.get("evaluation", {}).get(key)
-        return f"{e['mean']:.1f} ± {e['std']:.1f}" if e else "-"
+        if not e:
+            return "-"
+        n = len(e.get("accuracies") or [])
+        return f"{e['mean']:.1f} ± {e['std']:.1f} (sd, n={n})" if n > 1 else f"{e['mean']:.1f} (n={n})"
 
     for row in rows:
         lr = row.get("learned_lr")

@@ -291,3 +291,22 @@ def _walk(component: object) -> list:
     for child in children if isinstance(children, list) else [children] if children is not None else []:
         out += _walk(child)
     return out
+
+
+def test_synthetic_scores_name_their_spread_and_n():
+    rows = synthetic.score_rows(
+        [
+            {
+                "set": "dm",
+                "method": "dm",
+                "decoded": 100,
+                "real_examples": 5,
+                "evaluation": {
+                    "synthetic": {"mean": 80.0, "std": 1.5, "accuracies": [78.5, 81.5]},
+                    "noise": {"mean": 10.0, "std": 0.0, "accuracies": [10.0]},
+                },
+            }
+        ]
+    )
+    assert rows[0]["synthetic (acc %)"] == "80.0 ± 1.5 (sd, n=2)"
+    assert "10.0 (n=1)" in rows[0].values()

@@ -82,3 +82,37 @@ def test_smoke_preset_reproduces_the_calibrated_contrast(tmp_path):
     assert sweep[625]["error_barrier"] < 8, "and stable once rewound to a quarter of training"
     imp = [r for r in rows if r["source"] == "imp"]
     assert [round(r["sparsity"], 1) for r in imp] == [0.0, 20.0, 36.0]
+
+
+def _row(barriers: list[float]) -> dict:
+    import numpy as np
+
+    return {
+        "source": "imp",
+        "round": 1,
+        "mask": "imp-k0-r1",
+        "rewind_step": 0,
+        "split": "test",
+        "sparsity": 20.0,
+        "accuracy": [97.0] * (2 * len(barriers)),
+        "error_barrier": float(np.mean(barriers)),
+        "error_barrier_std": float(np.std(barriers)),
+        "error_barriers": barriers,
+        "loss_barrier": 0.1,
+        "loss_barrier_std": 0.01,
+        "training_points": 1000,
+        "distill_points": 0,
+        "points_ratio": None,
+    }
+
+
+def test_the_table_says_what_the_spread_is_and_over_how_many_pairs(capsys):
+    from lmc_core.studies.commands import print_table
+
+    print_table([_row([10.0, 14.0])])
+    out = capsys.readouterr().out
+    assert "12.0 ± 2.0 (sd, n=2)" in out  # population sd of (10, 14) is 2.0, over the two seed pairs
+    assert "population standard deviation over the seed pairs" in out
+    print_table([_row([3.0])])
+    out = capsys.readouterr().out
+    assert "3.0 (n=1)" in out and "±" not in out.split("barriers on the")[0]
