@@ -241,7 +241,11 @@ class ResultsOut(BaseModel):
     run_id: str
     status: str
     available: bool = Field(description="False until a worker has written the study's summary.")
-    table: list[ResultRow] = Field(description="One row per (mask source, rewind step, round): sparsity, accuracies, barriers.")
+    table: list[ResultRow] = Field(
+        description="One row per (mask source, rewind step, round): sparsity, accuracies, barriers, training_points (measured "
+        "sample-gradients) and distill_points (real examples the synthetic set's distillation consumed; null = unknown, an "
+        "imported set whose cost its source does not report)."
+    )
     analysis: list[ResultRow] = Field(description="One row per analysed subnetwork and pair: top eigenvalue, trace, surface loss range.")
     synthetic: list[dict[str, Any]]
     stages: dict[str, str]

@@ -30,7 +30,7 @@ def score_rows(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "set": s.get("set"),
                 "method": s.get("method"),
                 "images": s.get("decoded"),
-                "real examples used": s.get("real_examples"),
+                "real examples used": "unknown" if s.get("real_examples") is None else s.get("real_examples"),
                 "synthetic (acc %)": score(ev, "synthetic"),
                 "random real subset (acc %)": score(ev, "random_subset"),
                 "noise (acc %)": score(ev, "noise"),

@@ -84,7 +84,7 @@ class Distilled:
 
     synthetic: SyntheticSet
     losses: list[float]
-    real_examples: int
+    real_examples: int | None  # None: an imported set whose cost its source does not report
     seconds: float
 
 
@@ -107,7 +107,7 @@ def distill(
     if cfg.method == "import":
         assert cfg.path is not None  # the config refuses an import without a path
         s = import_synthetic(cfg.path, data, labels_path=cfg.labels_path, factor=cfg.factor, space=cfg.space)
-        return Distilled(s, [], 0, time.perf_counter() - t0)
+        return Distilled(s, [], cfg.real_examples, time.perf_counter() - t0)
     net_cfg = cfg.model or model_cfg
     _check_network(net_cfg)
     init = init_from_real if cfg.init == "real" else init_noise

@@ -242,11 +242,18 @@ class DistillConfig(_Strict):
     space: Literal["normalized", "raw"] = Field(
         "normalized", description="import: images are in the dataset's normalised space, or raw (normalised on load)."
     )
+    real_examples: NonNegativeInt | None = Field(
+        None,
+        description="import: the real sample-gradients it took to make the set, when its authors report them; "
+        "None = unknown (shown as unknown: making IDC's CIFAR-10 sets took on the order of 5e8).",
+    )
 
     @model_validator(mode="after")
     def _import_needs_path(self) -> DistillConfig:
         if self.method == "import" and not self.path:
             raise ValueError("method 'import' needs `path`: a .npz or .pt file holding the synthetic images and labels")
+        if self.method != "import" and self.real_examples is not None:
+            raise ValueError("real_examples is for imported sets; a set distilled here counts its own real examples")
         return self
 
 

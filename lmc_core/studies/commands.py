@@ -154,6 +154,13 @@ class _ProgressView:
             self.progress.reset(self.stage, total=event.total, description=event.stage, info="")
 
 
+def _distilling(row: dict[str, Any]) -> str:
+    """Return the distillation's share of a row's training points: its count, "unknown" for an imported set, or nothing."""
+    if row.get("distill_points") is None and "distill_points" in row:
+        return " + unknown distilling (imported set)"
+    return f" + {row['distill_points']:,} distilling" if row.get("distill_points") else ""
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     """Print one table per rewind step (a row per mask source and round) and one for the rewinding sweep."""
     groups: dict[tuple[bool, Any], list[dict[str, Any]]] = {}
@@ -189,7 +196,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 " / ".join(f"{a:.1f}" for a in row["accuracy"]),
                 f"{row['error_barrier']:.1f}{spread}",
                 f"{row['loss_barrier']:.3f}{lspread}",
-                f"{row['training_points']:,}" + (f" + {row['distill_points']:,} distilling" if row.get("distill_points") else ""),
+                f"{row['training_points']:,}" + _distilling(row),
                 f"{row['points_ratio']:.1f}x" if row.get("points_ratio") else "",
                 end_section=not sweep and row is not group[-1] and group[group.index(row) + 1]["source"] != row["source"],
             )
@@ -262,7 +269,7 @@ def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
             row["method"],
             f"{row['stored']} / {row['decoded']}",
             f"{lr:.4g}" if lr else "-",
-            f"{row['real_examples']:,}",
+            "unknown" if row["real_examples"] is None else f"{row['real_examples']:,}",
             score(row, "synthetic"),
             score(row, "random_subset"),
             score(row, "noise"),

@@ -99,4 +99,4 @@ def spent_before(ctx: MaskContext, prev: str, k: int) -> dict[str, int]:
     if prev == DENSE:
         return {"examples": ctx.parent_examples(k), "distill_examples": 0}
     info = ctx.stage_info(mask_key(prev))
-    return {"examples": info["examples"], "distill_examples": info.get("distill_examples", 0)}
+    return {"examples": info["examples"], "distill_examples": info.get("distill_examples", 0)}  # None stays unknown

@@ -393,11 +393,37 @@ def test_an_imported_set_drives_distilled_pruning(tmp_path):
     stored = run.synthetic_set("imp1")
     assert torch.equal(stored.images, torch.from_numpy(images))
     assert torch.equal(stored.labels, torch.from_numpy(labels))
-    assert run.stage_info(synthetic_key("imp1"))["real_examples"] == 0
+    # what making an imported set cost is unknown unless its source reports it; 0 would claim it was free
+    assert run.stage_info(synthetic_key("imp1"))["real_examples"] is None
     info = run.stage_info(mask_key("distilled.imp1-k0-r1"))
     assert info["examples"] == 2 * (8 // 4) * 4
     assert [(r["source"], r["round"]) for r in rows] == [("dense", 0), ("distilled.imp1", 0), ("distilled.imp1", 1)]
     assert rows[-1]["sparsity"] == pytest.approx(20.0, abs=0.1)
+    assert rows[-1]["distill_points"] is None and rows[1]["distill_points"] == 0  # round 0 is the dense net: nothing distilled
+
+
+def test_an_imported_sets_reported_cost_is_recorded_and_unknown_is_shown_as_such(tmp_path, capsys):
+    from lmc_core.studies.commands import print_synthetic_table, print_table
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "set.npz"
+    np.savez(path, images=rng.standard_normal((8, 20)).astype(np.float32), labels=np.repeat(np.arange(4), 2).astype(np.int64))
+    unknown = Run(StudyConfig.model_validate(_import_study(path)), tmp_path / "runs")
+    print_table(unknown.run())
+    print_synthetic_table(unknown.synthetic_table())
+    out = capsys.readouterr().out
+    assert "unknown distilling (imported set)" in out and "unknown" in out.split("real examples used")[-1]
+    reported = _import_study(path)
+    reported["synthetic"]["sets"]["imp1"]["real_examples"] = 500_000_000
+    run = Run(StudyConfig.model_validate(reported), tmp_path / "runs")
+    rows = run.run()
+    assert run.stage_info(synthetic_key("imp1"))["real_examples"] == 500_000_000
+    assert rows[-1]["distill_points"] == 500_000_000  # round 1 inherits the set's cost, as a distilled set's would
+
+
+def test_a_reported_cost_is_only_for_imported_sets():
+    with pytest.raises(ValidationError, match="real_examples is for imported sets"):
+        StudyConfig.model_validate({"synthetic": {"sets": {"dm": {"method": "dm", "real_examples": 5}}}})
 
 
 def test_an_imported_set_of_the_wrong_shape_names_the_expected_one(tmp_path):
