@@ -12,7 +12,8 @@ Synthetic sets live in the *normalised* input space of the real dataset they wer
 
 Files: `save` writes images.safetensors (images, labels) and synthetic.json (everything else); both
 are written atomically and neither can run code on load. `import_synthetic` reads sets published by
-IDC / MTT (.npz, or .pt read with torch's weights-only loader) and refuses pickled objects.
+IDC / MTT (.npz, or .pt read with torch's weights-only loader) and refuses pickled objects, sets whose values
+plainly belong to the other space (raw vs normalised) than the one declared, and sets marked ZCA-whitened.
 """
 
 from __future__ import annotations
@@ -489,14 +490,42 @@ def _missing_key(path: Path, what: str, keys: tuple[str, ...], present: list[str
     )
 
 
+def _marks_zca(value: Any) -> bool:
+    """True unless `value` (stored under a key naming ZCA) says "not whitened": a single false or zero, or nothing."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        flat = value.reshape(-1)
+        if len(flat) != 1:
+            return len(flat) > 1  # an array stored beside the images (the whitening matrix, its mean): whitened
+        value = flat[0].item()
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "none")
+    return bool(value)
+
+
+def _refuse_zca(path: Path, key: str) -> ValueError:
+    return ValueError(
+        f"{path}: holds ZCA-whitened images (key {key!r}); they are refused: networks here train and test in the dataset's "
+        "normalised space, and whitened inputs would silently mismatch the real test data. MTT, run with --zca, also saves "
+        "its sets un-whitened as images_zca_<iteration>.pt (when ipc < 50 or with --force_save), in the raw [0, 1] pixel "
+        "space: import that file with `space: raw` (labels_<iteration>.pt as labels_path); or map the images back with "
+        f"the ZCA's inverse and save them without the {key!r} key"
+    )
+
+
 def _read_pair(path: Path, need_labels: bool) -> tuple[Any, Any]:
-    """Return (images, labels or None) from an .npz or a weights-only .pt file, as stored."""
+    """Return (images, labels or None) from an .npz or a weights-only .pt file, as stored.
+
+    A dict or archive that also holds a key naming ZCA (zca, zca_matrix, ...) with a value other than a single
+    false / zero is refused: its images are ZCA-whitened (see _refuse_zca)."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
         npz = _open_numpy(path)
         if isinstance(npz, np.ndarray):
             raise ValueError(f"{path}: holds a single .npy array; expected an .npz archive with keys {', '.join(IMAGE_KEYS)}")
         with npz:
+            for key in npz.files:
+                if "zca" in key.lower() and _marks_zca(_npz_array(npz, key, path)):
+                    raise _refuse_zca(path, key)
             image_key, label_key = _pick(npz.files, IMAGE_KEYS), _pick(npz.files, LABEL_KEYS)
             if image_key is None:
                 raise _missing_key(path, "images", IMAGE_KEYS, list(npz.files))
@@ -517,6 +546,9 @@ def _read_pair(path: Path, need_labels: bool) -> tuple[Any, Any]:
             return obj[0], (obj[1] if need_labels else None)
         if isinstance(obj, dict):
             present = [str(k) for k in obj]
+            for key, value in obj.items():
+                if isinstance(key, str) and "zca" in key.lower() and _marks_zca(value):
+                    raise _refuse_zca(path, key)
             image_key, label_key = _pick(obj, IMAGE_KEYS), _pick(obj, LABEL_KEYS)
             if image_key is None:
                 raise _missing_key(path, "images", IMAGE_KEYS, present)
@@ -578,6 +610,90 @@ def _to_channels_first(x: torch.Tensor, expected: tuple[int, ...]) -> torch.Tens
     return x
 
 
+# Checking that a file's values belong to the declared space. A normalised set, like the real data after
+# normalisation, has per-channel mean ~0 and std ~1; a raw one has about the real raw data's channel mean m and
+# std s (Dataset.mean / .std). A file's channel (mean mu, std sd) misfits a space whose data have (a, b) by
+#     misfit = max(|mu - a| / b, |ln(sd / b)|),
+# its mean's distance in that space's stds, or how many e-folds its spread is off. The two spaces are
+#     sep = max(|m|, |ln s|)       apart, seen from the normalised space (raw data read as normalised),
+#     sep = max(|m| / s, |ln s|)   apart, seen from the raw space (normalised data read as raw).
+# A set is refused only where, in every channel that tells the spaces apart (sep >= _MIN_SEPARATION), it
+# fits the *other* space to within a third of sep and misses the declared one by at least two thirds of sep:
+# it then looks like the other space's data far more than like the declared one's. A genuine set is refused
+# only if distillation moved every channel two thirds of the way to the other space's statistics and then
+# into a third of them; a missed detection (a set that drifted so far it fits neither) is preferred to that.
+# Digits (raw [0, 1]: m 0.305, s 0.376) give sep 0.98 both ways: a raw set read as normalised misses by
+# 0.98 > 0.65, and a raw set must keep its channel std within a factor e^0.33 = 1.39 of s and its mean within
+# 0.33 s of m to be recognised. CIFAR-10 (m ~0.47, s ~0.25) gives sep 1.39 (from normalised) and 1.9 (from
+# raw): IDC's raw sets are recognised while their std is within a factor 1.6 of s and their mean within
+# 0.46 s of m, and a normalised set is taken for raw only if every channel has std below 0.4 and mean
+# near +0.47 normalised units. Where the raw data are already about standard (MNIST-1D, the teacher task:
+# m ~0, s ~1, sep < 0.5), the two readings differ by less than half a std or a factor 1.65 in scale and
+# no channel can tell them apart: nothing is refused.
+# ZCA-whitened images are not detected from their values: whitening leaves channel means ~0, spreads below 1
+# and decorrelated pixels and channels, which a noise-initialised or low-contrast normalised set can share
+# (on digits, ZCA with eps 0.1 as MTT fits it gives std 0.49 and a neighbouring-pixel correlation of 0.18,
+# between white noise's 0.01 and real images' 0.39). Only files that mark themselves are refused (_read_pair).
+_MIN_SEPARATION = 0.5
+_FIT, _MISFIT = 1 / 3, 2 / 3
+# A set whose channel root-mean-square is more than _TOO_LARGE times that of the real data in both spaces
+# (1 normalised; sqrt(m^2 + s^2) raw) fits neither: no distilled set is 20x larger than the data it was
+# distilled from, while 8-bit pixels (0..255) of images whose raw range is [0, 1] are ~255x larger.
+_TOO_LARGE = 20.0
+
+
+def _fmt(values: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values.tolist()) + "]"
+
+
+def _misfit(mu: torch.Tensor, sd: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Return max(|mu - a| / b, |ln(sd / b)|) per channel (inf for a constant channel: it fits no space)."""
+    return torch.maximum((mu - a).abs() / b, torch.log(sd / b).abs())
+
+
+def _check_space(images: torch.Tensor, real: Dataset, space: str, path: Path) -> None:
+    """Raise ValueError when `images` (as stored) plainly belong to the other space than `space`, or to neither."""
+    if real.mean is None or real.std is None or images.shape[0] == 0:
+        return  # `real` is not normalised: raw and normalised are one space
+    dims = tuple(range(images.ndim)) if real.kind == "vector" else (0, *range(2, images.ndim))
+    var, mean = torch.var_mean(images, dim=dims, correction=0)
+    mu, sd = mean.double().reshape(-1), var.double().clamp_min(0).sqrt().reshape(-1)
+    m, s = torch.tensor(real.mean, dtype=torch.float64), torch.tensor(real.std, dtype=torch.float64)
+    zero, one = torch.zeros_like(m), torch.ones_like(s)
+    observed = (
+        f"per-channel mean {_fmt(mu)}, std {_fmt(sd)}, values in [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
+        f"dataset {real.name!r} has raw mean {_fmt(m)}, std {_fmt(s)}, and normalised mean 0, std 1"
+    )
+    rms = (mu**2 + sd**2).sqrt()
+    if bool((rms > _TOO_LARGE * torch.maximum(one, (m**2 + s**2).sqrt())).all()):
+        raise ValueError(
+            f"{path}: the images fit neither the raw nor the normalised space: {observed}; they are over {_TOO_LARGE:g}x "
+            f"larger than the real data in either. Check the file's scale: 8-bit pixels (0..255) of images whose raw range "
+            f"is [0, 1] must be divided by 255, then imported with `space: raw`"
+        )
+    other = "raw" if space == "normalized" else "normalized"
+    d_norm, d_raw = _misfit(mu, sd, zero, one), _misfit(mu, sd, m, s)
+    if space == "normalized":
+        sep, d_declared, d_other = _misfit(m, s, zero, one), d_norm, d_raw
+    else:
+        sep, d_declared, d_other = _misfit(zero, one, m, s), d_raw, d_norm
+    telling = sep >= _MIN_SEPARATION
+    if not bool(telling.any()):
+        return
+    looks_other = (d_other <= _FIT * sep) & (d_declared >= _MISFIT * sep)
+    if bool(looks_other[telling].all()):
+        what = "raw (unnormalised)" if other == "raw" else "already normalised"
+        hint = (
+            "to normalise them on import (IDC's published sets are raw [0, 1] images)"
+            if other == "raw"
+            else "to import them as they are (sets published by DC, DM and MTT without --zca are normalised)"
+        )
+        raise ValueError(
+            f"{path}: imported with `space: {space}` but the images look {what}: {observed}. "
+            f"Set `space: {other}` (synthetic.sets.<name>.space={other}) {hint}"
+        )
+
+
 def import_synthetic(
     path: str | Path,
     real: Dataset,
@@ -591,7 +707,10 @@ def import_synthetic(
     Images must be (N, *real.input_shape) (channels-last is transposed when unambiguous); labels come
     from the file, or from `labels_path` when given. space="raw" maps images from the real dataset's raw
     scale into its normalised space with real.mean / real.std (nothing to do when `real` is not normalised).
-    Pickled objects are refused, never executed.
+    Refused with a ValueError naming the file: pickled objects (never executed); images whose per-channel
+    mean and std plainly fit the other space than `space` (the message names the `space` to set) or neither
+    (e.g. 8-bit pixels); files marked ZCA-whitened by a key naming ZCA. Whitened images without such a key
+    cannot be told from normalised ones by their values and are not detected (see the notes above _MIN_SEPARATION).
     """
     path = Path(path)
     if space not in SPACES:
@@ -638,6 +757,7 @@ def import_synthetic(
             f"for dataset {real.name!r}"
         )
 
+    _check_space(images, real, space, path)
     if space == "raw" and real.mean is not None and real.std is not None:
         shape = (1, -1) + (1,) * (images.ndim - 2) if real.kind != "vector" else ()
         mean = torch.tensor(real.mean, dtype=torch.float32).reshape(shape)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmc_core.data.dataset import Dataset, Kind
+from lmc_core.data.dataset import Dataset, Kind, load_dataset
 from lmc_core.distill.synthetic import (
     SyntheticSet,
     decode,
@@ -22,6 +22,7 @@ from lmc_core.distill.synthetic import (
     noise_like,
     random_subset,
 )
+from lmc_core.foundations.config import DataConfig
 
 CLASSES = 4
 
@@ -413,6 +414,8 @@ def test_import_transposes_channels_last(tmp_path: Path) -> None:
 
 def test_import_raw_space_is_normalised(tmp_path: Path) -> None:
     x, y = rgb_set()
+    # Raw-space values: RGB's raw data has these channel means and stds (normalised-looking values are refused as raw).
+    x = x * np.array(RGB.std, dtype=np.float32).reshape(1, 3, 1, 1) + np.array(RGB.mean, dtype=np.float32).reshape(1, 3, 1, 1)
     np.savez(tmp_path / "raw.npz", data=x, labels=y)
     s = import_synthetic(tmp_path / "raw.npz", RGB, space="raw")
     mean = torch.tensor(RGB.mean).reshape(1, 3, 1, 1)
@@ -500,3 +503,123 @@ def test_import_refuses_malformed_files(tmp_path: Path) -> None:
         import_synthetic(tmp_path / "missing.npz", RGB)
     with pytest.raises(ValueError, match=r"factor 3"):
         import_synthetic(write("ok.npz", images=x, labels=y), RGB, factor=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# import_synthetic: the value space (raw / normalised) and ZCA-whitened sets
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset(DataConfig(name="digits"))  # raw pixels in [0, 1]: mean 0.305, std 0.376
+
+
+@pytest.fixture(scope="module")
+def mnist1d() -> Dataset:
+    return load_dataset(DataConfig(name="mnist1d"))  # raw mean ~0, std ~1: raw and normalised nearly coincide
+
+
+def to_raw(ds: Dataset, x: torch.Tensor) -> torch.Tensor:
+    assert ds.mean is not None and ds.std is not None
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * torch.tensor(ds.std).reshape(shape) + torch.tensor(ds.mean).reshape(shape)
+
+
+def real_examples(ds: Dataset, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the first `per_class` normalised training examples of each class, sorted by class, and their labels."""
+    idx = torch.cat([torch.nonzero(ds.y_train == c).flatten()[:per_class] for c in range(ds.num_classes)])
+    return ds.x_train[idx].clone(), ds.y_train[idx].clone()
+
+
+def idc_style(ds: Dataset, ipc: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (raw stored images, labels, the same images normalised): IDC-style factor-2 sets of real examples.
+
+    IDC saves torch.save([images, labels]) with images in the raw [0, 1] pixel space; each stored image packs
+    four real examples of its class, area-averaged into 2 x 2 tiles."""
+    x, _ = real_examples(ds, 4 * ipc)
+    normalised = encode(x, 2, "image")
+    return to_raw(ds, normalised), torch.arange(ds.num_classes).repeat_interleave(ipc), normalised
+
+
+def test_import_refuses_raw_images_declared_normalized(tmp_path: Path, digits: Dataset) -> None:
+    raw, labels, _ = idc_style(digits)
+    path = tmp_path / "idc_digits.pt"
+    torch.save([raw, labels], path)
+    with pytest.raises(ValueError, match=r"space: raw") as e:
+        import_synthetic(path, digits, factor=2)
+    msg = str(e.value)
+    assert str(path) in msg and "raw" in msg and "mean" in msg
+    assert f"{float(raw.mean()):.3g}" in msg  # the observed channel mean
+    assert f"[{float(raw.min()):.3g}, {float(raw.max()):.3g}]" in msg  # the observed range
+    # the same for a 3-channel set: every channel looks raw
+    x, y = rgb_set()
+    rgb_raw = to_raw(RGB, torch.from_numpy(x))
+    np.savez(tmp_path / "rgb_raw.npz", images=rgb_raw.numpy(), labels=y)
+    with pytest.raises(ValueError, match=r"rgb_raw\.npz.*space: raw"):
+        import_synthetic(tmp_path / "rgb_raw.npz", RGB)
+
+
+def test_import_raw_images_with_space_raw_land_in_the_normalised_space(tmp_path: Path, digits: Dataset) -> None:
+    raw, labels, normalised = idc_style(digits)
+    path = tmp_path / "idc_digits.pt"
+    torch.save([raw, labels], path)
+    s = import_synthetic(path, digits, factor=2, space="raw")
+    assert torch.allclose(s.images, normalised, atol=1e-5)
+    assert abs(float(s.images.mean())) < 0.2 and abs(float(s.images.std()) - 1) < 0.2  # the real normalised data: 0, 1
+    assert s.provenance["space"] == "raw" and s.decoded_count == 4 * len(raw)
+
+
+def test_import_refuses_normalised_images_declared_raw(tmp_path: Path, digits: Dataset) -> None:
+    # MTT / DC / DM save images in the normalised space: images_best.pt and labels_best.pt, two bare tensors.
+    x, y = real_examples(digits, 3)
+    torch.save(x, tmp_path / "images_best.pt")
+    torch.save(y, tmp_path / "labels_best.pt")
+    with pytest.raises(ValueError, match=r"images_best\.pt.*space: normalized") as e:
+        import_synthetic(tmp_path / "images_best.pt", digits, labels_path=tmp_path / "labels_best.pt", space="raw")
+    assert f"[{float(x.min()):.3g}, {float(x.max()):.3g}]" in str(e.value)
+    s = import_synthetic(tmp_path / "images_best.pt", digits, labels_path=tmp_path / "labels_best.pt")
+    assert torch.equal(s.images, x)
+
+
+def test_import_refuses_values_that_fit_neither_space(tmp_path: Path, digits: Dataset) -> None:
+    raw, labels, _ = idc_style(digits)
+    pixels = (raw * 255).round().to(torch.uint8)  # 8-bit pixels, never divided by 255
+    np.savez(tmp_path / "bytes.npz", images=pixels.numpy(), labels=labels.numpy())
+    for space in ("raw", "normalized"):
+        with pytest.raises(ValueError, match=r"bytes\.npz.*fit neither.*255"):
+            import_synthetic(tmp_path / "bytes.npz", digits, factor=2, space=space)
+
+
+def test_import_refuses_sets_marked_zca_whitened(tmp_path: Path, digits: Dataset) -> None:
+    x, y = real_examples(digits, 2)
+    torch.save({"images": x, "labels": y, "zca": torch.tensor(True)}, tmp_path / "flag.pt")
+    np.savez(tmp_path / "matrix.npz", images=x.numpy(), labels=y.numpy(), zca_matrix=np.eye(64, dtype=np.float32))
+    for path in (tmp_path / "flag.pt", tmp_path / "matrix.npz"):
+        with pytest.raises(ValueError, match=r"ZCA.*images_zca_") as e:
+            import_synthetic(path, digits)
+        assert str(path) in str(e.value)
+    # a flag that says "not whitened" is no reason to refuse
+    torch.save({"images": x, "labels": y, "zca": torch.tensor(False)}, tmp_path / "plain.pt")
+    assert torch.equal(import_synthetic(tmp_path / "plain.pt", digits).images, x)
+
+
+def test_import_accepts_genuine_sets_of_either_space(tmp_path: Path, digits: Dataset) -> None:
+    x, y = real_examples(digits, 3)
+    noise = init_noise(digits, 3, 1, seed=0).images  # a noise-initialised set: white noise in the normalised space
+    drifted = 1.5 * x + 0.3  # a distilled set that drifted: more contrast, shifted
+    for name, images in (("real.npz", x), ("noise.npz", noise), ("drifted.npz", drifted)):
+        np.savez(tmp_path / name, images=images.numpy(), labels=y.numpy())
+        assert torch.equal(import_synthetic(tmp_path / name, digits).images, images)
+    raw = 1.2 * to_raw(digits, x) - 0.05  # a raw set with more contrast, slightly outside [0, 1]
+    np.savez(tmp_path / "raw.npz", images=raw.numpy(), labels=y.numpy())
+    s = import_synthetic(tmp_path / "raw.npz", digits, space="raw")
+    assert digits.mean is not None and digits.std is not None
+    assert torch.allclose(s.images, (raw - digits.mean[0]) / digits.std[0], atol=1e-5)
+
+
+def test_import_checks_nothing_where_raw_and_normalised_spaces_coincide(tmp_path: Path, mnist1d: Dataset) -> None:
+    # MNIST-1D's raw data already has mean ~0 and std ~1: either reading of a set is as good as the other.
+    x, y = real_examples(mnist1d, 2)
+    np.savez(tmp_path / "m.npz", images=x.numpy(), labels=y.numpy())
+    for space in ("normalized", "raw"):
+        assert import_synthetic(tmp_path / "m.npz", mnist1d, space=space).images.shape == x.shape
