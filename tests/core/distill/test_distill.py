@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmc_core.data.dataset import load_dataset
+from lmc_core.data.dataset import Dataset, load_dataset
 from lmc_core.data.dsa import DSA
 from lmc_core.distill.experts import Trajectories, experts_hash, flat_parameters, train_experts, unflatten
-from lmc_core.distill.methods import dc_loops, distill, embed, gradient_distance
+from lmc_core.distill.methods import _Matcher, dc_loops, distill, embed, gradient_distance
 from lmc_core.distill.synthetic import init_noise
 from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, MTTSettings
 from lmc_core.models import build_model
@@ -166,3 +166,98 @@ def test_distillation_on_cuda_matches_cpu(digits, experts):
         assert gpu.synthetic.images.device.type == "cpu", "results are stored from the CPU"
         # Same draws (CPU generators) on both devices: the first loss agrees up to float rounding.
         assert gpu.losses[0] == pytest.approx(cpu.losses[0], rel=1e-3), method
+
+
+# ---------------------------------------------------------------------------------------------
+# The objectives against hand arithmetic: these would fail if a distance or the MTT loss were wrong.
+
+
+def test_dc_cosine_distance_is_summed_per_output_row_and_skips_biases_as_the_reference():
+    # DC's distance_wb (VICO-UoE/DatasetCondensation utils.py, dis_metric='ours'): a 2-D (out, in) gradient is
+    # compared row by row, sum_rows 1 - <s_i, r_i> / (|s_i| |r_i|); a conv gradient (out, in, h, w) is first
+    # reshaped to (out, in*h*w); a 1-D gradient (bias, norm) contributes 0.
+    syn_w = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    real_w = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    # row 0: orthogonal -> 1; row 1: <.,.> = 2, norms sqrt(2) sqrt(3) -> 1 - 2 / sqrt(6)
+    by_hand = 1.0 + (1.0 - 2.0 / 6**0.5)
+    syn_b, real_b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, -1.0])
+    got = float(gradient_distance([syn_w, syn_b], [real_w, real_b], "cos"))
+    assert got == pytest.approx(by_hand, rel=1e-6)
+    # not the cosine of the flattened matrices (1 - 2 / (sqrt(3) * 2) = 0.42), which a whole-tensor distance would give
+    assert got != pytest.approx(1 - 2 / (3**0.5 * 2), abs=1e-3)
+    # a conv gradient (out=2, in=1, 1x3 kernel) is the same rows
+    conv = float(gradient_distance([syn_w.view(2, 1, 1, 3)], [real_w.view(2, 1, 1, 3)], "cos"))
+    assert conv == pytest.approx(by_hand, rel=1e-6)
+    # the reference's denominator is |s||r| + 1e-6; at these magnitudes that is within 1e-6 of the value above
+    ref = sum(1 - float(s @ r) / (float(s.norm() * r.norm()) + 1e-6) for s, r in zip(syn_w, real_w, strict=True))
+    assert got == pytest.approx(ref, abs=1e-5)
+
+
+def test_idc_mse_distance_is_the_squared_error_summed_over_every_gradient():
+    syn_w = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    real_w = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    syn_b, real_b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, -1.0])
+    # weights: (1)^2 + (-1)^2 + (-1)^2 = 3; bias: (-2)^2 + 3^2 = 13
+    assert float(gradient_distance([syn_w, syn_b], [real_w, real_b], "mse")) == pytest.approx(16.0)
+    assert float(gradient_distance([syn_w], [real_w], "mse")) == pytest.approx(3.0)
+
+
+def _linear_task():
+    """Two classes, three features, a linear classifier (MLP without hidden layers): small enough to differentiate by hand."""
+    x = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 2.0, -0.5], [1.0, 1.0, 1.0], [2.0, 0.0, -1.0]])
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    data = Dataset("hand", x, y, x.clone(), y.clone(), num_classes=2, kind="vector")
+    return data, ModelConfig(arch="mlp", hidden=[])
+
+
+def _softmax_ce_grad(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient of the mean cross-entropy of softmax(x w^T + b): G = (p - onehot) / n, dW = G^T x, db = sum G."""
+    z = x @ w.T + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    g = (p - np.eye(w.shape[0])[y]) / len(x)
+    return g.T @ x, g.sum(0)
+
+
+def test_mtt_loss_is_the_normalised_distance_after_student_steps_computed_by_hand():
+    data, net_cfg = _linear_task()
+    lr, steps = 0.7, 2
+    cfg = DistillConfig(
+        method="mtt",
+        ipc=2,
+        dsa="none",
+        mtt={"experts": 1, "expert_train_epochs": 2, "max_start_epoch": 1, "expert_epochs": 1, "syn_steps": steps, "lr_teacher": lr},
+    )
+    # the synthetic set: two examples per class, chosen here
+    images = torch.tensor([[0.5, 1.0, -1.0], [1.5, 0.0, 0.5], [-0.5, 2.0, 0.0], [0.0, -1.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1])
+    # expert: epoch t = 0 (the only start MTT can draw here), epoch t + M = 1, and an epoch 2 the student never sees
+    start_w, start_b = np.array([[0.2, -0.1, 0.3], [-0.4, 0.5, 0.1]]), np.array([0.05, -0.05])
+    target_w, target_b = np.array([[0.6, -0.5, 0.2], [-0.3, 0.9, -0.2]]), np.array([0.1, -0.3])
+    flat = lambda w, b: torch.tensor(np.concatenate([w.ravel(), b]), dtype=torch.float32)  # noqa: E731
+    net = build_model(net_cfg, data.input_shape, 2, 0)
+    experts = Trajectories(
+        torch.stack([flat(start_w, start_b), flat(target_w, target_b), flat(10 * target_w, 10 * target_b)])[None],
+        [n for n, _ in net.named_parameters()],
+        [tuple(p.shape) for p in net.parameters()],
+        {},
+    )
+    matcher = _Matcher(cfg, data, net_cfg, images, labels)
+    step = matcher.mtt_step(experts)
+    got = step(0, torch.optim.SGD([images], lr=0.0))  # the loss is measured before the (null) pixel update
+
+    # by hand, in float64: N = 2 full-batch SGD steps from the expert's epoch t, then
+    # ||w_N - w*_{t+M}||^2 / ||w*_t - w*_{t+M}||^2 (Cazenavette et al. 2022, eq. 2)
+    x, yy = images.detach().double().numpy(), labels.numpy()
+    w, b = start_w.copy(), start_b.copy()
+    for _ in range(steps):
+        dw, db = _softmax_ce_grad(w, b, x, yy)
+        w, b = w - lr * dw, b - lr * db
+    num = ((w - target_w) ** 2).sum() + ((b - target_b) ** 2).sum()
+    den = ((start_w - target_w) ** 2).sum() + ((start_b - target_b) ** 2).sum()
+    assert got == pytest.approx(num / den, rel=1e-5)
+    # and the students' steps matter: zero steps would give exactly 1, one step something else
+    one = _softmax_ce_grad(start_w, start_b, x, yy)
+    w1, b1 = start_w - lr * one[0], start_b - lr * one[1]
+    assert got != pytest.approx((((w1 - target_w) ** 2).sum() + ((b1 - target_b) ** 2).sum()) / den, rel=1e-3)
+    assert got != pytest.approx(1.0, rel=1e-3)

@@ -294,17 +294,76 @@ def test_distilled_and_real_masks_differ_but_share_the_init(finished):
     assert all(torch.equal(rebuilt[k], dist[k]) for k in dist)
 
 
+def test_imp_round_2_is_global_magnitude_pruning_of_round_1s_copy_a_rebuilt_by_hand(finished):
+    prev = finished.load_masks("imp-k0-r1")
+    state = finished.load_state(copies_key("imp-k0-r1", 0, 0), "a")  # round 1's copy A, trained under round 1's mask
+    stored = finished.load_masks("imp-k0-r2")
+    names = ["layers.1.weight", "layers.3.weight"]  # MLP 20-16-4: both weight matrices are prunable, biases are not
+    assert sorted(stored) == sorted(prev) == names
+    n = 20 * 16 + 16 * 4
+    assert sum(int(prev[k].sum()) for k in names) == round(n * 0.8) == 307
+    # one global ranking of |w| over the weights round 1 kept; keep round(n * 0.8^2) of them
+    keep = round(n * 0.64)
+    survivors = torch.cat([state[k][prev[k]].abs().flatten() for k in names])
+    threshold = survivors.sort(descending=True).values[keep - 1]
+    assert (survivors == threshold).sum() == 1, "no tie at the threshold: the hand rule below is exact"
+    rebuilt = {k: prev[k] & (state[k].abs() >= threshold) for k in names}
+    assert sum(int(m.sum()) for m in rebuilt.values()) == keep == 246
+    for k in names:
+        assert torch.equal(stored[k], rebuilt[k]), k
+    # the rule is sensitive to which weights it ranks: copy B, or round 0's copy A, give other masks
+    for other in (finished.load_state(copies_key("imp-k0-r1", 0, 0), "b"), finished.load_state(copies_key("dense", 0, 0), "a")):
+        alt = torch.cat([other[k][prev[k]].abs().flatten() for k in names]).sort(descending=True).values[keep - 1]
+        assert any(not torch.equal(stored[k], prev[k] & (other[k].abs() >= alt)) for k in names)
+
+
+def test_training_points_in_stage_files_and_table_match_hand_arithmetic(finished):
+    steps_per_epoch = N_TRAIN // REAL_BATCH  # 40 full batches of 50 (drop-last)
+    copy_a = REAL_EPOCHS * steps_per_epoch * REAL_BATCH  # sample-gradient evaluations = steps x batch = 80 x 50
+    assert copy_a == 4000
+    syn_run = SYN_EPOCHS * (DECODED // SYN_BATCH) * SYN_BATCH  # 3 epochs x 3 batches x 4
+    assert syn_run == 36
+    assert finished.parent_examples(0) == 0, "rewinding to k = 0 trains no parent"
+    for mid in ("dense", "imp-k0-r1", "imp-k0-r2"):
+        assert [c["examples"] for c in finished.stage_info(copies_key(mid, 0, 0))["copies"]] == [copy_a, copy_a]
+    expected = {
+        ("dense", 0): 0,
+        ("imp", 1): copy_a,  # parent (0) + round 0's copy A
+        ("imp", 2): 2 * copy_a,  # + round 1's copy A
+        ("distilled.dm", 1): syn_run,
+        ("distilled.dm", 2): 2 * syn_run,
+        ("subset.dm", 2): 2 * syn_run,
+        ("combined.dm.r1", 2): syn_run + copy_a,  # distilled round 1, then one real training of its copy A
+        ("random", 2): 0,
+    }
+    rows = {(r["source"], r["round"]): r for r in finished.table()}
+    for (source, rnd), points in expected.items():
+        row = rows[(source, rnd)]
+        assert row["training_points"] == points, (source, rnd)
+        if rnd:
+            assert finished.stage_info(mask_key(row["mask"]))["examples"] == points
+    # the ratio the paper reports: real IMP's points over the source's, at the same round
+    assert rows[("distilled.dm", 2)]["points_ratio"] == 2 * copy_a / (2 * syn_run) == pytest.approx(4000 / 36)
+    assert rows[("combined.dm.r1", 2)]["points_ratio"] == 2 * copy_a / (syn_run + copy_a)
+    assert rows[("imp", 2)]["points_ratio"] == 1.0
+    assert rows[("random", 2)]["points_ratio"] is None and rows[("dense", 0)]["points_ratio"] is None  # nothing spent
+
+
 def test_synthetic_table_reports_the_evaluation(finished):
     rows = finished.synthetic_table()
     assert [r["set"] for r in rows] == ["dm"]
     row = rows[0]
     assert row["method"] == "dm" and row["stored"] == DECODED and row["decoded"] == DECODED
     assert set(row["evaluation"]) == {"synthetic", "random_subset", "noise"}
+    n_test = len(finished.data.y_test)
     for value in row["evaluation"].values():
-        assert 0 <= value["mean"] <= 100 and len(value["accuracies"]) == 1
+        (acc,) = value["accuracies"]  # evaluate_runs = 1
+        # a test accuracy in percent is a whole number of correct test rows out of n_test
+        assert acc * n_test / 100 == pytest.approx(round(acc * n_test / 100), abs=1e-6)
+        assert value["mean"] == acc and value["std"] == 0.0
 
 
-def test_every_row_has_finite_barriers(finished):
+def test_every_rows_barriers_are_recomputed_from_its_stored_path(finished):
     rows = finished.table()
     assert {(r["source"], r["round"]) for r in rows} == {
         ("dense", 0),
@@ -312,7 +371,13 @@ def test_every_row_has_finite_barriers(finished):
         ("combined.dm.r1", 2),
     }
     for r in rows:
-        assert np.isfinite(r["error_barrier"]) and np.isfinite(r["loss_barrier"])
+        # Frankle's error barrier and Entezari's loss barrier, by hand from the path the row's pair stored
+        path = finished.load_path(path_key(r["mask"], r["rewind_step"], 0))
+        err, loss, alphas = np.asarray(path.error["test"]), np.asarray(path.loss["test"]), np.asarray(path.alphas)
+        assert alphas.tolist() == [0.0, 0.5, 1.0]
+        assert r["error_barrier"] == pytest.approx(100 * (err.max() - (err[0] + err[-1]) / 2), abs=1e-9)
+        assert r["loss_barrier"] == pytest.approx(max(loss - ((1 - alphas) * loss[0] + alphas * loss[-1])), abs=1e-9)
+        assert r["error_barriers"] == [r["error_barrier"]] and r["error_barrier_std"] == 0.0  # one pair
         assert r["sparsity"] == pytest.approx(100 * (1 - 0.8 ** r["round"]), abs=0.5)
 
 
