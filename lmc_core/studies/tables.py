@@ -58,6 +58,7 @@ def _row(run: FinishedStages, source: str, rnd: int | None, mid: str, k: int) ->
         "error_barriers": err.tolist(),
         "loss_barrier": float(loss.mean()),
         "loss_barrier_std": float(loss.std()),
+        "copy_distances": [run.stage_info(copies_key(mid, k, p)).get("distance_between_copies") for p in range(len(pairs))],
         "training_points": spent,
         "distill_points": info.get("distill_examples", 0),
         "points_ratio": reference / spent if reference and spent else None,  # real IMP's training points / this source's

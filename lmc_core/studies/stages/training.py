@@ -8,6 +8,7 @@ from typing import Any
 from lmc_core.foundations.events import Callback
 from lmc_core.foundations.layout import DENSE, rewind_key
 from lmc_core.foundations.storage import save_tensors
+from lmc_core.foundations.types import State
 from lmc_core.models import count_parameters
 from lmc_core.prune.magnitude import rewind, sparsity
 from lmc_core.studies.plan import Stage
@@ -51,6 +52,7 @@ def run_copies(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
     model = run.fresh_model()
     rewind(model, run.load_state(rewind_key(p["k"])), masks)
     seeds = run.cfg.stability.pairs[p["pair"]][: p["n_copies"]]
+    start = {n: q.detach().clone() for n, q in model.named_parameters()}  # the masked rewind point both copies start from
     results = train_copies(
         model,
         run.data,
@@ -68,8 +70,26 @@ def run_copies(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
         save_tensors(out / f"{name}.safetensors", res.state)
         model.load_state_dict(res.state)
         metrics = {split: evaluate(model, x, y, run.cfg.train.eval_batch_size).as_dict() for split, (x, y) in run.splits().items()}
-        copies.append({"seed": seed, "examples": res.examples, "seconds": res.seconds, "metrics": metrics, "history": res.history})
-    return {"seeds": list(seeds), "sparsity": sparsity(masks) if masks else 0.0, "copies": copies}
+        copies.append(
+            {
+                "seed": seed,
+                "examples": res.examples,
+                "seconds": res.seconds,
+                "metrics": metrics,
+                "history": res.history,
+                "distance_to_rewind": parameter_distance(res.state, start, list(start)),
+            }
+        )
+    between = parameter_distance(results[0].state, results[1].state, list(start)) if len(results) == 2 else None
+    return {"seeds": list(seeds), "sparsity": sparsity(masks) if masks else 0.0, "copies": copies, "distance_between_copies": between}
+
+
+def parameter_distance(a: State, b: State, names: list[str]) -> float:
+    """Return the Euclidean distance between two networks over the parameters `names` (buffers excluded), in float64.
+
+    The distances the paper reports beside the barrier: between a pair's two copies, and from each copy to the rewind point.
+    """
+    return float(sum(float(((a[n].double().cpu() - b[n].double().cpu()) ** 2).sum()) for n in names) ** 0.5)
 
 
 INIT = StageKind(run=run_init)

@@ -134,3 +134,22 @@ def test_rerun_skips_finished_stages_and_resumes_an_interrupted_one(finished):
     after = again.load_state(key, "a")
     assert all(torch.equal(before[k], after[k]) for k in before), "a resumed stage reproduces its result bit for bit"
     assert again.table() == table_before, "the resumed stage reproduces its metrics, hence the table"
+
+
+def test_copies_record_their_distances_computed_by_hand(finished):
+    """The paper's distances beside the barrier: ||A - B|| and each copy's distance from the masked rewind point."""
+    key = copies_key("imp-k0-r2", 0, 0)
+    info = finished.stage_info(key)
+    a, b = finished.load_state(key, "a"), finished.load_state(key, "b")
+    masks = finished.load_masks("imp-k0-r2")
+    init = finished.load_state("init")
+    params = [n for n, _ in finished.template.named_parameters()]
+    start = {n: init[n] * masks[n] if n in masks else init[n] for n in params}  # the copies start from the masked theta_0
+
+    def dist(x, y):
+        return float(np.sqrt(sum(((x[n].double() - y[n].double()) ** 2).sum().item() for n in params)))
+
+    assert info["distance_between_copies"] == pytest.approx(dist(a, b), rel=1e-12) and info["distance_between_copies"] > 0
+    assert [c["distance_to_rewind"] for c in info["copies"]] == pytest.approx([dist(a, start), dist(b, start)], rel=1e-12)
+    row = next(r for r in finished.table() if r["mask"] == "imp-k0-r2" and r["source"] == "imp")
+    assert row["copy_distances"] == [info["distance_between_copies"]]
