@@ -28,7 +28,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.api.figures import encode, mask_ref, stage_ref  # the API's encoder and readings: the stub speaks exactly like the API
+from app.api.figures import encode, mask_ref, stage_ref
+from app.api.figures import sparsity as sparsity_figure  # the API's encoder and readings: the stub speaks exactly like the API
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -92,26 +93,7 @@ def payloads(n: int) -> dict[str, object]:
                     "training_points": 1000,
                 }
             )
-    series = [
-        {
-            "source": s,
-            "rewind_step": 0,
-            **{
-                f: [r[f] for r in table if r["source"] == s]
-                for f in (
-                    "round",
-                    "sparsity",
-                    "accuracy_mean",
-                    "error_barrier",
-                    "error_barrier_std",
-                    "loss_barrier",
-                    "loss_barrier_std",
-                    "training_points",
-                )
-            },
-        }
-        for s in ("imp", "random", "distilled.dm")
-    ]
+    series = sparsity_figure(table)["series"]  # the API's own grouping of the study table
     stage, hstage = "surface/imp-k0-r2/k0/p0", "hessian/imp-k0-r2/k0/p0"
     study: dict[str, Any] = {
         "id": SID,
