@@ -116,6 +116,9 @@ _SERIES_FIELDS = (
     "loss_barrier",
     "loss_barrier_std",
     "training_points",
+    "distill_points",
+    "points_ratio",
+    "points_ratio_with_distilling",
 )
 
 
@@ -131,7 +134,14 @@ def sparsity(table: list[dict[str, Any]]) -> dict[str, Any]:
     series = []
     for (source, k), rows in sorted(groups.items()):
         rows.sort(key=lambda r: r.get("round") or 0)
-        series.append({"source": source, "rewind_step": k, **{f: [r.get(f) for r in rows] for f in _SERIES_FIELDS}})
+        series.append(
+            {
+                "source": source,
+                "rewind_step": k,
+                **{f: [r.get(f) for r in rows] for f in _SERIES_FIELDS},
+                "pairs": [len(r.get("error_barriers") or []) for r in rows],  # n behind each mean and sd
+            }
+        )
     sweeps = []
     for mask, rows in sorted(sweep.items()):
         rows.sort(key=lambda r: r["rewind_step"])

@@ -244,7 +244,9 @@ class ResultsOut(BaseModel):
     table: list[ResultRow] = Field(
         description="One row per (mask source, rewind step, round): sparsity, accuracies, barriers, training_points (measured "
         "sample-gradients) and distill_points (real examples the synthetic set's distillation consumed; null = unknown, an "
-        "imported set whose cost its source does not report)."
+        "imported set whose cost its source does not report), points_ratio (real IMP's training points over this source's at the "
+        "same round, measured in decoded examples as they ran) and points_ratio_with_distilling (the same with distill_points "
+        "added; null when that cost is unknown)."
     )
     analysis: list[ResultRow] = Field(description="One row per analysed subnetwork and pair: top eigenvalue, trace, surface loss range.")
     synthetic: list[dict[str, Any]]

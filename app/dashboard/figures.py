@@ -79,7 +79,9 @@ def sparsity(
                 marker=dict(symbol=palette.STUDY_SYMBOLS[index % 4], size=8),
                 error_y=dict(type="data", array=values(std), visible=True, thickness=1) if std and any(v for v in std if v) else None,
                 customdata=values(s["round"]),
-                hovertemplate=f"{name}<br>round %{{customdata:.0f}}<br>sparsity %{{x:.1f}}%<br>{title}: %{{y:.3g}}{suffix}<extra></extra>",
+                text=_accounting(s, metric),
+                hovertemplate=f"{name}<br>round %{{customdata:.0f}}<br>sparsity %{{x:.1f}}%<br>{title}: %{{y:.3g}}{suffix}"
+                "%{text}<extra></extra>",
             )
         )
     fig.update_xaxes(**SPARSITY_AXIS)
@@ -87,6 +89,30 @@ def sparsity(
     if not fig.data:
         return empty("no rounds finished yet")
     return base_layout(fig)
+
+
+def _accounting(s: dict[str, Any], metric: str) -> list[str]:
+    """Return each point's hover lines: what the error bar is (over how many pairs) and the training-points accounting."""
+    rounds = s.get("round") or []
+    n = s.get("pairs") or [None] * len(rounds)
+    std = s.get(f"{metric}_std") or [None] * len(rounds)
+    out = []
+    for i in range(len(rounds)):
+        lines = []
+        if metric != "accuracy_mean" and n[i]:
+            lines.append(f"± {std[i]:.3g} (sd over n={n[i]} seed pairs)" if n[i] > 1 and std[i] is not None else f"n={n[i]} seed pair")
+        points = (s.get("training_points") or [None] * len(rounds))[i]
+        if points:
+            distill = (s.get("distill_points") or [0] * len(rounds))[i]
+            cost = " + unknown distilling (imported set)" if distill is None else (f" + {distill:,} distilling" if distill else "")
+            lines.append(f"training points {points:,}{cost}")
+        ratio = (s.get("points_ratio") or [None] * len(rounds))[i]
+        if ratio:
+            total = (s.get("points_ratio_with_distilling") or [None] * len(rounds))[i]
+            with_cost = "unknown" if total is None else f"{total:.2f}x"
+            lines.append(f"real IMP's points / these: {ratio:.1f}x measured ({with_cost} with distilling)")
+        out.append("".join(f"<br>{line}" for line in lines))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- interpolation

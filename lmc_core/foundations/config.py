@@ -70,6 +70,11 @@ class TrainConfig(_Strict):
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: PositiveInt = 32
+    drop_last: bool = Field(
+        False,
+        description="Drop each epoch's last partial batch. False (the default, as the authors' DataLoader) sees every example "
+        "every epoch; true keeps every step at batch_size examples (and drops up to batch_size - 1 examples per epoch).",
+    )
     epochs: PositiveInt | None = Field(20, description="Training length in epochs (one of epochs / steps).")
     steps: PositiveInt | None = Field(None, description="Training length in optimizer steps; overrides epochs when set.")
     schedule: Literal["constant", "cosine", "multistep"] = "cosine"

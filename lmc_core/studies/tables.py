@@ -42,6 +42,7 @@ def _row(run: FinishedStages, source: str, rnd: int | None, mid: str, k: int) ->
     acc = [c["metrics"][split]["accuracy"] * 100 for c in copies]
     info = {} if mid == DENSE else run.stage_info(mask_key(mid))
     spent = info.get("examples", 0)
+    distill = info.get("distill_examples", 0)  # None: an imported set whose cost its source does not report
     imp = mask_id("imp", k, rnd) if rnd else None
     reference = run.stage_info(mask_key(imp))["examples"] if imp and run.is_done(mask_key(imp)) else None
     return {
@@ -60,8 +61,11 @@ def _row(run: FinishedStages, source: str, rnd: int | None, mid: str, k: int) ->
         "loss_barrier_std": float(loss.std()),
         "copy_distances": [run.stage_info(copies_key(mid, k, p)).get("distance_between_copies") for p in range(len(pairs))],
         "training_points": spent,
-        "distill_points": info.get("distill_examples", 0),
-        "points_ratio": reference / spent if reference and spent else None,  # real IMP's training points / this source's
+        "distill_points": distill,
+        # Measured ratios, counted in decoded examples (a factor-2 image set trains on 4x its stored images): real IMP's
+        # sample-gradients over this source's, without and with what distilling its set consumed (None: unknown or no IMP).
+        "points_ratio": reference / spent if reference and spent else None,
+        "points_ratio_with_distilling": reference / (spent + distill) if reference and spent and distill is not None else None,
     }
 
 

@@ -52,10 +52,15 @@ class TrainResult:
 
 
 def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
-    """Return optimizer steps per epoch; the last partial batch is dropped so every step sees batch_size examples."""
-    if n_train < cfg.batch_size:
-        raise ValueError(f"train.batch_size = {cfg.batch_size} exceeds the {n_train} training examples; lower it")
-    return n_train // cfg.batch_size
+    """Return optimizer steps per epoch: every example once, the last batch partial (`drop_last` drops it instead)."""
+    if n_train < cfg.batch_size and cfg.drop_last:
+        raise ValueError(
+            f"train.batch_size = {cfg.batch_size} exceeds the {n_train} training examples and drop_last drops every batch; "
+            "lower the batch size or set drop_last to false"
+        )
+    if cfg.drop_last:
+        return n_train // cfg.batch_size
+    return -(-n_train // cfg.batch_size)
 
 
 def total_steps(cfg: TrainConfig, n_train: int) -> int:
@@ -89,12 +94,25 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
 class BatchStream:
     """Endless training batches: a fresh permutation per epoch from the data-order stream, then augmentation.
 
+    An epoch is `steps_per_epoch` batches; unless `drop_last`, its last batch holds the remainder, so
+    every example is seen once per epoch (as a PyTorch DataLoader does by default). `examples` counts
+    the examples handed out, the exact figure a study's training-points accounting records.
+
     With `cutmix` > 0 a batch is CutMixed with that probability and its targets become the mixed
     class probabilities, so `F.cross_entropy(logits, target)` is CutMix's loss either way. The
     CutMix draws come from the augmentation stream, after the batch's augmentation.
     """
 
-    def __init__(self, data: Dataset, batch_size: int, data_seed: int, augment_seed: int, augmenter: BatchAugmenter, cutmix: float = 0.0):
+    def __init__(
+        self,
+        data: Dataset,
+        batch_size: int,
+        data_seed: int,
+        augment_seed: int,
+        augmenter: BatchAugmenter,
+        cutmix: float = 0.0,
+        drop_last: bool = False,
+    ):
         if cutmix and data.kind == "vector":
             raise ValueError(
                 f"cutmix pastes a box of an image or a segment of a signal; dataset {data.name!r} holds vectors: set cutmix to 0"
@@ -103,7 +121,8 @@ class BatchStream:
         self.num_classes = data.num_classes
         self.cutmix = cutmix
         self.batch_size = batch_size
-        self.per_epoch = len(self.x) // batch_size
+        self.per_epoch = len(self.x) // batch_size if drop_last else -(-len(self.x) // batch_size)
+        self.examples = 0
         self.order_rng = generator(data_seed, "data-order")
         self.augment_rng = generator(augment_seed, "augmentation")
         self.augmenter = augmenter
@@ -116,6 +135,7 @@ class BatchStream:
             self._pos = 0
         idx = self._order[self._pos * self.batch_size : (self._pos + 1) * self.batch_size]
         self._pos += 1
+        self.examples += len(idx)
         xb, yb = self.x[idx], self.y[idx]
         if self.augmenter.active:
             xb = self.augmenter(xb, self.augment_rng)
@@ -152,7 +172,7 @@ def train(
         raise ValueError(f"{stage}: steps must satisfy 0 <= start ({start_step}) <= end ({end}) <= schedule length ({total})")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
-    batches = BatchStream(data, cfg.batch_size, data_seed, augment_seed, augmenter, cfg.cutmix)
+    batches = BatchStream(data, cfg.batch_size, data_seed, augment_seed, augmenter, cfg.cutmix, cfg.drop_last)
     model.train()
     apply_masks(model, masks)
     history: list[dict[str, float]] = []
@@ -186,7 +206,7 @@ def train(
         state=state,
         start_step=start_step,
         end_step=end,
-        examples=(end - start_step) * cfg.batch_size,
+        examples=batches.examples,
         seconds=time.perf_counter() - t0,
         history=history,
     )

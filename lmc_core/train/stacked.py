@@ -323,7 +323,7 @@ def train_stacked(
     masked, factors = _stacked_masks(names, params, masks)
     _zero_pruned(masked, factors)
     optimizer = _StackedOptimizer(params, cfg)
-    streams = [BatchStream(data, cfg.batch_size, ds, aug, augmenter, cfg.cutmix) for ds, aug in seeds]
+    streams = [BatchStream(data, cfg.batch_size, ds, aug, augmenter, cfg.cutmix, cfg.drop_last) for ds, aug in seeds]
     logits_of = make_stacked_forward(template, names)
     labels = [f"{stage}[{c}]" for c in range(copies)]
     history: list[list[dict[str, float]]] = [[] for _ in range(copies)]
@@ -359,7 +359,7 @@ def train_stacked(
             state=states[c],
             start_step=start_step,
             end_step=end,
-            examples=(end - start_step) * cfg.batch_size,
+            examples=streams[c].examples,
             seconds=seconds,
             history=history[c],
         )

@@ -80,6 +80,15 @@ def test_sparsity_figure_follows_the_table(api, finished, run_dir):
     assert imp["round"] == [0, 1, 2]
     assert imp["sparsity"] == [r["sparsity"] for r in rows] and imp["error_barrier"] == [r["error_barrier"] for r in rows]
     assert imp["sparsity"][1] == pytest.approx(20.0, abs=0.05) and imp["sparsity"][2] == pytest.approx(36.0, abs=0.05)
+    # the training-points accounting travels with each point: the measured ratio to real IMP and the distillation cost
+    dist = next(s for s in fig["series"] if s["source"] == "distilled.dm")
+    drows = sorted((r for r in table if r["source"] == "distilled.dm"), key=lambda r: r["round"])
+    assert dist["points_ratio"][2] == pytest.approx(rows[2]["training_points"] / drows[2]["training_points"])
+    assert dist["distill_points"][2] == drows[2]["distill_points"] > 0
+    assert dist["points_ratio_with_distilling"][2] == pytest.approx(
+        rows[2]["training_points"] / (drows[2]["training_points"] + drows[2]["distill_points"])
+    )
+    assert imp["pairs"] == [len(table[0]["error_barriers"])] * 3
 
 
 def test_surface_figure_equals_the_grid_and_marks_the_models(api, finished, run_dir):

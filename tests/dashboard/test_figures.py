@@ -293,3 +293,22 @@ def test_interpolation_npz_holds_every_path_at_stored_precision():
                 got = z[f"{stage.replace('/', '__')}/{name}"]
                 assert got.dtype == np.float64 and np.array_equal(got, a)
     assert published.to_npz(FakeClient(), {"study_id": "s1", "figure": "sparsity"}, {}) is None
+
+
+def test_sparsity_hover_says_what_the_bar_is_and_shows_the_measured_ratio_and_the_distilling_cost():
+    data = sparsity_payload()
+    imp, dist, _ = data["series"]
+    imp["pairs"] = dist["pairs"] = [2, 2, 2]
+    dist.update(
+        training_points=[0, 400, 800],
+        distill_points=[0, 600, None],  # round 2 pretends an imported set of unreported cost
+        points_ratio=[None, 10.0, 10.0],
+        points_ratio_with_distilling=[None, 4.0, None],
+    )
+    fig = figures.sparsity(data, "error_barrier")
+    imp_text, dist_text = fig.data[0].text, fig.data[1].text
+    assert "± 0.5 (sd over n=2 seed pairs)" in imp_text[1]
+    assert "training points 400 + 600 distilling" in dist_text[1]
+    assert "real IMP's points / these: 10.0x measured (4.00x with distilling)" in dist_text[1]
+    assert "unknown distilling (imported set)" in dist_text[2] and "(unknown with distilling)" in dist_text[2]
+    assert "%{text}" in fig.data[1].hovertemplate

@@ -116,3 +116,24 @@ def test_the_table_says_what_the_spread_is_and_over_how_many_pairs(capsys):
     print_table([_row([3.0])])
     out = capsys.readouterr().out
     assert "3.0 (n=1)" in out and "±" not in out.split("barriers on the")[0]
+
+
+def test_the_ratio_to_real_imp_is_shown_measured_and_with_distilling_or_unknown(capsys):
+    from lmc_core.studies.commands import print_table
+
+    known = {
+        **_row([1.0]),
+        "source": "distilled.dm",
+        "training_points": 400,
+        "distill_points": 600,
+        "points_ratio": 10.0,
+        "points_ratio_with_distilling": 4.0,
+    }
+    imported = {**known, "round": 2, "distill_points": None, "points_ratio_with_distilling": None}
+    print_table([known, imported])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "10.0x" in line]
+    assert len(lines) == 2
+    assert "4.00x" in lines[0] and "600 distilling" in lines[0]
+    assert "unknown" in lines[1] and "4.00x" not in lines[1]
+    assert "measured ratio" in out and "not the paper's accounting" in out

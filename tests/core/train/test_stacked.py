@@ -140,6 +140,19 @@ def test_stacked_is_bit_identical_to_the_loop(kind: str, opt: dict) -> None:
     assert max_diff(stacked[:1], stacked[1:]) > 1e-3
 
 
+def test_stacked_keeps_the_partial_last_batch_like_the_loop() -> None:
+    """640 examples in batches of 48: 13 full batches and one of 16 per epoch, in both paths, counted exactly."""
+    model = make_model("mlp")
+    masks = half_masks(model)
+    cfg = TrainConfig(epochs=2, batch_size=48, schedule="cosine", **SGD)
+    loop = train_copies(model, DATA, cfg, AUGMENTER, seeds=SEEDS, masks=masks, strategy="loop")
+    stacked = train_copies(model, DATA, cfg, AUGMENTER, seeds=SEEDS, masks=masks, strategy="stacked")
+    assert_bit_identical(stacked, loop)
+    for result in stacked:
+        assert (result.end_step, result.examples) == (2 * 14, 2 * 640)
+        assert [row["step"] for row in result.history] == [14, 28]
+
+
 @pytest.mark.parametrize("opt", [SGD, ADAM], ids=["sgd-nesterov-wd", "adam-wd"])
 def test_vmap_path_matches_the_loop_to_rounding(opt: dict) -> None:
     model = make_model("tanh-vmap")  # smooth: see VMAP_ATOL

@@ -96,9 +96,32 @@ def test_divergence_names_the_step_and_keeps_nothing_half_done(data):
     assert f"step {err.step}" in str(err) and "lower train.lr" in str(err)
 
 
-def test_batch_larger_than_data_is_a_clear_error(data):
-    with pytest.raises(ValueError, match="batch_size"):
-        run(data, cfg=CFG.model_copy(update={"batch_size": 10_000}))
+def test_batch_larger_than_data_is_a_clear_error_only_when_drop_last_drops_everything(data):
+    with pytest.raises(ValueError, match=r"batch_size .* drop_last"):
+        run(data, cfg=CFG.model_copy(update={"batch_size": 10_000, "drop_last": True}))
+    _, res = run(data, cfg=CFG.model_copy(update={"batch_size": 10_000, "epochs": 1}))  # one full-batch step
+    assert res.end_step == 1 and res.examples == len(data.x_train)
+
+
+def test_every_example_is_seen_every_epoch_with_a_partial_last_batch(data):
+    """The authors' loader keeps the last partial batch: 2000 examples in batches of 64 are 31 x 64 + 1 x 16 per epoch."""
+    n = len(data.x_train)
+    cfg = CFG.model_copy(update={"batch_size": 64, "epochs": 3})
+    assert steps_per_epoch(cfg, n) == 32 and total_steps(cfg, n) == 96
+    seen: list[torch.Tensor] = []
+    model = fresh(data)
+    original = model.forward
+    model.forward = lambda x: (seen.append(x.detach().clone()), original(x))[1]
+    res = train(model, data, cfg, Augmenter(DATA, data.kind), data_seed=3, augment_seed=3)
+    assert [len(x) for x in seen[:32]] == [64] * 31 + [16]
+    assert res.examples == 3 * n == sum(len(x) for x in seen)
+    for epoch in range(3):  # each epoch is a permutation of the whole split: every row exactly once
+        rows = torch.cat(seen[32 * epoch : 32 * (epoch + 1)])
+        assert torch.equal(rows.sort(dim=0).values, data.x_train.sort(dim=0).values)
+    dropped = CFG.model_copy(update={"batch_size": 64, "epochs": 3, "drop_last": True})
+    assert steps_per_epoch(dropped, n) == 31
+    _, res = run(data, cfg=dropped)
+    assert res.examples == 3 * 31 * 64  # 48 examples never seen per epoch
 
 
 def test_adam_and_nesterov_train(data):
