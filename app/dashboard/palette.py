@@ -9,6 +9,7 @@ FIXED = {
     "dense": "#000000",
     "imp": "#0072B2",
     "random": "#999999",
+    "random_global": "#5A5A5A",
 }
 # A family with several members (one per synthetic set) picks a shade by a stable hash of the set's name.
 FAMILIES = {
@@ -52,7 +53,9 @@ def label(source: str) -> str:
     if source == "dense":
         return "dense"
     if source == "random":
-        return "random pruning"
+        return "random pruning (IMP's layer counts)"
+    if source == "random_global":
+        return "random pruning (global, the authors')"
     fam, _, rest = source.partition(".")
     if fam == "distilled":
         return f"distilled IMP ({rest})"

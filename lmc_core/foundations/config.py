@@ -99,7 +99,8 @@ class PruningConfig(_Strict):
     mask_sources: list[str] = Field(
         default_factory=lambda: ["dense", "imp", "random"],
         description="Mask sources to study: dense (round 0 only), imp (magnitude pruning of the trained copy A), random (random masks with "
-        "IMP's per-layer counts), distilled.<set> (IMP trained on synthetic set <set>), subset.<set> (IMP trained on a random real subset "
+        "IMP's per-layer counts), random_global (the authors' control: a random 20 % of the survivors per round, ranked globally), "
+        "distilled.<set> (IMP trained on synthetic set <set>), subset.<set> (IMP trained on a random real subset "
         "of <set>'s size), combined.<set>.r<R> (real-data IMP started from distilled.<set>'s round-R mask).",
     )
     rounds: NonNegativeInt = Field(2, description="Pruning rounds after the dense round 0; sparsity after r rounds is 1 - (1 - rate)^r.")

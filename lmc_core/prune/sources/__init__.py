@@ -18,6 +18,7 @@ MASK_SOURCES: Registry[type[MaskSource]] = Registry(
         "distilled": "lmc_core.prune.sources.distilled:DistilledIMP",
         "subset": "lmc_core.prune.sources.distilled:SubsetIMP",
         "random": "lmc_core.prune.sources.random:RandomPruning",
+        "random_global": "lmc_core.prune.sources.random:GlobalRandomPruning",
     },
 )
 
