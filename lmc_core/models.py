@@ -1,4 +1,5 @@
-"""The networks of the study: an MLP, a plain ConvNet (1-D or 2-D) and the half-width CIFAR ResNet-10/18.
+"""The networks of the study: an MLP, a plain ConvNet (1-D or 2-D), the half-width CIFAR ResNet-10/18 and the
+ImageNet ResNet-10/18 (7x7 stride-2 stem and max-pool, widths 64-512).
 
 Every model is built from standard, stateless-in-forward modules (no in-place ops, hooks, lazy
 modules or randomness), so it works with deepcopy, `torch.func.functional_call`, `torch.vmap`
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import pairwise
-from typing import Any, TypeAlias, cast
+from typing import Any, ClassVar, TypeAlias, cast
 
 import torch
 from torch import nn
@@ -141,18 +142,39 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Half-width CIFAR ResNet (widths 32/64/128/256, no max-pool), as in McDermott & Cummings 2023."""
+    """A ResNet of BasicBlocks in four stages, with either of the paper's two stems.
 
-    widths = (32, 64, 128, 256)
+    stem="cifar": the half-width CIFAR ResNet of McDermott & Cummings 2023 (IDC's `resnet10_bn` / `resnet18_bn`):
+    3x3 stride-1 stem, no max-pool, widths 32/64/128/256. stem="imagenet": the ImageNet ResNet (He et al. 2016)
+    the paper uses on ImageNet-10: 7x7 stride-2 stem, 3x3 stride-2 max-pool, widths 64/128/256/512.
+    """
 
-    def __init__(self, blocks_per_stage: int, input_shape: tuple[int, ...], num_classes: int, norm_kind: str, groups: int):
+    WIDTHS: ClassVar[dict[str, tuple[int, ...]]] = {"cifar": (32, 64, 128, 256), "imagenet": (64, 128, 256, 512)}
+
+    def __init__(
+        self,
+        blocks_per_stage: int,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        norm_kind: str,
+        groups: int,
+        stem: str = "cifar",
+    ):
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"ResNets take (C, H, W) images, got input shape {input_shape}; use arch='convnet' or 'mlp'")
+        if stem not in self.WIDTHS:
+            raise ValueError(f"unknown ResNet stem {stem!r}; expected 'cifar' or 'imagenet'")
+        self.widths = self.WIDTHS[stem]
         norm = _norm_factory(norm_kind, 2, groups)
-        self.stem = nn.Conv2d(input_shape[0], self.widths[0], 3, stride=1, padding=1, bias=False)
+        if stem == "cifar":
+            self.stem = nn.Conv2d(input_shape[0], self.widths[0], 3, stride=1, padding=1, bias=False)
+        else:
+            self.stem = nn.Conv2d(input_shape[0], self.widths[0], 7, stride=2, padding=3, bias=False)
         self.stem_norm = norm(self.widths[0])
         self.relu = nn.ReLU()
+        # Only the ImageNet stem pools; the CIFAR model keeps exactly its earlier modules (and state-dict keys).
+        self.stem_pool: nn.Module | None = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else None
 
         stages: list[nn.Module] = []
         c_in = self.widths[0]
@@ -176,6 +198,8 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.stem_norm(self.stem(x)))
+        if self.stem_pool is not None:
+            x = self.stem_pool(x)
         x = self.stages(x)
         return cast(torch.Tensor, self.fc(self.flatten(self.pool(x))))
 
@@ -194,13 +218,23 @@ def convnet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) ->
 
 
 def resnet10(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Return ResNet-10: one basic block per stage."""
+    """Return the half-width CIFAR ResNet-10: one basic block per stage."""
     return ResNet(1, input_shape, num_classes, cfg.norm, cfg.groups)
 
 
 def resnet18(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Return ResNet-18: two basic blocks per stage."""
+    """Return the half-width CIFAR ResNet-18: two basic blocks per stage."""
     return ResNet(2, input_shape, num_classes, cfg.norm, cfg.groups)
+
+
+def resnet10_imagenet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return the ImageNet ResNet-10 (7x7 stem, max-pool, widths 64-512): one basic block per stage."""
+    return ResNet(1, input_shape, num_classes, cfg.norm, cfg.groups, stem="imagenet")
+
+
+def resnet18_imagenet(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Return the ImageNet ResNet-18 (7x7 stem, max-pool, widths 64-512): two basic blocks per stage."""
+    return ResNet(2, input_shape, num_classes, cfg.norm, cfg.groups, stem="imagenet")
 
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
@@ -213,6 +247,8 @@ MODELS: Registry[Builder] = Registry(
         "convnet": "lmc_core.models:convnet",
         "resnet10": "lmc_core.models:resnet10",
         "resnet18": "lmc_core.models:resnet18",
+        "resnet10_imagenet": "lmc_core.models:resnet10_imagenet",
+        "resnet18_imagenet": "lmc_core.models:resnet18_imagenet",
     },
 )
 

@@ -159,7 +159,8 @@ def sparsity(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def surface(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], split: str | None, encoding: Encoding) -> dict[str, Any] | str:
-    """Return a loss surface in plotly's orientation (z rows follow y, columns follow x) with the models' positions.
+    """Return a loss surface in plotly's orientation (z rows follow y, columns follow x) with the models' positions, and for a
+    four-solution plane how far off it each model lies (`residual`).
 
     lmc_core stores grids as [len(xs), len(ys)]; the transpose here is what a heatmap or contour wants.
     Returns a message (str) when `split` was not evaluated.
@@ -186,14 +187,47 @@ def surface(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], spl
             "loss": encode(np.asarray(arrays[f"loss_{split}"]).T, encoding),
             "error": encode(np.asarray(arrays[f"error_{split}"]).T, encoding),
             "points": {name: [float(p[0]), float(p[1])] for name, p in points.items()},
+            # four_solution planes: each model's relative distance from the plane (A' and B' are drawn at their projections,
+            # not where they are), the corners the paper draws them at, and the plane's values at each marker per split.
+            "residual": info.get("residual"),
+            "nominal": info.get("nominal"),
+            "models": info.get("models"),
+            "at_points": (info.get("at_points") or {}).get(split),
         }
     )
+
+
+def diagonal_label(about: dict[str, Any] | None, stderr: dict[str, float] | None = None) -> str:
+    """Say what a Hessian stage's diagonal is: exact (and by which route) or a Hutchinson estimate with its errors.
+
+    `about` is the stage's `info["diagonal"]`; stages from before the method was recorded say "exact" (then one
+    product per weight) or "hutchinson" (probes unknown).
+    """
+    about = about or {}
+    method = about.get("method")
+    if method == "ggn-exact":
+        return "exact Hessian diagonal H_ii (GGN, exact for this network)"
+    if method in ("hvp-exact", "exact"):
+        return "exact Hessian diagonal H_ii (one Hessian-vector product per weight)"
+    if method == "ggn+hvp-exact":
+        return (
+            f"exact Hessian diagonal H_ii (GGN, exact there, for {about.get('ggn_entries', '?')} weights; "
+            f"one Hessian-vector product each for {about.get('hvp_entries', '?')})"
+        )
+    if method == "hutchinson":
+        probes = f", {about['samples']} probes" if about.get("samples") else ""
+        se = stderr or ({"median": about["stderr_median"]} if about.get("stderr_median") is not None else None)
+        error = f", per-entry s.e. {se['median']:.2g} (median)" if se else ", per-entry s.e. not recorded"
+        return f"Hutchinson estimate of H_ii{probes}{error}"
+    return "Hessian diagonal H_ii"
 
 
 def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bins: int, encoding: Encoding) -> dict[str, Any]:
     """Return top eigenvalues, trace with its standard error, the SLQ density and a histogram of the Hessian diagonal.
 
-    The histogram counts the unpruned entries only: in the masked subspace a pruned weight's entry is exactly 0.
+    The histogram counts the unpruned entries only: in the masked subspace a pruned weight's entry is exactly 0. It
+    carries `label`, what the diagonal is (exact and how, or an estimate), and for an estimate `stderr`, the mean and
+    median per-entry standard error over the same entries.
     """
     density = None
     if "density_grid" in arrays and "density" in arrays:
@@ -203,11 +237,18 @@ def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bin
         diag = np.asarray(arrays["diagonal"], dtype=np.float64)
         active = diag[(diag != 0) & np.isfinite(diag)]
         counts, edges = np.histogram(active, bins=bins) if active.size else (np.zeros(0, np.int64), np.zeros(0))
+        stderr = None
+        if "diagonal_stderr" in arrays:
+            se = np.asarray(arrays["diagonal_stderr"], dtype=np.float64)[(diag != 0) & np.isfinite(diag)]
+            stderr = {"mean": float(se.mean()), "median": float(np.median(se))} if se.size else None
         histogram = {
             "edges": encode(edges, encoding),
             "counts": encode(counts, encoding, dtype="int32"),
             "entries": int(active.size),
             "zeros": int(diag.size - active.size),
+            "label": diagonal_label(info.get("diagonal"), stderr),
+            "estimate": (info.get("diagonal") or {}).get("method") == "hutchinson",
+            "stderr": stderr,
         }
     keep = (
         "top_eigenvalues",
@@ -228,3 +269,49 @@ def hessian(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], bin
     summary = {k: info[k] for k in keep if k in info}
     summary["diagonal_stats"] = summary.pop("diagonal", None)
     return jsonsafe({"stage": stage, "stage_ref": stage_ref(stage), **summary, "density": density, "diagonal_histogram": histogram})
+
+
+SHARPNESS_DEFINITIONS = {
+    "H_ii": "the diagonal of the Hessian of the mean cross-entropy of the common network on the batch `diagonal` describes",
+    "removed": "weights the source kept at round r-1 and pruned at round r (its own two masks)",
+    "mean": "mean H_ii over the removed weights",
+    "median": "median H_ii over the removed weights",
+    "top_decile_fraction": "fraction of the removed weights whose H_ii exceeds the common network's 90th percentile (top_decile_threshold)",
+    "null": "random_draws random removals with the source's per-layer counts from the weights it kept at round r-1",
+    "null_interval": "central 95 % of the statistic over the random removals",
+    "p_greater": "one-sided permutation p-value that the removed weights are sharper than random: (1 + #{null >= observed}) / (1 + draws)",
+    "p_less": "the same for flatter than random: (1 + #{null <= observed}) / (1 + draws)",
+    "counts": "histogram of log10 H_ii over the removed weights with H_ii > 0 (nonpositive ones counted apart), shared edges",
+    "band": "per-bin mean and pointwise central 95 % of the same histogram over the random removals",
+}
+
+
+def sharpness(stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any], encoding: Encoding) -> dict[str, Any]:
+    """Return, per mask source, the histogram of H_ii at its removed weights with the random-removal band, and its statistics.
+
+    H_ii is read on one common network per (rewind step, round) (`reference_network`); `diagonal` says whether it is
+    exact or an estimate, on which examples and in which BatchNorm mode. Every statistic carries its n (`removed`,
+    `random_draws`), the null's mean and 95 % interval and both one-sided p-values; `definitions` says what each is.
+    """
+    sources = []
+    for source in info.get("sources") or []:
+        numbers = (info.get("removal") or {}).get(source) or {}
+        entry: dict[str, Any] = {"source": source, **numbers, "mask_ref": mask_ref(str(numbers.get("mask", "")))}
+        for name in ("counts", "band_mean", "band_low", "band_high"):
+            key = f"{name}__{source}"
+            entry[name] = encode(arrays[key], encoding, dtype="int32" if name == "counts" else "float32") if key in arrays else None
+        sources.append(entry)
+    keep = ("reference", "reference_mask", "reference_network", "reference_copy", "diagonal", "top_decile_threshold", "null_level")
+    return jsonsafe(
+        {
+            "stage": stage,
+            "stage_ref": stage_ref(stage),
+            "round": info.get("round"),
+            "rewind_step": info.get("k"),
+            **{k: info.get(k) for k in keep},
+            "edges": encode(arrays["edges"], encoding),
+            "edges_scale": "log10 H_ii",
+            "sources": sources,
+            "definitions": SHARPNESS_DEFINITIONS,
+        }
+    )

@@ -14,7 +14,7 @@ from lmc_core.foundations.layout import STAGE_FILE, SUMMARY_FILE
 
 from . import artifacts, key_results
 from .errors import NotFound
-from .figures import with_mask_refs
+from .figures import stage_ref, with_mask_refs
 from .jsonsafe import jsonsafe
 from .models import Artifact, Result, Study, utcnow
 from .settings import Settings
@@ -62,6 +62,23 @@ def public(session: Session, study: Study) -> dict[str, Any]:
         "stages": row.stages if row else {},
         "updated_at": row.updated_at if row else None,
     }
+
+
+def distances(session: Session, settings: Settings, study: Study) -> list[dict[str, Any]]:
+    """Return the rows of the study's finished distances stages (Hamming distances between masks), by rewind step and round.
+
+    They are read from the stages' stage.json (a few small files), so the store needs no table of its own for them.
+    """
+    refs = [ref for ref in map(stage_ref, stages_with(session, study.run_id, STAGE_FILE)) if ref and ref["kind"] == "distances"]
+    rows: list[dict[str, Any]] = []
+    for ref in sorted(refs, key=lambda r: (r["k"], r["round"])):
+        row = artifacts.find(session, study.run_id, ref["key"], STAGE_FILE)
+        try:
+            info = json.loads(artifacts.path_of(settings, row).read_text()) if row is not None else {}
+        except (NotFound, OSError, ValueError):
+            continue  # a file gone from the artifact root or mid-write: its rows come back on the next request
+        rows.extend(jsonsafe(info.get("rows") or []))
+    return rows
 
 
 def stages_with(session: Session, run_id: str, name: str) -> list[str]:

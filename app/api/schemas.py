@@ -250,6 +250,12 @@ class ResultsOut(BaseModel):
     )
     analysis: list[ResultRow] = Field(description="One row per analysed subnetwork and pair: top eigenvalue, trace, surface loss range.")
     synthetic: list[dict[str, Any]]
+    distances: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="One row per two masks of the same rewind step and round (source_a / init_a vs source_b / init_b): hamming "
+        "(the fraction of prunable weights whose keep / prune decision differs), differ and total (its count and denominator), "
+        "overlap and jaccard of the kept weights, chance (the average distance of random masks with the same per-layer counts).",
+    )
     stages: dict[str, str]
     updated_at: datetime | None
 

@@ -444,12 +444,18 @@ def spectrum(
 
 
 def diagonal_histogram(data: dict[str, Any], title: str | None = None) -> go.Figure:
-    """Return the histogram of the Hessian diagonal over unpruned weights (bars between the bin edges)."""
+    """Return the histogram of the Hessian diagonal over unpruned weights (bars between the bin edges).
+
+    The axis says what the diagonal is (the API's `label`: exact and by which route, or a Hutchinson estimate); an
+    estimate also draws its median per-entry standard error as an error bar at the median bin, so its noise can be
+    read against the spread of the histogram.
+    """
     h = data.get("diagonal_histogram")
     if not h or not h.get("entries"):
-        return empty("this Hessian stage has no diagonal estimate")
+        return empty("this Hessian stage has no diagonal")
     edges, counts = decode(h["edges"]), decode(h["counts"])
     centres = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
+    label = h.get("label") or "Hessian diagonal H_ii"
     fig = go.Figure(
         go.Bar(
             x=centres,
@@ -457,10 +463,26 @@ def diagonal_histogram(data: dict[str, Any], title: str | None = None) -> go.Fig
             width=f32(np.diff(edges)),
             marker_color="#56B4E9",
             name="weights",
-            hovertemplate="H_ii ≈ %{x:.3g}<br>%{y:.0f} weights<extra></extra>",
+            hovertemplate=("H_ii ≈ %{x:.3g} (estimated)" if h.get("estimate") else "H_ii = %{x:.3g}")
+            + "<br>%{y:.0f} weights<extra></extra>",
         )
     )
-    fig.update_xaxes(title=f"Hessian diagonal entry H_ii ({h['entries']} unpruned weights, {h['zeros']} pruned left out)")
+    se = h.get("stderr")
+    if h.get("estimate") and se and len(counts):
+        cumulative = np.cumsum(counts)
+        middle = int(np.searchsorted(cumulative, cumulative[-1] / 2))
+        fig.add_trace(
+            go.Scatter(
+                x=[float(centres[middle])],
+                y=[float(max(counts.max(), 1))],
+                mode="markers",
+                marker={"color": "#D55E00", "size": 7},
+                error_x={"type": "constant", "value": float(se["median"]), "color": "#D55E00", "thickness": 2},
+                name=f"±1 median per-entry s.e. ({se['median']:.2g})",
+                hovertemplate=f"median per-entry standard error {se['median']:.3g} (mean {se['mean']:.3g})<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title=f"{label}; {h['entries']} unpruned weights, {h['zeros']} pruned left out")
     fig.update_yaxes(title="weights", type="log")
     return base_layout(fig, title, height=360)
 

@@ -108,6 +108,11 @@ class Study:
     HESSIAN_NUMBERS = "st-hessian-numbers"
     SPECTRUM_GRAPH = "st-spectrum"
     DIAGONAL_GRAPH = "st-diagonal"
+    # sharpness tab
+    SHARPNESS_STAGE = "st-sharpness-stage"
+    SHARPNESS_NUMBERS = "st-sharpness-numbers"
+    SHARPNESS_GRAPH = "st-sharpness"
+    SHARPNESS_TABLE = "st-sharpness-table"
     # synthetic-sets tab
     SYNTHETIC = "st-synthetic"
     SYNTHETIC_GRID_TYPE = "synthetic-grid"  # {"type": SYNTHETIC_GRID_TYPE, "set": set name}
@@ -122,7 +127,7 @@ class Study:
 
     @staticmethod
     def tab(value: str) -> str:
-        """Return the id of the tab showing `value` (sparsity, paths, landscape, hessian, synthetic)."""
+        """Return the id of the tab showing `value` (sparsity, paths, landscape, hessian, sharpness, synthetic)."""
         return f"st-tab-{value}"
 
 

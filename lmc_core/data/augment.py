@@ -30,7 +30,11 @@ class BatchAugmenter(Protocol):
 
 
 class Augmenter:
-    """Applies cfg.augmentation to training batches: 'none', 'shift' (signals), 'crop_flip' (images) or 'dsa' (lmc_core.data.dsa)."""
+    """Applies cfg.augmentation to training batches: 'none', 'shift' (signals), 'crop_flip' (images) or 'dsa' (lmc_core.data.dsa).
+
+    With 'dsa', cfg.dsa_strategy may name a mode before a colon: PAPER_STRATEGY = "idc:color_crop_flip_scale_rotate"
+    is the paper's real-data recipe (IDC's train.py: flip and color on every batch plus one of crop, scale, rotate).
+    """
 
     def __init__(self, cfg: DataConfig, kind: str):
         if kind not in _KINDS:

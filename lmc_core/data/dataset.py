@@ -2,7 +2,7 @@
 
 A loader in the registry (`lmc_core.data.registry`) returns the *raw* dataset (float32 inputs, int64 labels);
 `load_dataset` then applies what the DataConfig asks for, in a fixed order: subset first, so that the
-normalisation statistics are those of the training examples actually used.
+normalisation statistics (unless `normalize_stats` names fixed ones) are those of the training examples actually used.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.train_size is not None:
         ds = _subset_train(ds, cfg.train_size, cfg.seed)
     if cfg.normalize:
-        ds = _normalize(ds)
+        ds = _normalize(ds, cfg.normalize_stats)
     return ds
 
 
@@ -174,8 +174,23 @@ def channel_stats(x: torch.Tensor, kind: str) -> tuple[tuple[float, ...], tuple[
     return tuple(mean.reshape(-1).tolist()), tuple(std.reshape(-1).tolist())
 
 
-def _normalize(ds: Dataset) -> Dataset:
-    mean, std = channel_stats(ds.x_train, ds.kind)
+# The customary ImageNet statistics (torchvision's), which the authors' code uses for ImageNet subsets.
+IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+
+def _normalize(ds: Dataset, stats: str = "train") -> Dataset:
+    if stats == "imagenet":
+        if ds.kind != "image" or ds.x_train.shape[1] != 3:
+            raise ValueError(
+                f"dataset {ds.name!r}: data.normalize_stats='imagenet' needs RGB images (3 channels), got {ds.kind} inputs of "
+                f"shape {tuple(ds.input_shape)}; use normalize_stats='train'"
+            )
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif stats == "train":
+        mean, std = channel_stats(ds.x_train, ds.kind)
+    else:
+        raise ValueError(f"unknown normalize_stats {stats!r}; expected 'train' or 'imagenet'")
     shape = (1, -1) + (1,) * (ds.x_train.ndim - 2) if ds.kind != "vector" else ()
     m = torch.tensor(mean, dtype=torch.float64).reshape(shape)
     s = torch.tensor(std, dtype=torch.float64).reshape(shape)

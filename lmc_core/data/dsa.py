@@ -5,12 +5,26 @@ backpropagates through the augmentation into the synthetic images. Every transfo
 from operations autograd can follow (affine_grid/grid_sample, gather, where, multiplicative masks),
 so gradients reach the input.
 
+A strategy names transforms joined by '_' and, optionally, a mode before a colon: "single" (the
+default) applies one transform of the strategy per call, drawn uniformly, as DSA's seeded mode 'S'
+does while DC, DM and MTT match; "all" applies every one, in strategy order; "idc" is IDC's DiffAug
+recipe (Kim et al. 2022, github.com/snu-mllab/Efficient-Dataset-Condensation, misc/augment.py with
+its default single_aug=True): flip and color, when named, on every call, then exactly one of the
+other transforms (crop, scale, rotate; shift, scale for signals), drawn uniformly per call, then
+cutout, when named, on every call. The paper trains with IDC's train.py, whose real-data and
+synthetic-data augmentation is "idc:color_crop_flip_scale_rotate" (PAPER_STRATEGY: cutout is dropped
+because CutMix is on); IDC matches with "idc:color_crop_cutout" and trains its matching networks with
+"idc:color_crop".
+
 Siamese use: give both batches a generator in the same state (`siamese(g)`, or two generators
 seeded alike). Parameters are drawn per sample: each call draws, from the CPU generator only,
-  1. in mode "single", the one transform it applies: torch.randint(len(names), (1,));
+  1. in mode "single", the one transform it applies: torch.randint(len(names), (1,)); in mode
+     "idc", the one transform of the pool (the names other than flip, color and cutout, in strategy
+     order) it applies: torch.randint(len(pool), (1,)), drawn only when the pool is not empty;
   2. one float64 uniform matrix torch.rand(N, K), whose columns feed the applied transforms in
-     strategy order ("color" = brightness, saturation, contrast; one column each; crop, cutout and
-     scale take two, the others one).
+     the order they are applied (strategy order; in mode "idc" flip, color, the drawn one, cutout;
+     "color" = brightness, saturation, contrast, one column each; crop, cutout and scale take two,
+     the others one).
 Row i of that matrix decides sample i's transform, and CPU draws fill it row by row, so sample i of
 two batches augmented from the same generator state gets the same transform even when the batches
 differ in size (real and synthetic batches usually do). The draws are converted to parameters on
@@ -58,19 +72,38 @@ class DSAParams:
 IMAGE_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 SIGNAL_STRATEGY = "shift_scale"
 STRATEGIES = {"image": ("color", "crop", "cutout", "flip", "scale", "rotate"), "signal": ("shift", "scale"), "vector": ()}
-MODES = ("single", "all")
+MODES = ("single", "all", "idc")
+# IDC's DiffAug applies these on every call in mode "idc" (flip and color before the drawn transform, cutout after it).
+IDC_EVERY_CALL = ("flip", "color", "cutout")
+PAPER_STRATEGY = "idc:color_crop_flip_scale_rotate"
 
 _RANKS = {"image": (4, "(N, C, H, W)"), "signal": (3, "(N, C, L)"), "vector": (2, "(N, F)")}
 _PARTS = {"color": ("brightness", "saturation", "contrast")}
 
 
+def split_strategy(strategy: str) -> tuple[str | None, str]:
+    """Return (mode or None, transform names) of a strategy written "[mode:]names", e.g. "idc:color_crop"."""
+    if ":" not in strategy:
+        return None, strategy
+    mode, _, names = strategy.partition(":")
+    if mode not in MODES:
+        raise ValueError(
+            f"DSA strategy {strategy!r} names mode {mode!r}; a strategy is '[mode:]names' with mode one of {', '.join(MODES)}, "
+            f"e.g. {PAPER_STRATEGY!r}"
+        )
+    return mode, names
+
+
 def resolve_strategy(strategy: str, kind: str) -> str:
-    """Return the strategy with 'auto' replaced by every transform valid for `kind` ('none' for vectors)."""
+    """Return the strategy with 'auto' replaced by every transform valid for `kind` ('none' for vectors); a mode prefix is kept."""
     if kind not in STRATEGIES:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(STRATEGIES)}")
-    if strategy == "auto":
-        return "_".join(STRATEGIES[kind]) or "none"
-    return strategy
+    mode, names = split_strategy(strategy)
+    if names == "auto":
+        names = "_".join(STRATEGIES[kind])
+        if not names:
+            return "none"
+    return names if mode is None else f"{mode}:{names}"
 
 
 def siamese(generator: torch.Generator) -> torch.Generator:
@@ -82,13 +115,23 @@ def siamese(generator: torch.Generator) -> torch.Generator:
 
 
 class DSA:
-    """Applies a DSA strategy ("color_crop_..." or "none") to batches of one data kind, differentiably."""
+    """Applies a DSA strategy ("[mode:]color_crop_..." or "none") to batches of one data kind, differentiably.
 
-    def __init__(self, strategy: str, kind: str, params: DSAParams = DSAParams(), mode: str = "single"):
+    The mode comes from the strategy's prefix or from `mode`; None (and no prefix) means "single".
+    """
+
+    def __init__(self, strategy: str, kind: str, params: DSAParams = DSAParams(), mode: str | None = None):
         if kind not in STRATEGIES:
             raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(STRATEGIES)}")
-        if mode not in MODES:
-            raise ValueError(f"unknown DSA mode {mode!r}; expected 'single' (one random transform per call) or 'all'")
+        prefix, strategy = split_strategy(strategy)
+        if mode is not None and mode not in MODES:
+            raise ValueError(
+                f"unknown DSA mode {mode!r}; expected 'single' (one random transform per call), 'all' or 'idc' "
+                "(flip and color every call plus one drawn transform, then cutout)"
+            )
+        if prefix is not None and mode is not None and prefix != mode:
+            raise ValueError(f"DSA strategy prefix {prefix!r} contradicts mode={mode!r}; give the mode once")
+        mode = prefix or mode or "single"
         names = () if strategy in ("", "none") else tuple(strategy.split("_"))
         valid = STRATEGIES[kind]
         for name in names:
@@ -102,6 +145,10 @@ class DSA:
         self.kind = kind
         self.params = params
         self.mode = mode
+        # Mode "idc": the transforms applied on every call, and the pool one is drawn from per call.
+        self._pool = tuple(n for n in names if n not in IDC_EVERY_CALL)
+        self._before = tuple(n for n in IDC_EVERY_CALL[:2] if n in names)
+        self._after = tuple(n for n in IDC_EVERY_CALL[2:] if n in names)
 
     @property
     def active(self) -> bool:
@@ -123,6 +170,9 @@ class DSA:
         names = self.names
         if self.mode == "single":
             names = (names[int(torch.randint(len(names), (1,), generator=generator))],)
+        elif self.mode == "idc":
+            drawn = (self._pool[int(torch.randint(len(self._pool), (1,), generator=generator))],) if self._pool else ()
+            names = (*self._before, *drawn, *self._after)
         steps = [_PRIMITIVES[part] for name in names for part in _PARTS.get(name, (name,))]
         draws = torch.rand(1 if shared else x.shape[0], sum(s.draws for s in steps), generator=generator, dtype=torch.float64)
         draws = draws.expand(x.shape[0], -1)

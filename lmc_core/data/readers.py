@@ -1,4 +1,5 @@
-"""Readers of datasets the user already has on disk: CIFAR-10/100, MNIST / Fashion-MNIST IDX files and .npz.
+"""Readers of datasets the user already has on disk: CIFAR-10/100, MNIST / Fashion-MNIST IDX files, .npz and
+folders of JPEG/PNG images per class (an ImageNet subset such as ImageNet-10).
 
 Nothing here downloads. Every reader takes `cfg.path`; a missing file raises FileNotFoundError naming
 what was expected and where to get it, a malformed one raises ValueError naming the file and the fault.
@@ -11,10 +12,12 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import os
 import pickle
 import tarfile
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -448,3 +451,127 @@ def read_npz(path: Path, name: str = "npz") -> Dataset:
 def load_npz(cfg: DataConfig) -> Dataset:
     """Return the dataset in the .npz file cfg.path."""
     return read_npz(_require_path(cfg, "npz", "an .npz file with x_train, y_train, x_test, y_test"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of images per class (torchvision's ImageFolder layout), e.g. the user's ImageNet subset.
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+TEST_FOLDERS = ("val", "test")  # the first one present is the test split
+DEFAULT_IMAGE_SIZE = 224
+_LAYOUT = "<root>/train/<class>/*.jpg|jpeg|png and <root>/val/<class>/... (or test/)"
+_DECODE_THREADS = 8  # Pillow releases the GIL while decoding and resizing; more threads gain little
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Return the image at `path` as uint8 RGB (3, size, size): shorter side resized to `size`, then centre-cropped.
+
+    The resize and crop follow torchvision's Resize(size) + CenterCrop(size) on a Pillow image (bilinear,
+    antialiased; the longer side truncated; crop offsets rounded), so the same files give the same pixels.
+    """
+    from PIL import Image  # imported here: only this reader needs Pillow
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here and names itself
+            rgb = img.convert("RGB")  # greyscale, palette, CMYK and alpha images all become 3-channel RGB
+    except Exception as e:  # noqa: BLE001 - Pillow signals a bad file with many exception types; all mean "unreadable"
+        raise ValueError(f"image_folder: cannot read image {path} ({type(e).__name__}: {e}); replace or delete the file") from None
+    w, h = rgb.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        rgb = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)
+    rgb = rgb.crop((left, top, left + size, top + size))
+    pixels: np.ndarray = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    return pixels
+
+
+def _class_files(split: Path, classes: list[str], root: Path) -> list[list[Path]]:
+    """Return each class's image files in `split`, sorted by name; a missing or empty class folder is an error."""
+    missing = [c for c in classes if not (split / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"image_folder: {split} lacks class folder(s) {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} "
+            f"({len(missing)} of {len(classes)}); every class needs a folder of images in {root}/train and in {split}"
+        )
+    files = [_image_files(split / c) for c in classes]
+    empty = [c for c, f in zip(classes, files, strict=True) if not f]
+    if empty:
+        raise ValueError(
+            f"image_folder: class folder(s) {', '.join(str(split / c) for c in empty[:10])} hold no "
+            f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images; add images, delete the folder, or leave the class out of data.classes"
+        )
+    return files
+
+
+def _read_split(files: list[list[Path]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (float32 images (N, 3, size, size) in [0, 1], int64 labels (N,)), label i for files[i]."""
+    flat = [(path, label) for label, paths in enumerate(files) for path in paths]
+    # Written row by row into one float32 tensor: peak memory is the tensor itself, not a uint8 copy beside it.
+    x = torch.empty((len(flat), 3, size, size), dtype=torch.float32)
+
+    def fill(i: int) -> None:
+        x[i] = torch.from_numpy(decode_image(flat[i][0], size).astype(np.float32)).div_(255.0)
+
+    with ThreadPoolExecutor(max_workers=min(_DECODE_THREADS, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(fill, range(len(flat))):  # consuming the results re-raises a decoding error
+            pass
+    return x, torch.tensor([label for _, label in flat], dtype=torch.int64)
+
+
+def read_image_folder(root: Path, size: int = DEFAULT_IMAGE_SIZE, classes: list[str] | None = None, name: str = "image_folder") -> Dataset:
+    """Return the images under `root` (train/ and val/ or test/, one folder per class) as (N, 3, size, size) in [0, 1].
+
+    Labels follow `classes` (label i = classes[i]); without it, every class folder of train/, sorted by name.
+    The test split is val/ when present, else test/; it must hold a folder for every class used.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"image_folder: folder {root.resolve()} not found; set data.path to the folder holding {_LAYOUT}")
+    train = root / "train"
+    if not train.is_dir():
+        raise FileNotFoundError(f"image_folder: no train/ folder in {root.resolve()}; expected {_LAYOUT}")
+    test = next((root / t for t in TEST_FOLDERS if (root / t).is_dir()), None)
+    if test is None:
+        raise FileNotFoundError(f"image_folder: no val/ or test/ folder in {root.resolve()}; expected {_LAYOUT}")
+    found = _subfolders(train)
+    if not found:
+        raise ValueError(f"image_folder: {train} holds no class folders; expected {_LAYOUT}")
+    test_found = _subfolders(test)
+    if not test_found:
+        raise ValueError(
+            f"image_folder: {test} holds no class folders; sort its images into one folder per class, named as in {train} "
+            "(ImageNet's validation images come in one flat folder, with their classes listed separately)"
+        )
+    if classes is None:
+        classes = found
+        if test_found != found:
+            only_train = sorted(set(found) - set(test_found))
+            only_test = sorted(set(test_found) - set(found))
+            raise ValueError(
+                f"image_folder: {train} and {test} hold different class folders (only in train/: {', '.join(only_train) or 'none'}; "
+                f"only in {test.name}/: {', '.join(only_test) or 'none'}); make them match, or list the classes to use in data.classes"
+            )
+    if size < 1:
+        raise ValueError(f"image_folder: image size must be positive, got {size}")
+    x_train, y_train = _read_split(_class_files(train, classes, root), size)
+    x_test, y_test = _read_split(_class_files(test, classes, root), size)
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes=len(classes), kind="image")
+
+
+def load_image_folder(cfg: DataConfig) -> Dataset:
+    """Return the image folder cfg.path (see read_image_folder), resized to cfg.image_size, restricted to cfg.classes."""
+    root = _require_path(cfg, "image_folder", f"the folder holding {_LAYOUT}")
+    size = cfg.image_size if cfg.image_size is not None else DEFAULT_IMAGE_SIZE
+    return read_image_folder(root, size, list(cfg.classes) if cfg.classes is not None else None)

@@ -27,6 +27,7 @@ DATASETS: Registry[Loader] = Registry(
         "mnist": "lmc_core.data.readers:load_mnist",
         "fashion_mnist": "lmc_core.data.readers:load_fashion_mnist",
         "npz": "lmc_core.data.readers:load_npz",
+        "image_folder": "lmc_core.data.readers:load_image_folder",
     },
 )
 

@@ -3,8 +3,9 @@
 Three methods, one loop shape (sample a network, measure a matching loss between real and synthetic
 data, take a step on the synthetic pixels) and one bookkeeping:
   dm   distribution matching (Zhao & Bilen 2023): mean embeddings of randomly initialised networks;
-  dc   gradient matching (Zhao et al. 2021), with IDC's multi-formation and settings (Kim et al. 2022):
-       per-class gradients of a network trained along the way;
+  dc   gradient matching (Zhao et al. 2021): per-class gradients of a network trained along the way; with
+       IDC's settings (Kim et al. 2022) the match takes the convolution weights only, by squared error, and
+       the network trains between matches on real data with momentum and CutMix (DCSettings);
   mtt  trajectory matching (Cazenavette et al. 2022): N student steps on synthetic data from an expert's
        epoch t must land near the expert's epoch t + M; the student's lr is learned too.
 Real and synthetic batches get the same DSA draw (siamese augmentation). Every iteration's loss is
@@ -25,7 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lmc_core.data.dataset import Dataset
-from lmc_core.data.dsa import DSA, resolve_strategy
+from lmc_core.data.dsa import DSA, cutmix, resolve_strategy
 from lmc_core.distill.experts import Trajectories, unflatten
 from lmc_core.distill.synthetic import SyntheticSet, decode, decode_labels, import_synthetic, init_from_real, init_noise
 from lmc_core.foundations.config import DistillConfig, ModelConfig
@@ -47,15 +48,25 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "loops": "get_loops(ipc)",
         "match": "cos",
     },
-    "idc": {
+    "idc": {  # CIFAR: condense.py --reproduce (misc/reproduce.py, argument.py)
         "iterations": 2000,
+        "matches_per_network": 100,
         "lr_img": 0.005,
         "batch_real": 64,
+        "batch_syn_max": 128,
         "factor": 2,
         "init": "mix",
         "match": "mse",
+        "layers": "conv",
         "net_data": "real",
-        "dsa": "color_crop_cutout",
+        "n_data": 2000,
+        "net_batch": 64,
+        "net_lr": 0.01,
+        "net_momentum": 0.9,
+        "net_weight_decay": 5e-4,
+        "net_cutmix": 0.5,
+        "dsa": "idc:color_crop_cutout",
+        "net_dsa": "idc:color_crop",
         "network": "ConvNet-3, instance norm, width 128",
     },
     "mtt": {
@@ -179,8 +190,37 @@ def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return captured[0].flatten(1)
 
 
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def matched_parameters(net: nn.Module, layers: str) -> list[torch.Tensor]:
+    """Return the parameters whose gradients enter the match, in `named_modules()` order.
+
+    "all": every parameter (DC matches them all; its cosine then skips 1-D tensors). "conv": the weight of
+    every convolution, and nothing else: IDC's match (condense.py `matchloss`, defaults --bias False, --fc
+    False) skips 1-D gradients (biases, norm parameters) and 2-D ones (the linear classifier).
+    """
+    if layers == "all":
+        return list(net.parameters())
+    if layers != "conv":
+        raise ValueError(f"layers must be 'all' or 'conv', got {layers!r}")
+    params = [m.weight for _, m in net.named_modules() if isinstance(m, CONV_TYPES)]
+    if not params:
+        raise ValueError(
+            f"dc.layers='conv' matches convolution weights only, but the distillation network ({type(net).__name__}) has "
+            "no convolution; use dc.layers='all' or a convolutional network"
+        )
+    return params
+
+
 def gradient_distance(syn: list[torch.Tensor], real: list[torch.Tensor], metric: str) -> torch.Tensor:
-    """Return DC's per-output-row cosine distance (weights only, as DC) or IDC's squared error (all parameters)."""
+    """Return the distance between two lists of gradients, summed over the tensors given.
+
+    "cos": DC's distance_wb, per output row sum_i 1 - <s_i, r_i> / (|s_i| |r_i|) of each tensor flattened to
+    (out, -1); 1-D tensors (biases, norm parameters) contribute 0. "mse": IDC's dist(method='mse'),
+    sum (s - r)^2 over every element of every tensor given, unnormalised. Which tensors are given is the
+    caller's choice (`matched_parameters`).
+    """
     total = syn[0].new_zeros(())
     for gs, gr in zip(syn, real, strict=True):  # one gradient per parameter on both sides
         if metric == "mse":
@@ -188,6 +228,16 @@ def gradient_distance(syn: list[torch.Tensor], real: list[torch.Tensor], metric:
         elif gs.ndim > 1:
             total = total + (1 - F.cosine_similarity(gs.flatten(1), gr.flatten(1), dim=1, eps=1e-6)).sum()
     return total
+
+
+def gradient_match(net: nn.Module, params: list[torch.Tensor], real: torch.Tensor, fake: torch.Tensor, c: int, metric: str) -> torch.Tensor:
+    """Return gradient_distance between the cross-entropy gradients, w.r.t. `params` only, of class-`c` batches `fake` and `real`.
+
+    Differentiable w.r.t. `fake` (the synthetic images); the real gradients are constants.
+    """
+    g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), _full(real, c)), params)]
+    g_syn = torch.autograd.grad(F.cross_entropy(net(fake), _full(fake, c)), params, create_graph=True)
+    return gradient_distance(list(g_syn), g_real, metric)
 
 
 class _Matcher:
@@ -199,6 +249,13 @@ class _Matcher:
         self.classes = list(range(data.num_classes))
         self.by_class = [torch.nonzero(data.y_train == c).flatten() for c in self.classes]
         self.dsa = DSA(resolve_strategy(cfg.dsa, data.kind), data.kind)
+        net_dsa = cfg.dc.net_dsa
+        self.net_dsa = self.dsa if net_dsa is None else DSA(resolve_strategy(net_dsa, data.kind), data.kind)
+        if cfg.method == "dc" and cfg.dc.net_cutmix and data.kind == "vector":
+            raise ValueError(
+                f"dc.net_cutmix pastes a box of an image or a segment of a signal; dataset {data.name!r} holds vectors: "
+                "set dc.net_cutmix to 0"
+            )
         self.rng = generator(cfg.seed, "distill")  # real batches, augmentation draws and expert picks, in a fixed order
         self.real_examples = 0
         self.syn_lr: torch.Tensor | None = None
@@ -245,40 +302,61 @@ class _Matcher:
 
     # ---- gradient matching ------------------------------------------------------------------
     def dc_step(self, it: int, optimizer: torch.optim.Optimizer) -> float:
+        """Sample a network, then `outer` times: one image update on the summed per-class matches, a network update between."""
         dc = self.cfg.dc
         outer, inner = dc_loops(self.cfg.ipc)
         outer, inner = dc.outer_loop or outer, dc.inner_loop or inner
         net = self.network(it)
-        params = list(net.parameters())
-        net_opt = torch.optim.SGD(params, lr=dc.lr_net)
+        params = matched_parameters(net, dc.layers)
+        net_opt = self.network_optimizer(net)
         total = 0.0
         for ol in range(outer):
             syn = self.decoded()
             loss = syn.new_zeros(())
             for c in self.classes:
                 real, fake = self.augment_pair(self.real_batch(c, self.cfg.batch_real), syn[self.syn_labels == c])
-                g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), _full(real, c)), params)]
-                g_syn = torch.autograd.grad(F.cross_entropy(net(fake), _full(fake, c)), params, create_graph=True)
-                loss = loss + gradient_distance(list(g_syn), g_real, dc.match)
+                loss = loss + gradient_match(net, params, real, fake, c, dc.match)
             total += self._update(loss, optimizer)
             if ol == outer - 1:
-                break
+                break  # the network is discarded after the last match: training it could not change the images
             self._train_network(net, net_opt, inner)
         return total / outer
 
+    def network_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        """Return the matching network's SGD (DC: plain; IDC: momentum 0.9, weight decay 5e-4), one per sampled network."""
+        dc = self.cfg.dc
+        return torch.optim.SGD(net.parameters(), lr=dc.lr_net, momentum=dc.net_momentum, weight_decay=dc.net_weight_decay)
+
+    def network_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return one training batch of the matching network: `net_batch` random real examples, or the decoded synthetic set."""
+        if self.cfg.dc.net_data == "real":
+            n = self.cfg.dc.net_batch or self.cfg.batch_real
+            idx = torch.randint(len(self.data.x_train), (n,), generator=self.rng).to(self.data.x_train.device)
+            self.real_examples += len(idx)
+            return self.data.x_train[idx], self.data.y_train[idx]
+        return self.decoded().detach(), self.syn_labels
+
     def _train_network(self, net: nn.Module, net_opt: torch.optim.Optimizer, steps: int) -> None:
-        """Move the matching network along: DC trains it on the synthetic set, IDC on real data."""
+        """Move the matching network along by `steps` SGD steps: DC trains it on the synthetic set, IDC on real data.
+
+        Each batch is augmented per sample with `net_dsa`, then CutMixed with probability `net_cutmix`, as IDC's
+        train_epoch does (loss lam * CE(y) + (1 - lam) * CE(y_perm)); the draws come from the distillation stream.
+        """
+        p_cutmix = self.cfg.dc.net_cutmix
         for _ in range(steps):
-            if self.cfg.dc.net_data == "real":
-                idx = torch.randint(len(self.data.x_train), (self.cfg.batch_real,), generator=self.rng).to(self.data.x_train.device)
-                x, y = self.data.x_train[idx], self.data.y_train[idx]
-                self.real_examples += len(idx)
-            else:
-                x, y = self.decoded().detach(), self.syn_labels
-            if self.dsa.active:
-                x = self.dsa(x, self.rng)
+            x, y = self.network_batch()
+            if self.net_dsa.active:
+                with torch.no_grad():
+                    x = self.net_dsa(x, self.rng)
             net_opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), y).backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+            # No draw at all when CutMix is off, so DC's stream of real batches and augmentations stays as it was.
+            if p_cutmix and float(torch.rand((), generator=self.rng)) < p_cutmix:
+                x, y_a, y_b, lam = cutmix(x, y, self.rng)
+                out = net(x)
+                loss = lam * F.cross_entropy(out, y_a) + (1 - lam) * F.cross_entropy(out, y_b)
+            else:
+                loss = F.cross_entropy(net(x), y)
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             net_opt.step()
 
     # ---- trajectory matching ----------------------------------------------------------------

@@ -26,22 +26,42 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     name: str = Field(
-        "mnist1d", description="Dataset registry key: mnist1d, digits, teacher, cifar10, cifar100, mnist, fashion_mnist, npz."
+        "mnist1d",
+        description="Dataset registry key: mnist1d, digits, teacher, cifar10, cifar100, mnist, fashion_mnist, npz, image_folder.",
     )
     path: str | None = Field(
-        None, description="File or folder for datasets read from local files (CIFAR archive folder, IDX folder, .npz file)."
+        None,
+        description="File or folder for datasets read from local files (CIFAR archive folder, IDX folder, .npz file, "
+        "image_folder root holding train/ and val/ (or test/) with one folder of JPEG/PNG images per class).",
     )
     normalize: bool = Field(True, description="Standardise each input channel with the training split's mean and std.")
+    normalize_stats: Literal["train", "imagenet"] = Field(
+        "train",
+        description="Statistics `normalize` uses: the training split's own per-channel mean and std, or ImageNet's standard "
+        "mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), as the authors normalise ImageNet subsets (RGB images only).",
+    )
+    image_size: PositiveInt | None = Field(
+        None,
+        description="image_folder only: images are resized so the shorter side is image_size, then centre-cropped to "
+        "image_size x image_size; None = 224, as the paper's ImageNet-10 (3 x 224 x 224 bytes per image while decoding).",
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="image_folder only: the class folders to use, in label order (label i = classes[i]), e.g. ImageNet-10's "
+        "10 wnids; None = every class folder of train/, sorted by name.",
+    )
     augmentation: Literal["none", "shift", "crop_flip", "dsa"] = Field(
         "none",
         description="Training-time augmentation: 'shift' = random circular shift of 1-D signals; 'crop_flip' = padded random crop + "
         "horizontal flip of images; 'dsa' = differentiable siamese augmentation with `dsa_strategy` "
-        "(the paper's real-data recipe).",
+        "(the paper's real-data recipe with dsa_strategy 'idc:color_crop_flip_scale_rotate').",
     )
     dsa_strategy: str = Field(
         "auto",
         description="DSA transforms joined by '_' (images: color crop cutout flip scale rotate; signals: shift scale); "
-        "auto = all of the kind's.",
+        "auto = all of the kind's. A prefix sets the mode: 'single:' (the default) = one transform per batch; 'all:' = every "
+        "one; 'idc:' = IDC's recipe, flip and color every batch plus one of the others, then cutout "
+        "('idc:color_crop_flip_scale_rotate' is the paper's).",
     )
     max_shift: NonNegativeInt = Field(3, description="Largest circular shift (samples) for 'shift'.")
     crop_padding: NonNegativeInt = Field(4, description="Zero padding (pixels) before the random crop for 'crop_flip'.")
@@ -50,9 +70,25 @@ class DataConfig(_Strict):
     )
     seed: int = Field(0, description="Seed of the training subset and of procedurally generated datasets.")
 
+    @model_validator(mode="after")
+    def _image_folder_options(self) -> DataConfig:
+        used = [f for f in ("image_size", "classes") if getattr(self, f) is not None]
+        if used and self.name != "image_folder":
+            raise ValueError(f"data.{' and data.'.join(used)} apply to the image_folder reader only; remove them for dataset {self.name!r}")
+        if self.classes is not None:
+            if not self.classes:
+                raise ValueError("data.classes is empty; list the class folders to use, or leave it out to use them all")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"data.classes repeats a class: {self.classes}")
+        return self
+
 
 class ModelConfig(_Strict):
-    arch: Literal["mlp", "convnet", "resnet10", "resnet18"] = "mlp"
+    arch: Literal["mlp", "convnet", "resnet10", "resnet18", "resnet10_imagenet", "resnet18_imagenet"] = Field(
+        "mlp",
+        description="mlp, convnet, resnet10 / resnet18 (the half-width CIFAR ResNets: 3x3 stem, widths 32-256) or "
+        "resnet10_imagenet / resnet18_imagenet (7x7 stride-2 stem + max-pool, widths 64-512).",
+    )
     hidden: list[PositiveInt] = Field(default_factory=lambda: [100, 100], description="MLP hidden widths.")
     depth: PositiveInt = Field(3, description="ConvNet: number of conv blocks.")
     width: PositiveInt = Field(64, description="ConvNet: channels per conv block.")
@@ -110,6 +146,12 @@ class PruningConfig(_Strict):
     keep_last_dense: bool = Field(False, description="Never prune the classifier layer.")
     rewind_steps: list[NonNegativeInt] = Field(
         default_factory=lambda: [0], description="Rewind steps k: 0 rewinds to the init (the paper), k > 0 is late rewinding."
+    )
+    rewind: Literal["full", "weights"] = Field(
+        "full",
+        description="What goes back to theta_k after pruning: full = the whole state (lottery-ticket rewinding); weights = only "
+        "the conv and linear weights, as the authors' code, so biases, norm parameters and running statistics keep the values "
+        "of the trained network that was pruned (the dense round 0 and random masks always rewind in full).",
     )
     seed: int = Field(0, description="Seed of random masks.")
 
@@ -177,16 +219,41 @@ class SweepConfig(_Strict):
 
 
 class DCSettings(_Strict):
-    """Gradient matching (DC, Zhao et al. 2021); IDC (Kim et al. 2022) = match 'mse', net_data 'real', factor 2."""
+    """Gradient matching (DC, Zhao et al. 2021). The defaults are DC's; IDC (Kim et al. 2022) = match 'mse', layers 'conv',
+    net_data 'real' with its network schedule (the paper-cifar presets' settings), factor 2."""
 
     outer_loop: PositiveInt | None = Field(None, description="Image updates per sampled network; None = DC's get_loops(ipc).")
-    inner_loop: PositiveInt | None = Field(None, description="Network updates between image updates; None = DC's get_loops(ipc).")
+    inner_loop: PositiveInt | None = Field(
+        None,
+        description="Network SGD steps between image updates; None = DC's get_loops(ipc). IDC: 32 batches of 64 real images "
+        "(its n_data=2000 stops at the first batch that reaches 2,000 examples).",
+    )
     lr_net: PositiveFloat = Field(0.01, description="SGD lr of the matching network.")
     match: Literal["cos", "mse"] = Field(
         "cos", description="Gradient distance: DC's per-output-row cosine ('cos') or IDC's squared error ('mse')."
     )
+    layers: Literal["all", "conv"] = Field(
+        "all",
+        description="Gradients that enter the match: 'all' = every parameter (DC; its cosine skips 1-D tensors such as biases); "
+        "'conv' = convolution weights only (IDC's default: biases, norm parameters and the linear classifier left out).",
+    )
     net_data: Literal["synthetic", "real"] = Field(
         "synthetic", description="Data the matching network trains on between matches: DC trains on the synthetic set, IDC on real data."
+    )
+    net_batch: PositiveInt | None = Field(
+        None, description="Real examples per network step when net_data='real', drawn at random; None = batch_real (IDC: 64)."
+    )
+    net_momentum: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Momentum of the matching network's SGD, kept while the network lives (DC: 0; IDC: 0.9)."
+    )
+    net_weight_decay: float = Field(0.0, ge=0.0, description="Weight decay of the matching network's SGD (DC: 0; IDC: 5e-4).")
+    net_cutmix: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a network step uses CutMix, beta 1 (DC: 0; IDC on CIFAR: 0.5)."
+    )
+    net_dsa: str | None = Field(
+        None,
+        description="DSA strategy of the network's steps; None = the matching strategy `dsa`. IDC drops cutout when CutMix is on: "
+        "'idc:color_crop'.",
     )
 
 
@@ -281,7 +348,9 @@ class SyntheticConfig(_Strict):
         description="Training on a synthetic set (paper: 1000 epochs, SGD 0.01, momentum 0.9, wd 5e-4, batch 64, x0.2 at 2/3 and 5/6).",
     )
     augmentation: str = Field(
-        "auto", description="DSA strategy when training on synthetic (and matched subset) data; auto = all of the kind's, 'none' = off."
+        "auto",
+        description="DSA strategy when training on synthetic (and matched subset) data, written as data.dsa_strategy; "
+        "auto = all of the kind's, one per batch; 'none' = off; the paper's: 'idc:color_crop_flip_scale_rotate'.",
     )
     use_learned_lr: bool = Field(
         True, description="Train on an MTT set with the lr it learned (as MTT evaluates its sets) instead of train.lr."
@@ -302,18 +371,30 @@ class SyntheticConfig(_Strict):
 class SurfaceSpec(_Strict):
     """A 2-D loss surface per tested subnetwork and seed pair."""
 
-    plane: Literal["copies", "random"] = Field(
+    plane: Literal["copies", "random", "four_solution"] = Field(
         "copies",
         description="copies = the plane through the rewind point and the pair's two copies (their positions marked); "
-        "random = filter-normalised random directions around copy A.",
+        "random = filter-normalised random directions around copy A; four_solution = the paper's plane through the pair's "
+        "copies A, B and the next pair's A', B' (directions (A - B) / 2 and (B' - A') / 2; A' and B' are generally off it).",
+    )
+    centre: Literal["midpoint", "A"] = Field(
+        "midpoint",
+        description="four_solution only: the plane's origin, the midpoint of A and B (the authors' distilled_loss_landscape.py) "
+        "or copy A (their current multiple_lmc.py).",
     )
     resolution: PositiveInt = Field(21, description="Grid points per axis (odd, so the centre is on the grid).")
     span: PositiveFloat = Field(
         1.0,
-        description="random: half-width in filter-normalised units; copies: half-width as a multiple of the farthest model's coordinate.",
+        description="random: half-width in filter-normalised units; copies, four_solution: half-width as a multiple of 1.25 x the "
+        "farthest model's coordinate (four_solution around the midpoint puts A, B at +-1, so when A', B' project within 1, "
+        "1.6 gives the paper's [-2, 2]).",
     )
-    split: Literal["train", "test"] = Field("test", description="Split the surface is evaluated on.")
-    examples: PositiveInt = Field(1000, description="The first N examples of the split (a fixed subset keeps surfaces cheap).")
+    split: list[str] = Field(
+        default_factory=lambda: ["test"],
+        description="Splits the surface is evaluated on, one pass for all: train, test, or synthetic.<set> (the decoded synthetic "
+        "set <set> of synthetic.sets, as the authors' distilled_loss_landscape.py); a single name is accepted.",
+    )
+    examples: PositiveInt = Field(1000, description="The first N examples of each split (a fixed subset keeps surfaces cheap).")
     seed: int = Field(0, description="Seed of random directions.")
 
     @field_validator("resolution")
@@ -321,6 +402,23 @@ class SurfaceSpec(_Strict):
     def _odd(cls, v: int) -> int:
         if v % 2 == 0:
             raise ValueError(f"resolution must be odd so the grid contains the centre; use {v - 1} or {v + 1}")
+        return v
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("split")
+    @classmethod
+    def _split_names(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one split: train, test or synthetic.<set>")
+        bad = [s for s in v if s not in ("train", "test") and not (s.startswith("synthetic.") and len(s) > len("synthetic."))]
+        if bad:
+            raise ValueError(f"unknown split(s) {bad}: use train, test or synthetic.<set> (a set named under synthetic.sets)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"split lists a split twice: {v}")
         return v
 
 
@@ -340,10 +438,37 @@ class HessianSpec(_Strict):
     density_runs: NonNegativeInt = Field(4, description="Stochastic Lanczos quadrature runs for the spectral density (0 = skip).")
     density_steps: PositiveInt = Field(40, description="Lanczos steps per SLQ run.")
     diagonal: Literal["none", "hutchinson", "exact"] = Field(
-        "hutchinson", description="Hessian diagonal: Hutchinson estimate, exact (P products: small models only), or none."
+        "exact",
+        description="Hessian diagonal: exact (the Gauss-Newton diagonal, C backward passes for C classes, for every parameter "
+        "the network is piecewise linear in, where it equals the Hessian's; one Hessian-vector product per weight for the rest), "
+        "a Hutchinson estimate (labelled, with per-entry standard errors), or none.",
     )
     diagonal_samples: PositiveInt = Field(100, description="Probes of the Hutchinson diagonal.")
     seed: int = Field(0, description="Seed of the probes and start vectors.")
+
+
+class SharpnessSpec(_Strict):
+    """Does a mask source prune sharp weights? The Hessian diagonal of one common network per (k, round), read at the
+    weights each source removes in that round, against random removals of the same per-layer counts."""
+
+    reference: Literal["previous", "dense"] = Field(
+        "previous",
+        description="The common network the diagonal is read on: previous = copy A of pair 0 of real IMP's round r-1 subnetwork "
+        "(the network IMP prunes at round r; needs imp among the mask sources); dense = copy A of pair 0 of the trained dense network.",
+    )
+    examples: PositiveInt = Field(512, description="The first N training examples (the paper: one batch of 64).")
+    mode: Literal["eval", "train"] = Field(
+        "eval", description="BatchNorm during the Hessian: eval = running statistics; train = the batch's own statistics (the paper)."
+    )
+    diagonal: Literal["exact", "hutchinson"] = Field(
+        "exact", description="exact (one product per weight unless the diagonal has a cheaper exact route) or a Hutchinson estimate."
+    )
+    diagonal_samples: PositiveInt = Field(100, description="Probes of the Hutchinson diagonal.")
+    random_draws: PositiveInt = Field(
+        1000, description="Random removals (same per-layer counts, same candidate weights) forming the null distribution."
+    )
+    bins: PositiveInt = Field(30, description="Histogram bins of log10 H_ii shared by every source and the random-removal band.")
+    seed: int = Field(0, description="Seed of the random removals and the Hutchinson probes.")
 
 
 class AnalysisConfig(_Strict):
@@ -351,6 +476,9 @@ class AnalysisConfig(_Strict):
 
     surface: SurfaceSpec | None = Field(None, description="A 2-D loss surface per subnetwork and pair; None = none.")
     hessian: HessianSpec | None = Field(None, description="Hessian spectrum, trace, density and diagonal per subnetwork; None = none.")
+    sharpness: SharpnessSpec | None = Field(
+        None, description="Hessian diagonal at the weights each mask source removes per round, against random removal; None = none."
+    )
     rounds: list[NonNegativeInt] | None = Field(None, description="Rounds to analyse; None = every tested round.")
     mask_sources: list[str] | None = Field(None, description="Mask sources to analyse; None = all.")
     pairs: list[NonNegativeInt] = Field(
@@ -381,13 +509,35 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"analysis.pairs: {bad_pairs} out of range; the study has {len(self.stability.pairs)} seed pair(s), indices from 0"
             )
+        sharp = self.analysis.sharpness
+        if sharp is not None and sharp.reference == "previous" and "imp" not in self.pruning.mask_sources:
+            raise ValueError(
+                "analysis.sharpness.reference='previous' reads the Hessian on real IMP's round r-1 network; "
+                "add 'imp' to pruning.mask_sources or set analysis.sharpness.reference='dense'"
+            )
         surface = self.analysis.surface
         if surface is not None and surface.plane == "random" and self.stability.bn_mode == "interpolate" and self.model.norm == "batch":
             raise ValueError(
                 "analysis.surface.plane='random' with stability.bn_mode='interpolate': a random plane does not move BatchNorm "
                 "statistics; use bn_mode 'endpoint' (copy A's statistics) or 'reestimate', or plane 'copies'"
             )
+        if surface is not None:
+            self._surface_fits(surface)
         return self
+
+    def _surface_fits(self, surface: SurfaceSpec) -> None:
+        if surface.plane == "four_solution" and len(self.stability.pairs) < 2:
+            raise ValueError(
+                "analysis.surface.plane='four_solution' needs two seed pairs (the analysed pair's copies and the next pair's); "
+                f"stability.pairs has {len(self.stability.pairs)}: add one, e.g. stability.pairs=[[100, 101], [102, 103]]"
+            )
+        if surface.centre != "midpoint" and surface.plane != "four_solution":
+            raise ValueError(f"analysis.surface.centre applies to plane 'four_solution' only; the {surface.plane!r} plane fixes its own")
+        unknown = [s for s in surface.split if s.startswith("synthetic.") and s.split(".", 1)[1] not in self.synthetic.sets]
+        if unknown:
+            raise ValueError(
+                f"analysis.surface.split: {unknown} name no synthetic set; synthetic.sets defines {sorted(self.synthetic.sets) or 'none'}"
+            )
 
     def run_id(self) -> str:
         """Return the 12-hex-digit hash of the canonical config, without fields that do not change results."""

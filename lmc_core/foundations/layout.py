@@ -19,6 +19,8 @@ Stage keys (they double as folders under `stages/`):
     surface/{mask id}/k{K}/p{P}  a 2-D loss surface through pair P's copies
     hessian/{mask id}/k{K}/p{P}  the Hessian of pair P's copy A in its unpruned subspace
     {kind}/{mask id}/k{K}/p{P}   any other analysis kind, keyed like the two above
+    distances/k{K}/r{R}          Hamming distances between the round-R masks (rewind step K) of every two mask sources
+    sharpness/k{K}/r{R}          the Hessian diagonal of one common network at the weights every source removes in round R
     experts/{hash}               MTT expert trajectories, shared by every set with the same settings
     synthetic/{set}              a distilled (or imported) synthetic set
     synthetic-eval/{set}         fresh networks trained on the set, on a size-matched real subset and on noise
@@ -47,6 +49,7 @@ DENSE = "dense"
 _MASK_ID = re.compile(r"(?P<source>.+)-k(?P<k>\d+)-r(?P<round>\d+)")
 # copies, path and every analysis kind (surface, hessian, and kinds registered later) key a subnetwork and a pair.
 _SUBNETWORK = re.compile(r"(?P<kind>[a-z][a-z0-9_]*)/(?P<mask>[^/]+)/k(?P<k>\d+)/p(?P<pair>\d+)")
+_DISTANCES = re.compile(r"distances/k(?P<k>\d+)/r(?P<round>\d+)")
 _BY_NAME = {"synthetic": "synthetic", "synthetic-eval": "synthetic_eval", "experts": "experts"}
 
 
@@ -79,6 +82,16 @@ def surface_key(mid: str, k: int, pair: int) -> str:
 
 def hessian_key(mid: str, k: int, pair: int) -> str:
     return f"hessian/{mid}/k{k}/p{pair}"
+
+
+def sharpness_key(k: int, r: int) -> str:
+    """Return the key of the stage comparing, at rewind step k, the weights every mask source removes in round r."""
+    return f"sharpness/k{k}/r{r}"
+
+
+def distances_key(k: int, r: int) -> str:
+    """Return the key of the stage comparing every mask source's round-r mask found with rewind step k."""
+    return f"distances/k{k}/r{r}"
 
 
 def synthetic_key(name: str) -> str:
@@ -131,8 +144,13 @@ def parse_key(key: str) -> StageRef:
     if head == "mask" and rest:
         source, k, rnd = parse_mask_id(rest)
         return StageRef(key, "mask", mask=rest, source=source, round=rnd, k=k)
+    if head == "sharpness" and (m := re.fullmatch(r"k(\d+)/r(\d+)", rest)) is not None:
+        return StageRef(key, "sharpness", round=int(m[2]), k=int(m[1]))
     if head in _BY_NAME and rest and "/" not in rest:
         return StageRef(key, _BY_NAME[head], set=None if head == "experts" else rest)
+    d = _DISTANCES.fullmatch(key)
+    if d is not None:
+        return StageRef(key, "distances", round=int(d["round"]), k=int(d["k"]))
     m = _SUBNETWORK.fullmatch(key)
     if m is not None:
         source, _, rnd = parse_mask_id(m["mask"])

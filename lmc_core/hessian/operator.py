@@ -184,6 +184,11 @@ class HessianOperator:
             p.requires_grad_(False)
         buffers = dict(work.named_buffers())
 
+        # The private copy and the batches as the products see them (cast, on the device): the exact diagonal's
+        # Gauss-Newton route (`hessian.ggn`) differentiates the same function of the same data.
+        self.model: nn.Module = work
+        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
         total = 0
         self._grads: list[torch.Tensor] = []
         self._weights: list[float] = []
@@ -193,6 +198,7 @@ class HessianOperator:
             if x.is_floating_point():
                 x = x.to(dtype)
             y = y.to(self.device)
+            self.batches.append((x, y))
             with torch.enable_grad():
                 out = functional_call(work, {**frozen, **buffers, **dict(zip(names, self._leaves, strict=True))}, (x,))
                 loss = F.cross_entropy(out, y)

@@ -125,10 +125,31 @@ def random_masks_like(reference: Masks, seed: int) -> Masks:
     return out
 
 
-def rewind(target: nn.Module, rewind_state: State, masks: Masks | None) -> None:
-    """Load the rewind point's values into `target` and zero its pruned weights (Frankle et al. 2020, Algorithm 2)."""
-    target.load_state_dict(rewind_state)
+def rewind(target: nn.Module, rewind_state: State, masks: Masks | None, kept: State | None = None) -> None:
+    """Load the rewind point's values into `target` and zero its pruned weights (Frankle et al. 2020, Algorithm 2).
+
+    `kept` (None: a full rewind) holds the entries that do not go back to the rewind point: the authors' code
+    rewinds only the conv and linear weights (`weight_orig`), so biases, normalisation parameters and running
+    statistics keep the values of the trained network that was pruned (`pruning.rewind = "weights"`).
+    """
+    state = rewind_state
+    if kept:
+        prunable = set(prunable_names(target))
+        wrong = sorted(set(kept) & prunable)
+        if wrong:
+            raise ValueError(f"kept entries {wrong} are prunable weights, which always rewind: keep only biases, norms and buffers")
+        unknown = sorted(set(kept) - set(rewind_state))
+        if unknown:
+            raise KeyError(f"kept entries {unknown} are not in the rewind point's state: was the kept state saved for another model?")
+        state = {**rewind_state, **kept}
+    target.load_state_dict(state)
     apply_masks(target, masks)
+
+
+def kept_entries(state: State, model: nn.Module) -> State:
+    """Return the entries of `state` that a weights-only rewind keeps: everything but the prunable (conv and linear) weights."""
+    prunable = set(prunable_names(model))
+    return {n: v for n, v in state.items() if n not in prunable}
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from rich.table import Table
 from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.events import Event
 from lmc_core.foundations.layout import CONFIG_FILE
+from lmc_core.prune.sources import missing_controls
 from lmc_core.studies.presets import PRESETS, merge, preset
 from lmc_core.studies.validation import load_config, validate_config
 
@@ -89,6 +90,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lmc_core.studies import tables
     from lmc_core.studies.run import Run  # torch and the science stack load only when a study runs
 
     try:
@@ -117,7 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print_synthetic_table(run.synthetic_table())
     print_table(run.table())
+    print_missing_controls(run.cfg.pruning.mask_sources)
+    print_distance_table(tables.distance_table(run))
     print_analysis_table(run.analysis_table())
+    print_sharpness_table(tables.sharpness_table(run))
     return 0
 
 
@@ -224,6 +229,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def print_missing_controls(mask_sources: list[str]) -> None:
+    """Say which distilled sets lack their size-matched real subset: without it "distilled" cannot be told from "tiny"."""
+    missing = missing_controls(mask_sources)
+    if missing:
+        console.print(
+            f"[yellow]no matched control for {', '.join(m.replace('subset.', 'distilled.') for m in missing)}: add "
+            f"{', '.join(missing)} to pruning.mask_sources to tell a distilled set's masks from any tiny set's[/yellow]"
+        )
+
+
 def print_analysis_table(rows: list[dict[str, Any]]) -> None:
     """Print the curvature and surface summary of every analysed subnetwork."""
     if not rows:
@@ -249,6 +264,67 @@ def print_analysis_table(rows: list[dict[str, Any]]) -> None:
             surface,
         )
     console.print(table)
+
+
+def print_distance_table(rows: list[dict[str, Any]]) -> None:
+    """Print the Hamming distance between every two mask sources' masks at each rewind step and round."""
+    if not rows:
+        return
+    table = Table(title="mask distances (prunable weights whose keep / prune decision differs)", title_justify="left")
+    for col in ("k", "round", "masks", "Hamming %", "differ / total", "chance %", "Jaccard (kept)"):
+        table.add_column(col, justify="left" if col == "masks" else "right")
+    for row in rows:
+        table.add_row(
+            str(row["rewind_step"]),
+            str(row["round"]),
+            f"{row['source_a']} vs {row['source_b']}",
+            f"{100 * row['hamming']:.2f}",
+            f"{row['differ']:,} / {row['total']:,}",
+            f"{100 * row['chance']:.2f}",
+            f"{row['jaccard']:.3f}",
+        )
+    console.print(table)
+    console.print("chance = the distance of two random masks with the same kept count per layer, on average")
+
+
+def print_sharpness_table(rows: list[dict[str, Any]]) -> None:
+    """Print, per round and mask source, the mean Hessian diagonal over the weights it removed against random removal."""
+    if not rows:
+        return
+    first = rows[0]
+    what = "estimated (Hutchinson)" if first["diagonal_estimate"] else f"exact ({first['diagonal_method']})"
+    table = Table(title=f"sharpness of removed weights (H_ii {what}, read on one common network per round)", title_justify="left")
+    for col in (
+        "k",
+        "round",
+        "common network (copy A)",
+        "source",
+        "removed (n)",
+        "mean H_ii removed",
+        "random removal: mean [95 % of draws]",
+        "p (sharper)",
+        "p (flatter)",
+    ):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for row in rows:
+        null = "-" if row["null_mean"] is None else f"{row['null_mean']:.4g} [{row['null_interval'][0]:.4g}, {row['null_interval'][1]:.4g}]"
+        table.add_row(
+            str(row["rewind_step"]),
+            str(row["round"]),
+            row["reference_network"],
+            row["source"],
+            f"{row['removed']:,}",
+            "-" if row["mean_removed"] is None else f"{row['mean_removed']:.4g}",
+            null,
+            "-" if row["p_greater"] is None else f"{row['p_greater']:.3g}",
+            "-" if row["p_less"] is None else f"{row['p_less']:.3g}",
+        )
+    console.print(table)
+    draws = max(r["random_draws"] for r in rows)
+    console.print(
+        f"random removal = {draws:,} draws of the same per-layer counts from the weights the source kept the round before; "
+        f"p = one-sided permutation p-values, (1 + draws at least as extreme) / (1 + draws), smallest possible {1 / (1 + draws):.2g}"
+    )
 
 
 def print_synthetic_table(rows: list[dict[str, Any]]) -> None:
@@ -335,6 +411,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from lmc_core.studies import tables  # with the science stack, as open_run loads it
+
     run = open_run(args.run_dir)
     if run is None:
         return 2
@@ -347,7 +425,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(f"study [bold]{cfg.name}[/bold]  run {run.id}: {done}/{len(run.stages)} stages done")
         print_synthetic_table(run.synthetic_table())
         print_table(rows)
+        print_missing_controls(cfg.pruning.mask_sources)
+        print_distance_table(tables.distance_table(run))
         print_analysis_table(run.analysis_table())
+        print_sharpness_table(tables.sharpness_table(run))
     return 0
 
 

@@ -15,6 +15,7 @@ from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.layout import (
     DENSE,
     copies_key,
+    distances_key,
     eval_key,
     experts_key,
     mask_id,
@@ -108,6 +109,7 @@ def plan(cfg: StudyConfig) -> list[Stage]:
             stages.setdefault(pkey, Stage(pkey, "path", (ckey,), {"mask": mid, "k": k, "pair": p}))
     for key, stage in analysis_stages(cfg).items():
         stages[key] = stage
+    stages.update(distance_stages(cfg))
     _add_dependencies(cfg, stages)
     return _topological(stages)
 
@@ -125,6 +127,24 @@ def analysis_stages(cfg: StudyConfig) -> dict[str, Stage]:
                 stage = planner(cfg, s, p)
                 if stage is not None:
                     out.setdefault(stage.key, stage)
+    return out
+
+
+def distance_stages(cfg: StudyConfig) -> dict[str, Stage]:
+    """Return a stage per rewind step k and tested round r >= 1 that two or more mask sources reach, comparing their masks.
+
+    Cheap (it loads masks the tested subnetworks need anyway), so every study that can have one plans it.
+    """
+    by_point: dict[tuple[int, int], list[Subnetwork]] = {}
+    for s in subnetworks(cfg):
+        if s.round > 0:
+            by_point.setdefault((s.k, s.round), []).append(s)
+    out = {}
+    for (k, r), subs in by_point.items():
+        if len(subs) > 1:
+            key = distances_key(k, r)
+            masks = {s.source: s.mask for s in subs}
+            out[key] = Stage(key, "distances", tuple(mask_key(m) for m in masks.values()), {"k": k, "round": r, "masks": masks})
     return out
 
 

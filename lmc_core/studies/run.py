@@ -38,6 +38,9 @@ from lmc_core.studies.stages import STAGE_KINDS
 from lmc_core.studies.validation import validate_config
 from lmc_core.train.loop import TrainResult, total_steps, train
 
+MASKS_FILE = "masks.safetensors"  # a mask stage's masks
+KEPT_FILE = "kept.safetensors"  # under pruning.rewind = "weights": the pruned network's entries that do not rewind
+
 
 class Run:
     """A study's run directory: plans, executes and reloads stages. Re-running skips finished stages.
@@ -115,7 +118,28 @@ class Run:
     def load_masks(self, mid: str) -> Masks:
         if mid == DENSE:
             return dense_masks(self.template)
-        return load_tensors(self.stage_dir(mask_key(mid)) / "masks.safetensors")
+        return load_tensors(self.stage_dir(mask_key(mid)) / MASKS_FILE)
+
+    def load_kept(self, mid: str) -> State | None:
+        """Return what a subnetwork of mask `mid` keeps instead of rewinding, or None for a full rewind.
+
+        Under `pruning.rewind = "weights"` a mask stage saves the biases, norms and buffers of the network it pruned;
+        the dense mask, a full rewind, and a mask no trained network chose (random) keep nothing.
+        """
+        if mid == DENSE or self.cfg.pruning.rewind == "full":
+            return None
+        path = self.stage_dir(mask_key(mid)) / KEPT_FILE
+        return load_tensors(path) if path.is_file() else None
+
+    def start_state(self, mid: str, k: int) -> State:
+        """Return the state a subnetwork of mask `mid` starts from at rewind step k (the copies' start, on the device).
+
+        theta_k with the pruned weights zeroed, and, under `pruning.rewind = "weights"`, the biases, norms and
+        buffers of the network the mask pruned in place of theta_k's (`load_kept`).
+        """
+        model = self.fresh_model()
+        rewind(model, self.load_state(rewind_key(k)), None if mid == DENSE else self.load_masks(mid), self.load_kept(mid))
+        return {n: v.detach().clone() for n, v in model.state_dict().items()}
 
     def load_path(self, key: str) -> PathResult:
         info = self.stage_info(key)
@@ -135,16 +159,24 @@ class Run:
         return matched_subset(self.synthetic_set(name), self.data, self.cfg.seed).as_dataset(self.data)
 
     def train_on_small_set(
-        self, train_set: Dataset, k: int, masks: Masks | None, set_name: str, stage: str, callback: Callback
+        self,
+        train_set: Dataset,
+        k: int,
+        masks: Masks | None,
+        set_name: str,
+        stage: str,
+        callback: Callback,
+        kept: State | None = None,
     ) -> TrainResult:
-        """Train the subnetwork (masks, theta_k) on a synthetic set or its matched subset with the synthetic recipe.
+        """Train the subnetwork (masks, theta_k, kept) on a synthetic set or its matched subset with the synthetic recipe.
 
         The set's learned lr (MTT) applies to its matched subset too, so the control differs only in the data.
-        The noise seeds are pair 0's copy A seeds, the copy real-data IMP prunes.
+        The noise seeds are pair 0's copy A seeds, the copy real-data IMP prunes. `kept` (a weights-only rewind)
+        overrides theta_k's biases, norms and buffers; see `lmc_core.prune.magnitude.rewind`.
         """
         lr = self.synthetic_set(set_name).lr if self.cfg.synthetic.use_learned_lr else None
         model = self.fresh_model()
-        rewind(model, self.load_state(rewind_key(k)), masks)
+        rewind(model, self.load_state(rewind_key(k)), masks, kept)
         seed = self.cfg.stability.pairs[0][0]
         return train(
             model,

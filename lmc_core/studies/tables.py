@@ -8,7 +8,7 @@ import numpy as np
 
 from lmc_core.foundations.config import StudyConfig
 from lmc_core.foundations.layout import DENSE, copies_key, eval_key, mask_id, mask_key, path_key, surface_key, synthetic_key
-from lmc_core.studies.plan import analysis_stages, subnetworks, sweep_masks
+from lmc_core.studies.plan import analysis_stages, distance_stages, subnetworks, sweep_masks
 
 
 class FinishedStages(Protocol):
@@ -126,4 +126,49 @@ def synthetic_table(run: FinishedStages) -> list[dict[str, Any]]:
                 if k in ("synthetic", "random_subset", "noise", "random_subset_recipe_lr")
             }
         rows.append(row)
+    return rows
+
+
+def distance_table(run: FinishedStages) -> list[dict[str, Any]]:
+    """Return one row per two masks of the same rewind step and round, where done: their Hamming distance over the prunable
+    weights (fraction, count and total), the overlap and Jaccard index of the weights they keep, and chance's distance.
+
+    Each row names both masks by source and init (`init_a`, `init_b`: the study's one init today), so comparisons across
+    inits fit the same table.
+    """
+    rows: list[dict[str, Any]] = []
+    for key in distance_stages(run.cfg):
+        if run.is_done(key):
+            rows.extend(run.stage_info(key)["rows"])
+    return rows
+
+
+def sharpness_table(run: FinishedStages) -> list[dict[str, Any]]:
+    """Return one row per (rewind step, round, mask source) of the sharpness analysis, where done: the weights the source
+    removed, the mean Hessian diagonal entry H_ii over them on the common network, and the random-removal null (its mean,
+    central interval and one-sided permutation p-values, over `random_draws` draws)."""
+    rows = []
+    for key, stage in analysis_stages(run.cfg).items():
+        if stage.kind != "sharpness" or not run.is_done(key):
+            continue
+        info = run.stage_info(key)
+        for source, removal in info["removal"].items():
+            stat = (removal.get("statistics") or {}).get("mean")
+            rows.append(
+                {
+                    "rewind_step": stage.params["k"],
+                    "round": stage.params["round"],
+                    "source": source,
+                    "reference_network": info["reference_network"],
+                    "diagonal_method": info["diagonal"]["method"],
+                    "diagonal_estimate": info["diagonal"]["estimate"],
+                    "removed": removal["removed"],
+                    "random_draws": removal["random_draws"],
+                    "mean_removed": None if stat is None else stat["observed"],
+                    "null_mean": None if stat is None else stat["null_mean"],
+                    "null_interval": None if stat is None else stat["null_interval"],
+                    "p_greater": None if stat is None else stat["p_greater"],
+                    "p_less": None if stat is None else stat["p_less"],
+                }
+            )
     return rows

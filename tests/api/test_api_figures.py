@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 
+from app.api import figures
 from app.api.figures import decode
 from app.api.jsonsafe import jsonsafe
 from lmc_core.foundations.layout import parse_key, parse_mask_id
@@ -121,7 +122,29 @@ def test_hessian_figure_equals_the_stage(api, finished, run_dir):
     nonzero = int(np.count_nonzero(stored["diagonal"]))
     assert counts.sum() == hist["entries"] == nonzero and hist["zeros"] == stored["diagonal"].size - nonzero
     assert len(counts) == 20 and decode(hist["edges"]).shape == (21,)
+    # the smoke MLP (Linear and ReLU only) gets the exact diagonal by the Gauss-Newton route, and the figure says so
+    assert info["diagonal"]["method"] == "ggn-exact" and "diagonal_stderr" not in stored
+    assert hist["label"] == "exact Hessian diagonal H_ii (GGN, exact for this network)"
+    assert hist["estimate"] is False and hist["stderr"] is None
     assert api.get(f"/api/studies/{finished['id']}/figures/hessian?bins=0").status_code == 422
+
+
+def test_hessian_figure_labels_each_diagonal_and_an_estimates_errors():
+    diag = np.array([0.0, 1.0, 2.0, 4.0, 0.0])
+    se = np.array([9.0, 0.1, 0.2, 0.6, 9.0])  # the pruned entries' values must not count
+    about = {"method": "hutchinson", "samples": 30, "stderr_mean": 0.3, "stderr_median": 0.2}
+    fig = figures.hessian("hessian/imp-k0-r2/k0/p0", {"diagonal": diag, "diagonal_stderr": se}, {"diagonal": about}, 4, "list")
+    hist = fig["diagonal_histogram"]
+    assert hist["estimate"] is True and hist["stderr"] == {"mean": pytest.approx(0.3), "median": pytest.approx(0.2)}
+    assert hist["label"] == "Hutchinson estimate of H_ii, 30 probes, per-entry s.e. 0.2 (median)"
+    mixed = {"method": "ggn+hvp-exact", "ggn_entries": 170, "hvp_entries": 184}
+    assert figures.diagonal_label(mixed) == (
+        "exact Hessian diagonal H_ii (GGN, exact there, for 170 weights; one Hessian-vector product each for 184)"
+    )
+    assert figures.diagonal_label({"method": "hvp-exact"}) == "exact Hessian diagonal H_ii (one Hessian-vector product per weight)"
+    # stages written before the method was recorded: "exact" was one product per weight; an old estimate has no errors
+    assert figures.diagonal_label({"method": "exact"}) == figures.diagonal_label({"method": "hvp-exact"})
+    assert figures.diagonal_label({"method": "hutchinson"}) == "Hutchinson estimate of H_ii, per-entry s.e. not recorded"
 
 
 def test_stage_info_and_figure_index(api, finished, run_dir):

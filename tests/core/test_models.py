@@ -12,9 +12,11 @@ from torch.func import functional_call, stack_module_state
 
 from lmc_core.foundations.config import ModelConfig
 from lmc_core.models import build_model, count_parameters, describe_model, prunable_modules
+from lmc_core.prune.magnitude import dense_masks, eligible_names, magnitude_prune, prunable_names
 
 MNIST1D = (1, 40)
 CIFAR = (3, 32, 32)
+IMAGENET = (3, 224, 224)
 
 # Reference settings named in the paper / calibration notes.
 MLP_CFG = ModelConfig(arch="mlp", hidden=[100, 100])
@@ -32,6 +34,7 @@ CASES = [
     ("resnet10-batch", ModelConfig(arch="resnet10", norm="batch"), (3, 8, 8)),
     ("resnet18-none", ModelConfig(arch="resnet18", norm="none"), (3, 8, 8)),
     ("resnet10-group", ModelConfig(arch="resnet10", norm="group", groups=8), (1, 8, 8)),
+    ("resnet10-imagenet-batch", ModelConfig(arch="resnet10_imagenet", norm="batch"), (3, 16, 16)),
 ]
 CASE_IDS = [c[0] for c in CASES]
 
@@ -46,6 +49,16 @@ def _resnet_conv_weights(blocks: int, c_in: int = 3) -> int:
         if prev != w:
             total += prev * w  # 1x1 shortcut
         total += (blocks - 1) * 2 * 9 * w * w  # the remaining identity blocks
+        prev = w
+    return total
+
+
+def _imagenet_resnet_conv_weights(blocks: int, c_in: int = 3) -> int:
+    """Hand count of the ImageNet ResNet's conv weights: a 7x7 stem, then 3x3 convs and 1x1 shortcuts at widths 64-512."""
+    total = 7 * 7 * c_in * 64
+    prev = 64
+    for w in (64, 128, 256, 512):
+        total += 9 * prev * w + 9 * w * w + (prev * w if prev != w else 0) + (blocks - 1) * 2 * 9 * w * w
         prev = w
     return total
 
@@ -94,6 +107,69 @@ def test_resnet_prunable_count(arch, blocks, paper):
     bn = sum(2 * m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     assert count_parameters(model)["total"] == conv + 256 * 10 + 10 + bn
     assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("arch, blocks, paper", [("resnet10_imagenet", 1, 4.90e6), ("resnet18_imagenet", 2, 11.17e6)])
+def test_imagenet_resnet_prunable_count(arch, blocks, paper):
+    model = build_model(ModelConfig(arch=arch, norm="batch"), IMAGENET, 10, seed=0)
+    conv = _imagenet_resnet_conv_weights(blocks)
+    # ResNet-18's is torchvision's resnet18 without its 512 x 1000 classifier (11,689,512 - 513,000 - 9,600 BN affine)
+    assert conv == {"resnet10_imagenet": 4_900_032, "resnet18_imagenet": 11_166_912}[arch]
+    assert abs(conv - paper) / paper < 0.001  # the paper's rounded figures
+    assert count_parameters(model)["prunable"] == conv + 512 * 10
+    bn = sum(2 * m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bn == 2 * (64 + 2 * blocks * (64 + 128 + 256 + 512) + 128 + 256 + 512)  # stem, two per block, three shortcuts
+    assert count_parameters(model)["total"] == conv + 512 * 10 + 10 + bn
+
+
+def test_imagenet_resnet_stem_and_feature_map_sizes():
+    """224 -> 112 (7x7 stride-2 stem) -> 56 (max-pool) -> 56, 28, 14, 7 by stage; a 32x32 input ends at 1x1."""
+    model = build_model(ModelConfig(arch="resnet10_imagenet", norm="batch"), IMAGENET, 10, seed=0).eval()
+    assert (model.stem.kernel_size, model.stem.stride, model.stem.padding) == ((7, 7), (2, 2), (3, 3))
+    sizes: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[1:]))) for m in model.stages]
+    with torch.no_grad():
+        assert model(torch.randn(1, *IMAGENET)).shape == (1, 10)
+        assert sizes == [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+        sizes.clear()
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        assert sizes == [(64, 8, 8), (128, 4, 4), (256, 2, 2), (512, 1, 1)]
+    for h in hooks:
+        h.remove()
+    # The CIFAR ResNet keeps its 3x3 stride-1 stem and no max-pool: a 32x32 input reaches the last stage at 4x4.
+    cifar = build_model(ModelConfig(arch="resnet10", norm="batch"), CIFAR, 10, seed=0).eval()
+    assert cifar.stem_pool is None and cifar.stem.stride == (1, 1)
+    out: list[torch.Size] = []
+    cifar.stages[3].register_forward_hook(lambda _m, _i, o: out.append(o.shape))
+    with torch.no_grad():
+        cifar(torch.randn(1, *CIFAR))
+    assert out == [torch.Size([1, 256, 4, 4])]
+
+
+def test_imagenet_resnet_eval_mode_is_per_example_and_repeatable():
+    model = build_model(ModelConfig(arch="resnet10_imagenet", norm="batch"), (3, 64, 64), 10, seed=0)
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        train_alone, train_batch = model(x[:1]), model(x)[:1]
+        model.eval()
+        alone, batch, again = model(x[:1]), model(x)[:1], model(x)[:1]
+    # Train mode normalises with the batch's statistics, so an example's output depends on its batch-mates;
+    # eval mode uses the running statistics, so it must not, and two passes are bit-identical.
+    assert not torch.allclose(train_alone, train_batch)
+    torch.testing.assert_close(alone, batch, rtol=1e-5, atol=1e-6)
+    assert torch.equal(batch, again)
+
+
+def test_imagenet_resnet_prunes_every_conv_and_the_classifier():
+    model = build_model(ModelConfig(arch="resnet18_imagenet", norm="batch"), IMAGENET, 10, seed=0)
+    names = prunable_names(model)
+    assert names[0] == "stem.weight" and names[-1] == "fc.weight"
+    assert len(names) == 1 + 4 * 2 * 2 + 3 + 1  # stem, two convs per block, three 1x1 shortcuts, classifier
+    assert "stages.1.0.shortcut.0.weight" in names
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    masks = magnitude_prune(state, dense_masks(model), 0.2, eligible=eligible_names(names))
+    total = _imagenet_resnet_conv_weights(2) + 512 * 10
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.8 * total)
 
 
 def test_resnet_no_norm_has_no_norm_parameters():
@@ -230,7 +306,7 @@ def test_convnet_on_vector_input_raises():
         build_model(ModelConfig(arch="convnet"), (40,), 10, seed=0)
 
 
-@pytest.mark.parametrize("arch", ["resnet10", "resnet18"])
+@pytest.mark.parametrize("arch", ["resnet10", "resnet18", "resnet10_imagenet", "resnet18_imagenet"])
 @pytest.mark.parametrize("shape", [MNIST1D, (40,)])
 def test_resnet_needs_images(arch, shape):
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):

@@ -175,7 +175,21 @@ def test_hessian_figures():
     deep = {"top_eigenvalues": [], "density": {"grid": typed(grid), "values": typed(np.where(grid < 1, 1.0, 1e-20))}}
     assert min(figures.spectrum(deep).data[0].y) == pytest.approx(1e-6), "troughs are floored six decades under the peak"
     hist = figures.diagonal_histogram(data)
-    assert list(hist.data[0].y) == [0, 1, 2, 3, 4]
+    assert list(hist.data[0].y) == [0, 1, 2, 3, 4] and len(hist.data) == 1
+    assert hist.layout.xaxis.title.text.startswith("Hessian diagonal H_ii;")  # no label from the API: no claim either way
+    exact = {**data["diagonal_histogram"], "label": "exact Hessian diagonal H_ii (GGN, exact for this network)", "estimate": False}
+    hist = figures.diagonal_histogram({**data, "diagonal_histogram": exact})
+    assert (
+        hist.layout.xaxis.title.text == "exact Hessian diagonal H_ii (GGN, exact for this network); 10 unpruned weights, 3 pruned left out"
+    )
+    assert "≈" not in hist.data[0].hovertemplate and len(hist.data) == 1
+    # an estimate says so and draws its median per-entry standard error at the median bin (counts 0..4: the 4th bin)
+    label = "Hutchinson estimate of H_ii, 30 probes, per-entry s.e. 0.05 (median)"
+    estimate = {**data["diagonal_histogram"], "label": label, "estimate": True, "stderr": {"mean": 0.07, "median": 0.05}}
+    hist = figures.diagonal_histogram({**data, "diagonal_histogram": estimate})
+    assert hist.layout.xaxis.title.text.startswith(label) and "estimated" in hist.data[0].hovertemplate
+    bar = hist.data[1]
+    assert bar.error_x.value == pytest.approx(0.05) and bar.x[0] == pytest.approx(0.7)
     # analysis rows as the API sends them: each with the reading of its mask id (mask_ref), which the figure goes by
     rounds = figures.hessian_by_round(
         [

@@ -32,9 +32,10 @@ def _send(request: Request, path: Path, media_type: str, filename: str) -> Respo
 
 
 @router.get("/studies/{study_id}/results", response_model=ResultsOut)
-def get_results(study: StudyDep, session: SessionDep) -> dict:
-    """Return the study's summary tables: one row per (mask source, rewind step, round), the analysis and synthetic-set tables."""
-    return results.public(session, study)
+def get_results(study: StudyDep, session: SessionDep, settings: SettingsDep) -> dict:
+    """Return the study's summary tables: one row per (mask source, rewind step, round), the analysis and synthetic-set tables,
+    and the Hamming distances between mask sources' masks."""
+    return {**results.public(session, study), "distances": results.distances(session, settings, study)}
 
 
 @router.get("/studies/{study_id}/artifacts", response_model=list[ArtifactOut])
@@ -70,14 +71,15 @@ def download_artifact(artifact_id: str, request: Request, session: SessionDep, s
 
 @router.get("/studies/{study_id}/arrays/{kind}", response_class=FileResponse, responses=_FILE_RESPONSES)
 def download_arrays(
-    kind: Literal["path", "surface", "hessian"],
+    kind: Literal["path", "surface", "hessian", "sharpness"],
     study: StudyDep,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     stage: StageQuery = None,
 ) -> Response:
-    """Download a stage's arrays as npz: path (alphas, loss_/error_<split>), surface (xs, ys, grids) or hessian (density, diagonal)."""
+    """Download a stage's arrays as npz: path (alphas, loss_/error_<split>), surface (xs, ys, grids), hessian (density, diagonal)
+    or sharpness (the common network's diagonal and, per source, removed indices and values, histogram, band and null draws)."""
     key, path = results.stage_file(session, settings, study, stage, f"{kind}.npz")
     return _send(request, path, "application/octet-stream", f"{study.run_id}_{key.replace('/', '_')}.npz")
 
@@ -102,7 +104,7 @@ def figures_index(study: StudyDep, session: SessionDep) -> dict:
         available["interpolation"] = []
     if results.public(session, study)["table"]:
         available["sparsity"] = []
-    for name in ("surface", "hessian"):
+    for name in ("surface", "hessian", "sharpness"):
         stages = results.stages_with(session, study.run_id, f"{name}.npz")
         if stages:
             available[name] = stages
@@ -136,7 +138,14 @@ def surface_figure(
     session: SessionDep,
     settings: SettingsDep,
     stage: StageQuery = None,
-    split: Annotated[Literal["train", "test"] | None, Query()] = None,
+    split: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^(train|test|synthetic\.[A-Za-z0-9_]+)$",
+            description="train, test or synthetic.<set>; default: the stage's first split.",
+        ),
+    ] = None,
     encoding: EncodingQuery = "typed",
 ) -> dict:
     """Return a loss surface (x, y, loss and error grids with rows along y) and the positions of the rewind point and both copies."""
@@ -165,4 +174,24 @@ def hessian_figure(
         "figure": "hessian",
         "encoding": encoding,
         **figures.hessian(key, results.load_arrays(path), info, bins, encoding),
+    }
+
+
+@router.get("/studies/{study_id}/figures/sharpness", response_model=StageFigureOut)
+def sharpness_figure(
+    study: StudyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    stage: StageQuery = None,
+    encoding: EncodingQuery = "typed",
+) -> dict:
+    """Return, per mask source, the Hessian diagonal of the common network at the weights the source removes in the stage's
+    round: a log10 H_ii histogram with the random-removal band, and mean, median and top-decile fraction against the null."""
+    key, path = results.stage_file(session, settings, study, stage, "sharpness.npz")
+    info = results.stage_info(session, settings, study, key)
+    return {
+        "study_id": study.id,
+        "figure": "sharpness",
+        "encoding": encoding,
+        **figures.sharpness(key, results.load_arrays(path), info, encoding),
     }

@@ -35,4 +35,13 @@ def get_mask_source(name: str) -> MaskSource:
     return cls(name, args)
 
 
-__all__ = ["MASK_SOURCES", "MaskContext", "MaskSource", "get_mask_source", "register_mask_source"]
+def missing_controls(mask_sources: list[str]) -> list[str]:
+    """Return the matched-subset controls `mask_sources` lacks: `subset.<set>` for every `distilled.<set>` without one.
+
+    Without it, a distilled set's masks cannot be told from those of any tiny set trained with the same recipe and lr.
+    """
+    sets = [s.removeprefix("distilled.") for s in mask_sources if s.startswith("distilled.")]
+    return [f"subset.{s}" for s in sets if f"subset.{s}" not in mask_sources]
+
+
+__all__ = ["MASK_SOURCES", "MaskContext", "MaskSource", "get_mask_source", "missing_controls", "register_mask_source"]

@@ -4,10 +4,13 @@ For each (rewind step k, round r >= 1) a source names the stages its mask needs 
 from their outputs. Round 0 of every source is the dense network, shared by all sources. Every mask
 records the sample-gradient evaluations spent finding it (`examples`, cumulative over rounds and
 including the dense parent run to step k): the unit of the paper's "150x fewer training points".
+A source that prunes a trained network also hands that network back (`find`), because a weights-only
+rewind (`pruning.rewind = "weights"`, the authors' code) keeps its biases, norms and buffers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from lmc_core.foundations.layout import DENSE, mask_key
@@ -42,6 +45,8 @@ class MaskContext(Protocol):
 
     def load_masks(self, mid: str) -> Masks: ...
 
+    def load_kept(self, mid: str) -> State | None: ...
+
     def parent_examples(self, k: int) -> int: ...
 
     def synthetic_dataset(self, name: str) -> Dataset: ...
@@ -49,8 +54,24 @@ class MaskContext(Protocol):
     def subset_dataset(self, name: str) -> Dataset: ...
 
     def train_on_small_set(
-        self, train_set: Dataset, k: int, masks: Masks | None, set_name: str, stage: str, callback: Callback
+        self,
+        train_set: Dataset,
+        k: int,
+        masks: Masks | None,
+        set_name: str,
+        stage: str,
+        callback: Callback,
+        kept: State | None = None,
     ) -> Trained: ...
+
+
+@dataclass(frozen=True)
+class Found:
+    """A round's mask, its bookkeeping (`examples`, ...), and the trained network whose magnitudes chose it (None: no network did)."""
+
+    masks: Masks
+    info: dict[str, Any]
+    pruned: State | None = field(default=None, repr=False)
 
 
 class MaskSource:
@@ -77,6 +98,22 @@ class MaskSource:
 
     def build(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> tuple[Masks, dict[str, Any]]:
         """Return the round-r mask and its bookkeeping: `examples` (cumulative) and optionally `distill_examples`."""
+        raise NotImplementedError
+
+    def find(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> Found:
+        """Return the round-r mask with the network it was pruned from; this default (from `build`) names none, so it rewinds in full."""
+        masks, info = self.build(ctx, k, r, callback)
+        return Found(masks, info)
+
+
+class PrunesTrained(MaskSource):
+    """A source whose round-r mask prunes a network trained in round r - 1: it implements `find`, and `build` follows."""
+
+    def build(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> tuple[Masks, dict[str, Any]]:
+        found = self.find(ctx, k, r, callback)
+        return found.masks, found.info
+
+    def find(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> Found:
         raise NotImplementedError
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lmc_core.foundations.layout import DENSE, mask_id, mask_key, rewind_key, synthetic_key
-from lmc_core.prune.sources.base import MaskContext, MaskSource, prune_round, spent_before
+from lmc_core.prune.sources.base import Found, MaskContext, PrunesTrained, prune_round, spent_before
 
 if TYPE_CHECKING:
     from lmc_core.data.dataset import Dataset
     from lmc_core.foundations.config import StudyConfig
     from lmc_core.foundations.events import Callback
-    from lmc_core.foundations.types import Masks
 
 
-class DistilledIMP(MaskSource):
-    """IMP whose training runs on a synthetic set (the paper's distilled pruning): train, prune, rewind to k."""
+class DistilledIMP(PrunesTrained):
+    """IMP whose training runs on a synthetic set (the paper's distilled pruning): train, prune, rewind to k.
+
+    Round r trains the round-(r - 1) subnetwork from its rewind point: theta_k under the round-(r - 1) mask, with
+    the entries a weights-only rewind keeps taken from the network round r - 1 pruned (`pruning.rewind`).
+    """
 
     kind, usage, arity = "distilled", "distilled.<set>", 1
 
@@ -36,7 +39,7 @@ class DistilledIMP(MaskSource):
         """Return the set each round trains on."""
         return ctx.synthetic_dataset(self.set)
 
-    def build(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> tuple[Masks, dict[str, Any]]:
+    def find(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> Found:
         prev = mask_id(self.name, k, r - 1)
         prev_masks = ctx.load_masks(prev)
         result = ctx.train_on_small_set(
@@ -46,12 +49,13 @@ class DistilledIMP(MaskSource):
             self.set,
             stage=mask_key(mask_id(self.name, k, r)),
             callback=callback,
+            kept=ctx.load_kept(prev),
         )
-        spent = spent_before(ctx, prev, k)
+        spent: dict[str, Any] = spent_before(ctx, prev, k)
         spent["examples"] += result.examples
         if prev == DENSE and self.kind == "distilled":
             spent["distill_examples"] = ctx.stage_info(synthetic_key(self.set))["real_examples"]
-        return prune_round(ctx, result.state, prev_masks, r), spent
+        return Found(prune_round(ctx, result.state, prev_masks, r), spent, result.state)
 
 
 class SubsetIMP(DistilledIMP):

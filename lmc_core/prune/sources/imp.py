@@ -6,15 +6,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from lmc_core.foundations.layout import DENSE, copies_key, mask_id, mask_key
-from lmc_core.prune.sources.base import MaskContext, MaskSource, prune_round, spent_before
+from lmc_core.prune.sources.base import Found, MaskContext, PrunesTrained, prune_round, spent_before
 
 if TYPE_CHECKING:
     from lmc_core.foundations.config import StudyConfig
     from lmc_core.foundations.events import Callback
-    from lmc_core.foundations.types import Masks
 
 
-class IMP(MaskSource):
+class IMP(PrunesTrained):
     """Iterative magnitude pruning on real data: prune copy A of pair 0 trained in the previous round, rewind to k."""
 
     kind, usage = "imp", "imp"
@@ -27,13 +26,14 @@ class IMP(MaskSource):
         prev = self.previous(k, r)
         return [copies_key(prev, k, 0)] + ([mask_key(prev)] if prev != DENSE else [])
 
-    def build(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> tuple[Masks, dict[str, Any]]:
+    def find(self, ctx: MaskContext, k: int, r: int, callback: Callback) -> Found:
         prev = self.previous(k, r)
         trained = copies_key(prev, k, 0)
-        masks = prune_round(ctx, ctx.load_state(trained, "a"), ctx.load_masks(prev), r)
-        spent = spent_before(ctx, prev, k)
+        state = ctx.load_state(trained, "a")
+        masks = prune_round(ctx, state, ctx.load_masks(prev), r)
+        spent: dict[str, Any] = spent_before(ctx, prev, k)
         spent["examples"] += ctx.stage_info(trained)["copies"][0]["examples"]
-        return masks, spent
+        return Found(masks, spent, state)
 
 
 class Combined(IMP):

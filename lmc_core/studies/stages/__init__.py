@@ -41,6 +41,8 @@ STAGE_KINDS: Registry[StageKind] = Registry(
         "path": "lmc_core.studies.stages.path:PATH",
         "surface": "lmc_core.studies.stages.surface:SURFACE",
         "hessian": "lmc_core.studies.stages.hessian:HESSIAN",
+        "sharpness": "lmc_core.studies.stages.sharpness:SHARPNESS",
+        "distances": "lmc_core.studies.stages.distances:DISTANCES",
     },
 )
 

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from lmc_core.foundations.events import Callback
-from lmc_core.foundations.layout import DENSE, rewind_key
+from lmc_core.foundations.layout import DENSE
 from lmc_core.foundations.storage import save_tensors
 from lmc_core.foundations.types import State
 from lmc_core.models import count_parameters
-from lmc_core.prune.magnitude import rewind, sparsity
+from lmc_core.prune.magnitude import sparsity
 from lmc_core.studies.plan import Stage
 from lmc_core.studies.run import Run
 from lmc_core.studies.stages import StageKind
@@ -46,11 +46,14 @@ def run_parent(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[st
 
 
 def run_copies(run: Run, stage: Stage, out: Path, callback: Callback) -> dict[str, Any]:
-    """Train the subnetwork (mask, theta_k) from step k to the end once per seed of the pair; save and evaluate each copy."""
+    """Train the subnetwork (mask, theta_k) from step k to the end once per seed of the pair; save and evaluate each copy.
+
+    Under `pruning.rewind = "weights"` the start keeps the biases, norms and buffers of the network the mask pruned.
+    """
     p = stage.params
     masks = None if p["mask"] == DENSE else run.load_masks(p["mask"])
     model = run.fresh_model()
-    rewind(model, run.load_state(rewind_key(p["k"])), masks)
+    model.load_state_dict(run.start_state(p["mask"], p["k"]))
     seeds = run.cfg.stability.pairs[p["pair"]][: p["n_copies"]]
     start = {n: q.detach().clone() for n, q in model.named_parameters()}  # the masked rewind point both copies start from
     results = train_copies(

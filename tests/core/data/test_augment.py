@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from lmc_core.data.augment import Augmenter
+from lmc_core.data.dsa import DSA, PAPER_STRATEGY
 from lmc_core.foundations.config import DataConfig
+from lmc_core.studies.presets import preset, preset_names
 
 
 def gen(seed: int) -> torch.Generator:
@@ -146,3 +148,22 @@ def test_same_result_on_gpu():
         cpu = aug(x, gen(9))
         gpu = aug(x.cuda(), gen(9))
         assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+
+
+def test_dsa_augmentation_follows_the_strategys_mode():
+    # the paper's real-data recipe (IDC's train.py): flip and color on every batch plus one of crop, scale, rotate
+    paper = Augmenter(DataConfig(augmentation="dsa", dsa_strategy=PAPER_STRATEGY), "image")
+    single = Augmenter(DataConfig(augmentation="dsa", dsa_strategy="color_crop_flip_scale_rotate"), "image")
+    x = images()
+    assert paper.dsa is not None and paper.dsa.mode == "idc"
+    assert torch.equal(paper(x, gen(3)), DSA(PAPER_STRATEGY, "image")(x, gen(3)))
+    assert not torch.equal(paper(x, gen(3)), single(x, gen(3)))
+    # every sample is changed: colour jitter reaches all of them, where single mode often applies a flip alone
+    assert all(not torch.equal(a, b) for a, b in zip(paper(x, gen(4)), x, strict=True))
+
+
+@pytest.mark.parametrize("name", [n for n in preset_names() if n.startswith("paper-cifar")])
+def test_paper_presets_train_with_the_papers_augmentation_recipe(name):
+    cfg = preset(name)
+    assert (cfg.data.augmentation, cfg.data.dsa_strategy) == ("dsa", PAPER_STRATEGY)
+    assert cfg.synthetic.augmentation == PAPER_STRATEGY

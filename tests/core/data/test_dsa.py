@@ -8,7 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from lmc_core.data import dsa as D
-from lmc_core.data.dsa import DSA, IMAGE_STRATEGY, SIGNAL_STRATEGY, STRATEGIES, DSAParams, cutmix, resolve_strategy, siamese
+from lmc_core.data.dsa import (
+    DSA,
+    IMAGE_STRATEGY,
+    PAPER_STRATEGY,
+    SIGNAL_STRATEGY,
+    STRATEGIES,
+    DSAParams,
+    cutmix,
+    resolve_strategy,
+    siamese,
+)
 
 TRANSFORMS = [("image", name) for name in STRATEGIES["image"]] + [("signal", name) for name in STRATEGIES["signal"]]
 
@@ -46,6 +56,90 @@ def test_single_mode_picks_one_transform_per_call_from_the_generator(kind, strat
         picked.add(name)
         assert torch.equal(single(x, gen(seed)), DSA(name, kind, mode="all")(x, g))
     assert len(picked) > 1
+
+
+# ---- IDC's recipe (mode "idc"): flip and color every call, one drawn transform, then cutout ----
+
+
+def _recording(monkeypatch) -> list[list[str]]:
+    """Wrap every primitive so each call of a DSA records the primitives it applied, in order."""
+    calls: list[list[str]] = []
+    for name, prim in list(D._PRIMITIVES.items()):
+
+        def apply(x, p, _name=name, _apply=prim.apply):
+            calls[-1].append(_name)
+            return _apply(x, p)
+
+        monkeypatch.setitem(D._PRIMITIVES, name, D._Primitive(prim.draws, prim.draw, apply))
+    return calls
+
+
+def test_idc_recipe_applies_flip_and_color_every_call_and_exactly_one_geometric_transform(monkeypatch):
+    # IDC's DiffAug (misc/augment.py, single_aug=True): flip, then brightness/saturation/contrast, then one of the
+    # remaining transforms drawn per call; the paper's strategy leaves crop, scale and rotate in that pool.
+    calls = _recording(monkeypatch)
+    aug, x = DSA(PAPER_STRATEGY, "image"), batch("image")
+    assert aug.mode == "idc" and aug.strategy == "color_crop_flip_scale_rotate"
+    for seed in range(90):
+        calls.append([])
+        aug(x, gen(seed))
+    every = ["flip", "brightness", "saturation", "contrast"]
+    assert all(c[:4] == every and len(c) == 5 and c[4] in ("crop", "scale", "rotate") for c in calls), calls[:3]
+    counts = {name: sum(c[4] == name for c in calls) for name in ("crop", "scale", "rotate")}
+    assert all(n >= 15 for n in counts.values()), f"the geometric transform is drawn uniformly: {counts}"
+    # single mode, on the same names, applies one transform per call, flip and color included
+    calls.clear()
+    for seed in range(30):
+        calls.append([])
+        DSA("color_crop_flip_scale_rotate", "image")(x, gen(seed))
+    assert any("flip" not in c for c in calls) and all(len(c) in (1, 3) for c in calls)
+
+
+def test_idc_recipe_puts_cutout_after_the_drawn_transform(monkeypatch):
+    calls = _recording(monkeypatch)
+    aug, x = DSA("idc:cutout_crop_color", "image"), batch("image")
+    for seed in range(5):
+        calls.append([])
+        aug(x, gen(seed))
+    assert calls == [["brightness", "saturation", "contrast", "crop", "cutout"]] * 5, "IDC's matching strategy color_crop_cutout"
+
+
+@pytest.mark.parametrize("strategy", [PAPER_STRATEGY, "idc:rotate_flip_scale_color_crop"])
+def test_idc_recipe_replays_from_its_documented_draws(strategy):
+    # the pick (randint over the pool, in strategy order), then one uniform matrix for flip, color and the pick
+    aug, x = DSA(strategy, "image"), batch("image")
+    pool = [n for n in aug.names if n not in ("flip", "color", "cutout")]
+    picked = set()
+    for seed in range(10):
+        g = gen(seed)
+        name = pool[int(torch.randint(len(pool), (1,), generator=g))]
+        picked.add(name)
+        assert torch.equal(aug(x, gen(seed)), DSA(f"flip_color_{name}", "image", mode="all")(x, g))
+    assert len(picked) > 1
+
+
+def test_idc_recipe_is_siamese_when_shared():
+    aug = DSA("idc:color_crop_cutout", "image")
+    img = torch.rand(1, 3, 8, 8)
+    real = aug(img.expand(5, -1, -1, -1).clone(), gen(3), shared=True)
+    syn = aug(img.expand(2, -1, -1, -1).clone(), gen(3), shared=True)
+    assert all(torch.equal(real[0], r) for r in real) and torch.equal(real[0], syn[0])
+    assert not torch.equal(real[0], img[0])
+
+
+def test_strategy_prefix_names_the_mode():
+    x = batch("image")
+    assert torch.equal(DSA("all:flip_crop", "image")(x, gen(1)), DSA("flip_crop", "image", mode="all")(x, gen(1)))
+    assert DSA("flip_crop", "image").mode == "single" and DSA("idc:flip", "image", mode="idc").mode == "idc"
+    assert resolve_strategy("idc:auto", "image") == "idc:" + IMAGE_STRATEGY
+    assert resolve_strategy("idc:auto", "vector") == "none"
+    assert resolve_strategy(PAPER_STRATEGY, "image") == PAPER_STRATEGY
+    # signals have no flip or color: IDC's recipe draws one of shift and scale per call
+    assert DSA("idc:shift_scale", "signal")(batch("signal"), gen(2)).shape == batch("signal").shape
+    with pytest.raises(ValueError, match=r"mode 'paper'.*'idc:color_crop_flip_scale_rotate'"):
+        DSA("paper:flip", "image")
+    with pytest.raises(ValueError, match="contradicts mode='all'"):
+        DSA("idc:flip", "image", mode="all")
 
 
 def test_draws_leave_the_global_generators_alone():

@@ -1,14 +1,20 @@
+import copy
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmc_core.data.dataset import Dataset, load_dataset
 from lmc_core.data.dsa import DSA
+from lmc_core.distill import methods
 from lmc_core.distill.experts import Trajectories, experts_hash, flat_parameters, train_experts, unflatten
-from lmc_core.distill.methods import _Matcher, dc_loops, distill, embed, gradient_distance
+from lmc_core.distill.methods import PUBLISHED, _Matcher, dc_loops, distill, embed, gradient_distance, gradient_match, matched_parameters
 from lmc_core.distill.synthetic import init_noise
 from lmc_core.foundations.config import DataConfig, DistillConfig, ModelConfig, MTTSettings
 from lmc_core.models import build_model
+from lmc_core.studies.presets import preset, preset_names
 
 NET = ModelConfig(arch="convnet", depth=2, width=16, kernel_size=3, pooling="avg")
 MTT_SMALL = {"experts": 2, "expert_train_epochs": 4, "max_start_epoch": 2, "syn_steps": 10, "expert_epochs": 2, "expert_batch": 128}
@@ -87,7 +93,7 @@ def test_mtt_learns_its_learning_rate_and_counts_the_experts_examples(digits, ex
     trajectories, expert_examples = experts
     made = _distill(digits, "mtt", trajectories, iterations=3)
     assert made.synthetic.lr is not None and made.synthetic.lr != MTTSettings().lr_teacher
-    assert made.real_examples == expert_examples == 2 * 4 * (len(digits.x_train) // 128) * 128
+    assert made.real_examples == expert_examples == 2 * 4 * len(digits.x_train)  # every example every epoch (last batch partial)
 
 
 def test_dm_counts_the_real_examples_it_embeds(digits):
@@ -166,6 +172,13 @@ def test_distillation_on_cuda_matches_cpu(digits, experts):
         assert gpu.synthetic.images.device.type == "cpu", "results are stored from the CPU"
         # Same draws (CPU generators) on both devices: the first loss agrees up to float rounding.
         assert gpu.losses[0] == pytest.approx(cpu.losses[0], rel=1e-3), method
+    # IDC's objective and network schedule: CutMix and augmentation draws come from the CPU stream too, so the
+    # second iteration (after two trained matches) still agrees, and both count the same real examples
+    idc = {"outer_loop": 3, "inner_loop": 2, "layers": "conv", "match": "mse", "net_data": "real", "net_batch": 8}
+    idc |= {"net_momentum": 0.9, "net_weight_decay": 5e-4, "net_cutmix": 0.5, "net_dsa": "idc:color_crop"}
+    kw = {"iterations": 2, "dsa": "idc:color_crop_cutout", "dc": idc}
+    cpu, gpu = _distill(digits, "dc", **kw), _distill(digits.to("cuda"), "dc", **kw)
+    assert gpu.losses == pytest.approx(cpu.losses, rel=1e-2) and gpu.real_examples == cpu.real_examples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,13 +206,201 @@ def test_dc_cosine_distance_is_summed_per_output_row_and_skips_biases_as_the_ref
     assert got == pytest.approx(ref, abs=1e-5)
 
 
-def test_idc_mse_distance_is_the_squared_error_summed_over_every_gradient():
-    syn_w = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    real_w = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    syn_b, real_b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, -1.0])
-    # weights: (1)^2 + (-1)^2 + (-1)^2 = 3; bias: (-2)^2 + 3^2 = 13
-    assert float(gradient_distance([syn_w, syn_b], [real_w, real_b], "mse")) == pytest.approx(16.0)
-    assert float(gradient_distance([syn_w], [real_w], "mse")) == pytest.approx(3.0)
+def test_idc_mse_distance_is_the_plain_squared_error_summed_over_the_tensors_given():
+    # IDC's dist(method='mse') (condense.py): (x - y).pow(2).sum() per tensor, added over tensors; no per-row split, no
+    # normalisation. Two conv-shaped gradients (out=2, in=1, 1x3) and (out=1, in=2, 1x1):
+    syn = [torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]).view(2, 1, 1, 3), torch.tensor([0.5, -1.0]).view(1, 2, 1, 1)]
+    real = [torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]).view(2, 1, 1, 3), torch.tensor([2.5, 1.0]).view(1, 2, 1, 1)]
+    # first: 1 + 1 + 1 = 3; second: (-2)^2 + (-2)^2 = 8
+    assert float(gradient_distance(syn, real, "mse")) == pytest.approx(11.0)
+    assert float(gradient_distance(syn[:1], real[:1], "mse")) == pytest.approx(3.0)
+
+
+# A ConvNet small enough to list by hand: features = [conv, norm, ReLU, pool] x 2, then the linear classifier.
+SMALL = ModelConfig(arch="convnet", depth=2, width=4, kernel_size=3, pooling="avg", norm="instance")
+SMALL_CONV_WEIGHTS = ["features.0.weight", "features.4.weight"]
+
+
+def _per_parameter_gradients(net, x, c, create_graph=False):
+    loss = torch.nn.functional.cross_entropy(net(x), torch.full((len(x),), c))
+    names = [n for n, _ in net.named_parameters()]
+    return dict(zip(names, torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph), strict=True))
+
+
+def test_idc_layers_match_the_conv_weights_only_and_dc_layers_every_parameter(digits):
+    # IDC's matchloss skips 1-D gradients (biases, norm) unless --bias and 2-D ones (the classifier) unless --fc; both
+    # default to False, so only the conv weights enter. DC matches every parameter.
+    net = build_model(SMALL, digits.input_shape, digits.num_classes, seed=0)
+    named = dict(net.named_parameters())
+    assert sorted(named) == sorted(
+        [f"features.{i}.{p}" for i in (0, 1, 4, 5) for p in ("weight", "bias")] + ["classifier.weight", "classifier.bias"]
+    )
+    assert [id(p) for p in matched_parameters(net, "conv")] == [id(named[n]) for n in SMALL_CONV_WEIGHTS]
+    assert [id(p) for p in matched_parameters(net, "all")] == [id(p) for p in net.parameters()]
+
+    c = 3
+    real = digits.x_train[digits.y_train == c][:16]
+    fake = digits.x_train[digits.y_train == c][16:20].clone().requires_grad_(True)
+    g_real = _per_parameter_gradients(net, real, c)
+    g_syn = _per_parameter_gradients(net, fake, c, create_graph=True)
+    sq = {n: ((g_syn[n] - g_real[n]) ** 2).sum() for n in named}
+    value = lambda t: float(t.detach())  # noqa: E731
+    by_hand_conv = sq[SMALL_CONV_WEIGHTS[0]] + sq[SMALL_CONV_WEIGHTS[1]]
+    by_hand_all = sum(sq.values())
+    assert value(sq["classifier.weight"]) > 0.01 * value(by_hand_conv), "the classifier must carry enough to tell the two apart"
+
+    conv = gradient_match(net, matched_parameters(net, "conv"), real, fake, c, "mse")
+    assert value(conv) == pytest.approx(value(by_hand_conv), rel=1e-5)
+    assert value(gradient_match(net, matched_parameters(net, "all"), real, fake, c, "mse")) == pytest.approx(value(by_hand_all), rel=1e-5)
+    assert value(conv) < value(by_hand_all) * (1 - 1e-3)
+    # the images move by the conv weights' match alone: its gradient w.r.t. the synthetic pixels is the hand objective's
+    (want,) = torch.autograd.grad(by_hand_conv, fake, retain_graph=True)
+    (got,) = torch.autograd.grad(conv, fake)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-8)
+    (all_params,) = torch.autograd.grad(by_hand_all, fake)
+    assert not torch.allclose(got, all_params, rtol=1e-3, atol=1e-8)
+
+
+def test_conv_layers_need_a_convolution(digits):
+    mlp = build_model(ModelConfig(arch="mlp", hidden=[8]), digits.input_shape, digits.num_classes, seed=0)
+    with pytest.raises(ValueError, match=r"dc\.layers='all'"):
+        matched_parameters(mlp, "conv")
+
+
+def _recorded_batches(matcher):
+    """Wrap matcher.network_batch so every batch the network trains on is kept."""
+    seen, draw = [], matcher.network_batch
+
+    def record():
+        x, y = draw()
+        seen.append((x.clone(), y.clone()))
+        return x, y
+
+    matcher.network_batch = record
+    return seen
+
+
+def test_idc_network_schedule_is_sgd_with_momentum_and_weight_decay_on_net_batch_real_examples():
+    data, net_cfg = _linear_task()
+    lr, mu, wd, steps = 0.5, 0.9, 0.01, 3
+    cfg = DistillConfig(
+        method="dc",
+        ipc=1,
+        dsa="none",
+        batch_real=3,
+        dc={"net_data": "real", "net_batch": 2, "lr_net": lr, "net_momentum": mu, "net_weight_decay": wd},
+    )
+    images, labels = torch.zeros(2, 3, requires_grad=True), torch.tensor([0, 1])
+    matcher = _Matcher(cfg, data, net_cfg, images, labels)
+    net = matcher.network(0)
+    w0, b0 = (p.detach().double().numpy().copy() for p in net.parameters())
+    seen = _recorded_batches(matcher)
+    matcher._train_network(net, matcher.network_optimizer(net), steps)
+
+    assert len(seen) == steps and all(len(x) == 2 for x, _ in seen), "net_batch examples per step, not batch_real"
+    assert all(any(torch.equal(row, r) for r in data.x_train) for x, _ in seen for row in x), "real training examples"
+    assert matcher.real_examples == steps * 2
+    # torch's SGD, by hand: d = grad + wd * p; v = mu * v + d (v = d at the first step); p -= lr * v
+    w, b, vw, vb = w0, b0, None, None
+    for x, y in seen:
+        dw, db = _softmax_ce_grad(w, b, x.double().numpy(), y.numpy())
+        dw, db = dw + wd * w, db + wd * b
+        vw, vb = (dw, db) if vw is None else (mu * vw + dw, mu * vb + db)
+        w, b = w - lr * vw, b - lr * vb
+    got_w, got_b = (p.detach().double().numpy() for p in net.parameters())
+    np.testing.assert_allclose(got_w, w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_b, b, rtol=1e-5, atol=1e-6)
+    # plain SGD (DC's network optimizer) would land elsewhere after three steps
+    plain = w0.copy()
+    for x, y in seen:
+        plain = plain - lr * _softmax_ce_grad(plain, b0, x.double().numpy(), y.numpy())[0]
+    assert not np.allclose(got_w, plain, rtol=1e-3)
+
+
+def _image_matcher(digits, **dc):
+    cfg = DistillConfig(method="dc", ipc=1, dsa="none", dc={"net_data": "real", "net_batch": 8, "lr_net": 0.1, **dc})
+    syn = init_noise(digits, 1, 1, 0)
+    return _Matcher(cfg, digits, NET, syn.images.clone().requires_grad_(True), syn.labels)
+
+
+def test_network_steps_use_cutmix_with_its_probability_and_its_loss(digits, monkeypatch):
+    calls = []
+    real_cutmix = methods.cutmix
+
+    def recording_cutmix(x, y, g):
+        calls.append(real_cutmix(x, y, g))
+        return calls[-1]
+
+    monkeypatch.setattr(methods, "cutmix", recording_cutmix)
+    matcher = _image_matcher(digits, net_cutmix=1.0)
+    net = matcher.network(0)
+    before = copy.deepcopy(net)
+    matcher._train_network(net, matcher.network_optimizer(net), 1)
+    assert len(calls) == 1
+    x, y_a, y_b, lam = calls[0]
+    # IDC's train_epoch: loss = CE(out, y) * ratio + CE(out, y_perm) * (1 - ratio), then one SGD step
+    out = before(x)
+    loss = lam * F.cross_entropy(out, y_a) + (1 - lam) * F.cross_entropy(out, y_b)
+    grads = torch.autograd.grad(loss, list(before.parameters()), retain_graph=True)
+    for p, p0, g in zip(net.parameters(), before.parameters(), grads, strict=True):
+        assert torch.allclose(p, p0 - 0.1 * g, atol=1e-6)
+    unmixed = torch.autograd.grad(F.cross_entropy(out, y_a), list(before.parameters()))
+    # (the classifier weight: its bias gradient only sees class counts, which a permutation keeps)
+    assert lam < 1 and not torch.allclose(grads[-2], unmixed[-2], atol=1e-6), "the draw for this seed mixes; the loss must show it"
+
+    calls.clear()
+    matcher = _image_matcher(digits, net_cutmix=0.5)
+    net = matcher.network(0)
+    matcher._train_network(net, matcher.network_optimizer(net), 40)
+    assert 8 < len(calls) < 32, f"CutMix with p 0.5: {len(calls)} of 40 steps"
+
+    # off (DC): never called, and no draw is spent on it, so the stream of real batches is the one DC had
+    calls.clear()
+    off, reference = _image_matcher(digits), _image_matcher(digits)
+    net = off.network(0)
+    off._train_network(net, off.network_optimizer(net), 5)
+    assert calls == []
+    for _ in range(5):
+        reference.network_batch()
+    assert torch.equal(off.network_batch()[0], reference.network_batch()[0])
+
+
+def test_dc_counts_the_real_examples_of_its_matches_and_of_the_network_schedule(digits):
+    # per iteration: outer matches x classes x batch_real, and (outer - 1) network updates of inner steps x net_batch
+    # (the network is dropped after the last match, so it is not trained after it)
+    iterations, outer, inner, batch_real, net_batch = 1, 3, 2, 7, 5
+    idc_like = {
+        "outer_loop": outer,
+        "inner_loop": inner,
+        "layers": "conv",
+        "match": "mse",
+        "net_data": "real",
+        "net_batch": net_batch,
+        "net_momentum": 0.9,
+        "net_weight_decay": 5e-4,
+        "net_cutmix": 0.5,
+        "net_dsa": "idc:color_crop",
+    }
+    made = _distill(digits, "dc", iterations=iterations, batch_real=batch_real, dsa="idc:color_crop_cutout", dc=idc_like)
+    assert made.real_examples == iterations * (outer * 10 * batch_real + (outer - 1) * inner * net_batch) == 230
+    assert made.synthetic.provenance["real_examples"] == 230
+    # DC's own schedule trains on the synthetic set: only the matches consume real examples
+    made = _distill(digits, "dc", iterations=iterations, batch_real=batch_real, dc={"outer_loop": outer, "inner_loop": inner})
+    assert made.real_examples == iterations * outer * 10 * batch_real == 210
+
+
+@pytest.mark.parametrize("name", [n for n in preset_names() if n.startswith("paper-cifar")])
+def test_paper_presets_distil_with_idcs_published_cifar_settings(name):
+    idc = PUBLISHED["idc"]
+    for d in preset(name).synthetic.sets.values():
+        dc = d.dc
+        assert (d.method, d.factor, d.iterations, d.batch_real, dc.outer_loop) == ("dc", 2, 2000, 64, idc["matches_per_network"])
+        assert (dc.match, dc.layers, dc.net_data, dc.lr_net) == (idc["match"], idc["layers"], "real", idc["net_lr"])
+        # IDC's train_epoch stops at the first batch that brings the count to n_data: ceil(2000 / 64) = 32 batches
+        assert dc.inner_loop == math.ceil(idc["n_data"] / idc["net_batch"]) == 32 and dc.net_batch == idc["net_batch"]
+        assert (dc.net_momentum, dc.net_weight_decay, dc.net_cutmix) == (idc["net_momentum"], idc["net_weight_decay"], idc["net_cutmix"])
+        assert (d.dsa, dc.net_dsa) == (idc["dsa"], idc["net_dsa"])
+        assert DSA(d.dsa, "image").mode == DSA(dc.net_dsa, "image").mode == "idc"
 
 
 def _linear_task():

@@ -586,21 +586,24 @@ def test_estimators_are_reproducible_from_their_seed(dominant):
 # ----------------------------------------------------------------------------- diagonal
 
 
-def test_exact_diagonal_equals_dense_diagonal():
+@pytest.mark.parametrize("route", ["hvp", "auto"])
+def test_exact_diagonal_equals_dense_diagonal(route):
+    # Conv1d -> ReLU -> Linear: piecewise linear in every weight, so "auto" takes the Gauss-Newton route (no products).
     model = conv()
     batches = split(*data(30, (1, 6)), [20, 10])
     h = dense_hessian(model, batches)
     op = HessianOperator(model, batches, dtype=F64)
-    d = exact_diagonal(op, batch=16)
-    assert torch.allclose(d, h.diagonal(), rtol=1e-12, atol=1e-15)
-    assert op.hvps == op.dim
+    d = exact_diagonal(op, batch=16, route=route)
+    assert d.method == ("hvp-exact" if route == "hvp" else "ggn-exact") and d.exact
+    assert torch.allclose(d.values, h.diagonal(), rtol=1e-12, atol=1e-15)
+    assert op.hvps == (op.dim if route == "hvp" else 0)
     masks = half_masks(model)
     m = flat_mask(model, masks)
     mop = HessianOperator(model, batches, masks=masks, dtype=F64)
-    md = exact_diagonal(mop)
+    md = exact_diagonal(mop, route=route).values
     assert torch.equal(md[~m], torch.zeros_like(md[~m]))
     assert torch.allclose(md[m], h.diagonal()[m], rtol=1e-12, atol=1e-15)
-    assert mop.hvps == mop.active
+    assert mop.hvps == (mop.active if route == "hvp" else 0)
 
 
 def test_hutchinson_diagonal_converges_with_calibrated_stderr(dominant):

@@ -6,6 +6,7 @@ from lmc_core.prune.magnitude import (
     apply_masks,
     dense_masks,
     eligible_names,
+    kept_entries,
     layer_sparsity,
     magnitude_prune,
     prunable_names,
@@ -131,3 +132,56 @@ def test_bad_target_is_refused():
         magnitude_prune(random_state(model, 6), masks, 0.2)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         magnitude_prune(random_state(model, 6), masks, 1.0)
+
+
+# ---- a weights-only rewind (the authors' code: only conv / linear `weight_orig` goes back to the init) ----
+
+
+def bn_net() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8, 3))
+
+
+def test_kept_entries_are_everything_but_the_prunable_weights():
+    model = bn_net()
+    kept = kept_entries(model.state_dict(), model)
+    assert sorted(kept) == [
+        "0.bias",
+        "1.bias",
+        "1.num_batches_tracked",
+        "1.running_mean",
+        "1.running_var",
+        "1.weight",  # a norm's affine scale is a parameter called weight, but not a prunable one
+        "4.bias",
+    ]
+
+
+def test_weights_rewind_puts_weights_back_and_keeps_biases_norms_and_running_statistics():
+    model = bn_net()
+    theta_k = {k: v.clone() for k, v in model.state_dict().items()}
+    trained = random_state(model, 8)  # the pruned network: every entry differs from theta_k
+    trained["1.running_var"] = trained["1.running_var"].abs()
+    trained["1.num_batches_tracked"] = torch.tensor(17)
+    masks = magnitude_prune(trained, dense_masks(model), 0.36)
+    target = bn_net()
+    rewind(target, theta_k, masks, kept_entries(trained, model))
+    got = target.state_dict()
+    for name in ("0.weight", "4.weight"):  # the prunable weights: theta_k where kept, zero where pruned
+        assert torch.equal(got[name], theta_k[name] * masks[name])
+    for name in ("0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "4.bias"):
+        assert torch.equal(got[name], trained[name]), name
+        assert not torch.equal(got[name], theta_k[name]), f"{name}: the test needs trained values that differ from theta_k"
+    assert int(got["1.num_batches_tracked"]) == 17
+    # without kept entries it is the full rewind
+    rewind(target, theta_k, masks)
+    got = target.state_dict()
+    assert all(torch.equal(got[n], theta_k[n] * masks[n] if n in masks else theta_k[n]) for n in theta_k)
+
+
+def test_kept_entries_that_are_prunable_weights_or_unknown_are_refused():
+    model = bn_net()
+    state = model.state_dict()
+    with pytest.raises(ValueError, match=r"prunable weights.*always rewind"):
+        rewind(bn_net(), state, dense_masks(model), {"0.weight": state["0.weight"], "0.bias": state["0.bias"]})
+    with pytest.raises(KeyError, match="another model"):
+        rewind(bn_net(), state, dense_masks(model), {"9.bias": torch.zeros(3)})

@@ -51,6 +51,9 @@ def test_run_prints_the_round_table_and_show_reprints_it(tmp_path):
         ("distilled.dm", 0),
         ("distilled.dm", 1),
         ("distilled.dm", 2),
+        ("subset.dm", 0),
+        ("subset.dm", 1),
+        ("subset.dm", 2),
     ]
     assert rows[3]["sparsity"] == pytest.approx(36.0, abs=0.05)
 
@@ -137,3 +140,13 @@ def test_the_ratio_to_real_imp_is_shown_measured_and_with_distilling_or_unknown(
     assert "4.00x" in lines[0] and "600 distilling" in lines[0]
     assert "unknown" in lines[1] and "4.00x" not in lines[1]
     assert "measured ratio" in out and "not the paper's accounting" in out
+
+
+def test_show_names_a_distilled_set_without_its_matched_subset(capsys):
+    from lmc_core.studies.commands import print_missing_controls
+
+    print_missing_controls(["dense", "imp", "distilled.dm", "distilled.mtt", "subset.dm"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no matched control for distilled.mtt" in out and "add subset.mtt" in out and "distilled.dm" not in out
+    print_missing_controls(["dense", "imp", "distilled.dm", "subset.dm"])
+    assert capsys.readouterr().out == ""

@@ -318,7 +318,7 @@ def test_imp_round_2_is_global_magnitude_pruning_of_round_1s_copy_a_rebuilt_by_h
 
 
 def test_training_points_in_stage_files_and_table_match_hand_arithmetic(finished):
-    steps_per_epoch = N_TRAIN // REAL_BATCH  # 40 full batches of 50 (drop-last)
+    steps_per_epoch = N_TRAIN // REAL_BATCH  # 40 full batches of 50, no remainder
     copy_a = REAL_EPOCHS * steps_per_epoch * REAL_BATCH  # sample-gradient evaluations = steps x batch = 80 x 50
     assert copy_a == 4000
     syn_run = SYN_EPOCHS * (DECODED // SYN_BATCH) * SYN_BATCH  # 3 epochs x 3 batches x 4
@@ -391,6 +391,167 @@ def test_resuming_a_finished_study_executes_nothing(finished):
     assert [e for e in events if e.stage != "study"] == []
     assert events[0].message.startswith("0 of")
     assert {p: p.stat().st_mtime_ns for p in finished.dir.glob("stages/**/stage.json")} == stamps
+
+
+# ---------------------------------------------------------------------------------------------
+# pruning.rewind: "full" (the whole state back to theta_k) against "weights" (the authors' code: only conv and linear
+# weights go back; biases, norms and buffers keep the values of the network that was pruned)
+
+WEIGHTS = ["layers.1.weight", "layers.3.weight"]  # MLP 20-16-4: the prunable weights; the biases are the rest of the state
+BIASES = ["layers.1.bias", "layers.3.bias"]
+
+
+@pytest.fixture(scope="module")
+def finished_weights(tmp_path_factory):
+    run = Run(StudyConfig.model_validate(study(pruning={"rewind": "weights"})), tmp_path_factory.mktemp("weights"))
+    run.run()
+    return run
+
+
+def _start(theta_k: dict, masks: dict, kept: dict | None = None) -> dict:
+    """The subnetwork's starting state by hand: theta_k's weights under the mask, the rest from `kept` or else theta_k."""
+    out = {n: (v * masks[n] if n in masks else v) for n, v in theta_k.items()}
+    if kept is not None:
+        out.update({n: kept[n] for n in BIASES})
+    return out
+
+
+def _train_by_hand(run: Run, start: dict, masks: dict | None, on_synthetic: bool, data=None) -> dict:
+    model = build_model(run.cfg.model, run.data.input_shape, NUM_CLASSES, run.cfg.seed)
+    model.load_state_dict(start)
+    if on_synthetic:
+        res = train(model, data, run.cfg.synthetic.train, run.synthetic_augmenter, data_seed=PAIR[0], augment_seed=PAIR[0], masks=masks)
+    else:
+        res = train(model, run.data, run.cfg.train, run.augmenter, data_seed=PAIR[0], augment_seed=PAIR[0], masks=masks)
+    return res.state
+
+
+def _prune_by_hand(state: dict, prev: dict, keep: int) -> dict:
+    """Global magnitude pruning by a threshold: keep the `keep` largest |w| among the weights `prev` kept."""
+    survivors = torch.cat([state[k][prev[k]].abs().flatten() for k in WEIGHTS])
+    threshold = survivors.sort(descending=True).values[keep - 1]
+    assert (survivors == threshold).sum() == 1, "no tie at the threshold: the hand rule is exact"
+    return {k: prev[k] & (state[k].abs() >= threshold) for k in WEIGHTS}
+
+
+N_WEIGHTS = 20 * 16 + 16 * 4
+
+
+def test_full_rewind_saves_nothing_kept_and_copies_start_from_the_masked_theta_k(finished):
+    assert finished.cfg.pruning.rewind == "full"
+    assert not list(finished.dir.glob("stages/**/kept.safetensors"))
+    assert all(finished.load_kept(m) is None for m in ("dense", "imp-k0-r1", "distilled.dm-k0-r2", "combined.dm.r1-k0-r2"))
+    assert "kept" not in finished.stage_info(mask_key("imp-k0-r1"))
+    theta0, masks = finished.load_state("init"), finished.load_masks("imp-k0-r1")
+    by_hand = _train_by_hand(finished, _start(theta0, masks), masks, on_synthetic=False)
+    stored = finished.load_state(copies_key("imp-k0-r1", 0, 0), "a")
+    assert all(torch.equal(by_hand[n], stored[n]) for n in stored), "bit-identical to the whole state rewound to theta_0"
+
+
+def test_weights_rewind_copies_keep_the_biases_of_the_network_imp_pruned(finished_weights):
+    run = finished_weights
+    theta0, masks = run.load_state("init"), run.load_masks("imp-k0-r1")
+    pruned = run.load_state(copies_key("dense", 0, 0), "a")  # IMP round 1 prunes round 0's copy A
+    kept = run.load_kept("imp-k0-r1")
+    assert kept is not None and sorted(kept) == BIASES == run.stage_info(mask_key("imp-k0-r1"))["kept"]
+    assert all(torch.equal(kept[n], pruned[n]) for n in BIASES)
+    assert all(not torch.equal(kept[n], theta0[n]) for n in BIASES), "trained biases differ from the init's"
+    stored = run.load_state(copies_key("imp-k0-r1", 0, 0), "a")
+    start = run.start_state("imp-k0-r1", 0)  # what the copies (and a surface's rewind point) start from
+    assert all(torch.equal(start[n].cpu(), v) for n, v in _start(theta0, masks, pruned).items())
+    by_hand = _train_by_hand(run, _start(theta0, masks, pruned), masks, on_synthetic=False)
+    assert all(torch.equal(by_hand[n], stored[n]) for n in stored)
+    full = _train_by_hand(run, _start(theta0, masks), masks, on_synthetic=False)
+    assert any(not torch.equal(full[n], stored[n]) for n in stored), "a full rewind would have trained another copy"
+    # round 2 prunes that copy A, and its own copies keep that copy's biases in turn
+    assert all(torch.equal(run.load_kept("imp-k0-r2")[n], stored[n]) for n in BIASES)
+    for name, m in run.load_masks("imp-k0-r2").items():
+        assert torch.equal(m, _prune_by_hand(stored, masks, round(N_WEIGHTS * 0.64))[name])
+
+
+@pytest.mark.parametrize("mode", ["full", "weights"])
+def test_distilled_round_2_trains_from_theta_0_weights_and_round_1s_biases_rebuilt_by_hand(finished, finished_weights, mode):
+    run = finished if mode == "full" else finished_weights
+    theta0, syn = run.load_state("init"), run.synthetic_dataset("dm")
+    dense = dense_masks(build_model(run.cfg.model, run.data.input_shape, NUM_CLASSES, run.cfg.seed))
+    r1_net = _train_by_hand(run, theta0, None, on_synthetic=True, data=syn)  # round 1: the dense init on the synthetic set
+    r1 = _prune_by_hand(r1_net, dense, round(N_WEIGHTS * 0.8))
+    assert all(torch.equal(r1[k], run.load_masks("distilled.dm-k0-r1")[k]) for k in WEIGHTS)
+    kept = r1_net if mode == "weights" else None
+    r2_net = _train_by_hand(run, _start(theta0, r1, kept), r1, on_synthetic=True, data=syn)
+    r2 = _prune_by_hand(r2_net, r1, round(N_WEIGHTS * 0.64))
+    assert all(torch.equal(r2[k], run.load_masks("distilled.dm-k0-r2")[k]) for k in WEIGHTS)
+    if mode == "weights":
+        assert all(torch.equal(run.load_kept("distilled.dm-k0-r1")[n], r1_net[n]) for n in BIASES)
+        assert all(torch.equal(run.load_kept("distilled.dm-k0-r2")[n], r2_net[n]) for n in BIASES)
+        # the control and the combined source keep what they pruned: the subset-trained net, distilled round 1's real copy A
+        combined_from = run.load_state(copies_key("distilled.dm-k0-r1", 0, 0), "a")
+        assert all(torch.equal(run.load_kept("combined.dm.r1-k0-r2")[n], combined_from[n]) for n in BIASES)
+        assert any(not torch.equal(run.load_kept("subset.dm-k0-r1")[n], r1_net[n]) for n in BIASES)
+
+
+def test_weights_rewind_masks_differ_from_full_rewinds_from_round_2_on(finished, finished_weights):
+    for mid in ("imp-k0-r1", "distilled.dm-k0-r1", "random-k0-r1"):  # round 1 prunes networks trained from the same start
+        assert all(torch.equal(finished.load_masks(mid)[k], finished_weights.load_masks(mid)[k]) for k in WEIGHTS)
+    for mid in ("imp-k0-r2", "distilled.dm-k0-r2"):
+        assert any(not torch.equal(finished.load_masks(mid)[k], finished_weights.load_masks(mid)[k]) for k in WEIGHTS), mid
+
+
+def test_dense_and_random_subnetworks_rewind_in_full_under_weights(finished_weights):
+    run = finished_weights
+    assert run.load_kept("dense") is None and run.load_kept("random-k0-r1") is None
+    assert "kept" not in run.stage_info(mask_key("random-k0-r1"))
+    theta0 = run.load_state("init")
+    masks = run.load_masks("random-k0-r1")
+    stored = run.load_state(copies_key("random-k0-r1", 0, 0), "a")
+    by_hand = _train_by_hand(run, _start(theta0, masks), masks, on_synthetic=False)
+    assert all(torch.equal(by_hand[n], stored[n]) for n in stored), "no trained network chose a random mask: nothing to keep"
+
+
+# ---------------------------------------------------------------------------------------------
+# The matched subset trains with the synthetic set's own recipe, learned lr included
+
+
+def _learned_lr_run(tmp_path, use_learned_lr: bool, lr: float) -> Run:
+    cfg = study(
+        pruning={"mask_sources": ["dense", "distilled.dm", "subset.dm"], "rounds": 1},
+        synthetic={**STUDY["synthetic"], "use_learned_lr": use_learned_lr, "evaluate_runs": 0},
+    )
+    run = Run(StudyConfig.model_validate(cfg), tmp_path)
+    by_key = {s.key: s for s in run.stages}
+    run.write_manifest()
+    for key in ("init", synthetic_key("dm")):
+        run.execute(by_key[key])
+    s = run.synthetic_set("dm")
+    s.lr = lr  # as MTT would have learned it; DM learns none, so the test sets one
+    s.save(run.stage_dir(synthetic_key("dm")))
+    for key in (mask_key("distilled.dm-k0-r1"), mask_key("subset.dm-k0-r1")):
+        run.execute(by_key[key])
+    return run
+
+
+@pytest.mark.parametrize("use_learned_lr", [True, False])
+def test_the_matched_subset_trains_at_the_sets_learned_lr_with_the_same_recipe(tmp_path, use_learned_lr):
+    learned = 0.3
+    run = _learned_lr_run(tmp_path, use_learned_lr, learned)
+    theta0 = run.load_state("init")
+    dense = dense_masks(build_model(run.cfg.model, run.data.input_shape, NUM_CLASSES, run.cfg.seed))
+    keep = round(N_WEIGHTS * 0.8)
+
+    def mask_at(lr: float, data) -> dict:
+        model = build_model(run.cfg.model, run.data.input_shape, NUM_CLASSES, run.cfg.seed)
+        model.load_state_dict(theta0)
+        cfg = run.cfg.synthetic.train.model_copy(update={"lr": lr})  # the synthetic recipe, only the lr chosen
+        res = train(model, data, cfg, run.synthetic_augmenter, data_seed=PAIR[0], augment_seed=PAIR[0])
+        return _prune_by_hand(res.state, dense, keep)
+
+    expected_lr = learned if use_learned_lr else run.cfg.synthetic.train.lr
+    other_lr = run.cfg.synthetic.train.lr if use_learned_lr else learned
+    for source, data in (("subset.dm", run.subset_dataset("dm")), ("distilled.dm", run.synthetic_dataset("dm"))):
+        stored = run.load_masks(f"{source}-k0-r1")
+        assert all(torch.equal(stored[k], mask_at(expected_lr, data)[k]) for k in WEIGHTS), source
+        assert any(not torch.equal(stored[k], mask_at(other_lr, data)[k]) for k in WEIGHTS), f"{source}: the lr must matter"
+    assert run.stage_info(mask_key("subset.dm-k0-r1"))["examples"] == run.stage_info(mask_key("distilled.dm-k0-r1"))["examples"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,7 +638,8 @@ def test_an_imported_sets_reported_cost_is_recorded_and_unknown_is_shown_as_such
     print_table(unknown.run())
     print_synthetic_table(unknown.synthetic_table())
     out = capsys.readouterr().out
-    assert "unknown distilling (imported set)" in out and "unknown" in out.split("real examples used")[-1]
+    # the cell may wrap between "distilling" and "(imported set)" in a narrow table
+    assert "unknown distilling" in out and "(imported set)" in out and "unknown" in out.split("real examples used")[-1]
     reported = _import_study(path)
     reported["synthetic"]["sets"]["imp1"]["real_examples"] = 500_000_000
     run = Run(StudyConfig.model_validate(reported), tmp_path / "runs")
@@ -529,7 +691,7 @@ def test_cutmix_batches_have_soft_targets_over_at_most_two_classes(digits):
 def test_cutmix_zero_is_the_plain_stream(digits):
     off = BatchStream(digits, 32, 5, 6, _plain(), cutmix=0.0)
     plain = BatchStream(digits, 32, 5, 6, _plain())
-    for _ in range(50):  # past an epoch boundary (1347 // 32 = 42 batches)
+    for _ in range(50):  # past an epoch boundary (1347 = 42 x 32 + 3: 43 batches)
         xo, yo = next(off)
         xp, yp = next(plain)
         assert yo.dtype == torch.int64
@@ -541,7 +703,7 @@ def test_training_with_cutmix_counts_the_same_examples(digits):
     model = build_model(ModelConfig(arch="mlp", hidden=[16]), digits.input_shape, 10, 0)
     a = train(copy.deepcopy(model), digits, cfg, _plain(), data_seed=1, augment_seed=1)
     b = train(copy.deepcopy(model), digits, cfg.model_copy(update={"cutmix": 0.5}), _plain(), data_seed=1, augment_seed=1)
-    assert a.examples == b.examples == (1347 // 64) * 64
+    assert a.examples == b.examples == 1347  # every example once: 21 batches of 64 and one of 3
     assert any(not torch.equal(a.state[k], b.state[k]) for k in a.state), "cutmix changed the training"
 
 

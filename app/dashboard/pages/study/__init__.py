@@ -15,11 +15,11 @@ from ... import urlstate
 from ...callbacks import Callbacks
 from ...client import api
 from ...ids import Study
-from . import header, hessian, index, landscape, paths, publish, sparsity, synthetic
+from . import header, hessian, index, landscape, paths, publish, sharpness, sparsity, synthetic
 
 PATH = "/study/<study_id>"
-TABS = ("sparsity", "paths", "landscape", "hessian", "synthetic")
-PARTS = (header, index, sparsity, paths, landscape, hessian, synthetic, publish)
+TABS = ("sparsity", "paths", "landscape", "hessian", "sharpness", "synthetic")
+PARTS = (header, index, sparsity, paths, landscape, hessian, sharpness, synthetic, publish)
 callbacks = Callbacks()
 
 urlstate.sync(
@@ -34,6 +34,7 @@ urlstate.sync(
         "sq": (Study.SURFACE_QUANTITY, "value"),
         "log": (Study.LOG, "value"),
         "hessian": (Study.HESSIAN_STAGE, "value"),
+        "sharpness": (Study.SHARPNESS_STAGE, "value"),
         "barrier": (Study.BARRIER, "value"),
         "tab": (Study.TABS, "value"),
     },
@@ -93,6 +94,7 @@ def layout(study_id: str = "", **q: str) -> html.Div:
                     dcc.Tab(label="Interpolation", value="paths", id=Study.tab("paths"), children=paths.tab(q)),
                     dcc.Tab(label="Landscape", value="landscape", id=Study.tab("landscape"), children=landscape.tab(q, idx)),
                     dcc.Tab(label="Hessian", value="hessian", id=Study.tab("hessian"), children=hessian.tab(q, idx)),
+                    dcc.Tab(label="Sharpness", value="sharpness", id=Study.tab("sharpness"), children=sharpness.tab(q, idx)),
                     dcc.Tab(label="Synthetic sets", value="synthetic", id=Study.tab("synthetic"), children=synthetic.tab()),
                 ],
             ),

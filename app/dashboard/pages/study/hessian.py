@@ -54,6 +54,11 @@ def hessian(stage: str | None, study_id: str, token: str | None) -> tuple[Any, A
     if isinstance(data, tuple):  # nothing to draw: the empty figures and why
         return data
     colour = palette.colour((data.get("stage_ref") or {}).get("source") or str(stage))
+    return figures.spectrum(data, colour=colour), figures.diagonal_histogram(data), numbers(data)
+
+
+def numbers(data: dict[str, Any]) -> list[html.Span]:
+    """Return the stage's numbers, the diagonal's among them: what it is, and why products were used where they were."""
     eig = ", ".join(f"{v:.4g}" for v in data.get("top_eigenvalues") or [])
     nums = [
         html.Span(f"top eigenvalues: {eig or '–'}"),
@@ -61,4 +66,12 @@ def hessian(stage: str | None, study_id: str, token: str | None) -> tuple[Any, A
         html.Span(f"{data.get('active', '?')} of {data.get('parameters', '?')} weights unpruned"),
         html.Span(f"{data.get('hvps', '?')} Hessian-vector products on {data.get('examples', '?')} examples"),
     ]
-    return figures.spectrum(data, colour=colour), figures.diagonal_histogram(data), nums
+    hist, about = data.get("diagonal_histogram") or {}, data.get("diagonal_stats") or {}
+    if hist.get("label"):
+        nums.append(html.Span(f"diagonal: {hist['label']}"))
+    fallback = about.get("fallback") or {}
+    if fallback and about.get("method") != "hutchinson":
+        first, why = next(iter(fallback.items()))
+        more = f" and {len(fallback) - 1} more parameters" if len(fallback) > 1 else ""
+        nums.append(html.Span(f"products, not the GGN, for {first}{more}: {why}"))
+    return nums

@@ -69,7 +69,7 @@ def stage_dropdown(id: str, q: dict[str, Any], index: dict[str, Any], figure: st
 
 def stage_figure(client: Client, study_id: str, name: str, stage: str | None) -> dict[str, Any] | tuple[Any, Any, Any]:
     """Return the stage's figure data, or (empty figure, empty figure, message) to show instead when there is none."""
-    label = {"surface": "surface", "hessian": "Hessian"}[name]
+    label = {"surface": "surface", "hessian": "Hessian", "sharpness": "sharpness"}[name]
     if not stage:
         e = figures.empty(f"no {label} stage has finished yet")
         return e, e, ""

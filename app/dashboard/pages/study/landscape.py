@@ -64,14 +64,30 @@ def landscape(stage: str | None, quantity: str, log: list[str] | None, study_id:
     lg = "log" in (log or [])
     note = (
         html.Div(
-            f"plane: {data.get('plane')} · split: {data.get('split')} · {data.get('resolution')}×{data.get('resolution')} grid · "
-            f"loss {data.get('loss_min'):.3g} to {data.get('loss_max'):.3g}",
+            [
+                f"plane: {data.get('plane')} · split: {data.get('split')} · {data.get('resolution')}×{data.get('resolution')} grid · "
+                f"loss {data.get('loss_min'):.3g} to {data.get('loss_max'):.3g}",
+                *off_plane(data),
+            ],
             className="hint",
         )
         if data.get("loss_min") is not None
         else ""
     )
     return figures.contour(data, quantity, lg), figures.surface3d(data, quantity, lg), note
+
+
+def off_plane(data: dict[str, Any]) -> list[Any]:
+    """Return a line naming the models that lie off the plane (a four-solution plane's A', B') and how far, or nothing."""
+    off = {name: r for name, r in (data.get("residual") or {}).items() if r and r > 1e-6}
+    if not off:
+        return []
+    far = ", ".join(f"{name} {r:.2f}" for name, r in off.items())
+    return [
+        html.Br(),
+        f"off the plane (distance from it / distance from the centre): {far}; these markers are their projections, "
+        "and the surface there is not their loss",
+    ]
 
 
 @callbacks.callback(
