@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(epochs: int = 2) -> dict[str, Any]:
-    """Return a 13-stage study (dense, IMP and random masks, one round, a surface and a Hessian each) that runs in seconds."""
+    """Return a 14-stage study (dense, IMP and random masks, one round, a surface and a Hessian each, mask distances): seconds."""
     return {
         "name": "worker-test",
         "data": {"name": "mnist1d", "augmentation": "shift", "max_shift": 3},

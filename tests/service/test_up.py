@@ -106,7 +106,7 @@ def test_lmc_up_runs_a_study_end_to_end_and_leaves_nothing_behind(system, tmp_pa
         results = http.get(f"/api/studies/{sid}/results").json()
         assert results["available"]
         rows = [r for r in results["table"] if r["source"] != "sweep"]  # sweep rows: the rewind-step sweep of chosen masks
-        assert {r["source"] for r in rows} == {"dense", "imp", "random", "distilled.dm"}
+        assert {r["source"] for r in rows} == {"dense", "imp", "random", "distilled.dm", "subset.dm"}
         for r in rows:  # global magnitude pruning at rate 0.2: round r keeps 0.8**r of the weights
             assert r["sparsity"] == pytest.approx(100 * (1 - 0.8 ** r["round"]), abs=0.05)
             assert 0 <= r["accuracy_mean"] <= 100 and r["error_barrier"] >= -100

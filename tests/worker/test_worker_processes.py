@@ -122,7 +122,7 @@ def test_cancel_stops_the_running_stage_and_nothing_else_runs(conn, workers, tmp
     (w,) = live_workers(conn)
     assert w["name"] == "w1" and w["gpu"] == "7" and w["current_job"] == target and w["stage"] == "copies/dense/k0/p0"
 
-    assert cancel_study(conn, "s1") == 12  # the running stage plus the 11 waiting behind it
+    assert cancel_study(conn, "s1") == 13  # the running stage plus the 12 waiting behind it
     wait_for(lambda: Job.fetch(target, connection=conn, serializer=SERIALIZER).get_status() == JobStatus.STOPPED, 60, "the stage to stop")
     wait_for(lambda: [w for w in live_workers(conn) if w["state"] == "idle"], 60, "the worker to go idle")
     q = Queue("lmc", connection=conn, serializer=SERIALIZER)

@@ -78,7 +78,7 @@ def test_study_runs_to_the_same_results_as_a_direct_run(conn, tmp_path, referenc
     run_id = _run_id(config)
     status = study_status(conn, "s1", run_id, str(root))
     assert status["state"] == "finished"
-    assert status["done"] == status["total"] == 13
+    assert status["done"] == status["total"] == 14
     assert all(s["status"] == "done" and s["worker"] and s["started_at"] and s["ended_at"] for s in status["stages"])
     assert any("done in" in line for line in status["log_tail"])
 
@@ -108,7 +108,7 @@ def test_study_runs_to_the_same_results_as_a_direct_run(conn, tmp_path, referenc
     jid = submit_study(conn, "s1", config, str(root))
     burst(conn)
     report = Job.fetch(jid, connection=conn, serializer=SERIALIZER).return_value()
-    assert report["enqueued"] == [] and len(report["done"]) == 13
+    assert report["enqueued"] == [] and len(report["done"]) == 14
     assert stage_mtimes(got) == before
     assert reconcile_study(conn, "s1", config, run_id, str(root)) is None
 
@@ -151,16 +151,16 @@ def test_submitting_twice_does_not_duplicate_jobs(conn, tmp_path):
     burst(conn, max_jobs=1)
     run_id = _run_id(config)
     n_jobs = q.count + q.deferred_job_registry.count
-    assert n_jobs == 13
+    assert n_jobs == 14
 
     # A second plan of the same run (another study with the same config, or a resubmission) keeps every job.
     plan = json.loads((run_dir(root, run_id) / layout.PLAN_FILE).read_text())
     report = enqueue_stages(conn, "s2", config, root, "lmc", run_id, plan, done=[])
-    assert report["enqueued"] == [] and len(report["kept"]) == 13
+    assert report["enqueued"] == [] and len(report["kept"]) == 14
     submit_study(conn, "s1", config, root)
     burst(conn, max_jobs=1)  # init runs first (it was queued first), then the new plan job
     burst(conn, max_jobs=1)
-    assert q.count + q.deferred_job_registry.count == 12  # init done; nothing duplicated
+    assert q.count + q.deferred_job_registry.count == 13  # init done; nothing duplicated
     assert q.job_ids.count(stage_job_id(run_id, "copies/dense/k0/p0")) == 1
 
 
@@ -173,7 +173,7 @@ def test_cancel_stops_queued_and_waiting_jobs(conn, tmp_path):
     done_before = set(stage_mtimes(run_dir(root, run_id)))
     assert done_before == {"init", "copies/dense/k0/p0"}
 
-    assert cancel_study(conn, "s1") == 11
+    assert cancel_study(conn, "s1") == 12
     burst(conn)
     assert set(stage_mtimes(run_dir(root, run_id))) == done_before  # nothing else ran
     status = study_status(conn, "s1", run_id, root)
@@ -223,7 +223,7 @@ def test_empty_redis_mid_study_is_reconciled_without_losing_work(conn, tmp_path,
 
     conn.flushdb()  # Redis restarted with an empty database
     status = study_status(conn, "s1", run_id, root)
-    assert status["done"] == 5 and len(status["missing"]) == 8
+    assert status["done"] == 5 and len(status["missing"]) == 9
     jid = reconcile_study(conn, "s1", config, run_id, root)
     assert jid == plan_job_id("s1")
     burst(conn)
@@ -259,9 +259,10 @@ def test_failed_stage_keeps_its_error_and_earlier_stages(conn, tmp_path, monkeyp
     by_key = {s["key"]: s for s in status["stages"]}
     failed = by_key["mask/random-k0-r1"]
     assert failed["status"] == "failed" and "random masks are broken today" in failed["error"]
-    downstream = [k for k in by_key if "random" in k and k != "mask/random-k0-r1"]
-    assert downstream and all(by_key[k]["status"] == "waiting" for k in downstream)
-    assert all(s["status"] == "done" for k, s in by_key.items() if "random" not in k)
+    # The mask distances compare every source's round-1 mask, random's included: they wait too.
+    downstream = [k for k in by_key if ("random" in k or k.startswith("distances/")) and k != "mask/random-k0-r1"]
+    assert "distances/k0/r1" in downstream and all(by_key[k]["status"] == "waiting" for k in downstream)
+    assert all(s["status"] == "done" for k, s in by_key.items() if k not in downstream and k != "mask/random-k0-r1")
     assert any("failed: RuntimeError" in line for line in status["log_tail"])
     assert not list(run_dir(root, run_id).glob(f"{layout.STAGES_DIR}/*random*/**/{layout.STAGE_FILE}"))
 
