@@ -244,7 +244,17 @@ def print_analysis_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title="analyses (Hessian of copy A in its unpruned subspace; loss surface range)", title_justify="left")
-    for col in ("mask", "k", "pair", "lambda_max", "trace ± se", "unpruned params", "HVPs", "surface loss min / max"):
+    columns = (
+        "mask",
+        "k",
+        "pair",
+        "lambda_max (Lanczos)",
+        "trace ± s.e. (Hutch++ estimate)",
+        "unpruned params",
+        "HVPs",
+        "surface loss min / max",
+    )
+    for col in columns:
         table.add_column(col, justify="left" if col == "mask" else "right")
 
     def num(row: dict[str, Any], key: str, fmt: str = ".4g") -> str:
