@@ -34,7 +34,7 @@ from lmc_core.foundations.layout import DENSE, copies_key, mask_id, mask_key, sh
 from lmc_core.foundations.seeding import generator
 from lmc_core.foundations.storage import save_arrays
 from lmc_core.foundations.types import Masks
-from lmc_core.hessian.diagonal import exact_diagonal, hutchinson_diagonal
+from lmc_core.hessian.diagonal import hessian_diagonal
 from lmc_core.hessian.operator import HessianOperator
 from lmc_core.prune.magnitude import prunable_names
 from lmc_core.prune.sources import get_mask_source
@@ -53,26 +53,11 @@ _BLOCK = 1 << 22
 # ----------------------------------------------------------------------------- the common network's diagonal
 
 
-def diagonal_values(result: Any) -> tuple[torch.Tensor, str]:
-    """Return (values, method) of what `exact_diagonal` returned: a bare tensor, or a result with `.values` / `.method`.
-
-    A tensor is checked first: `torch.Tensor.values` exists (a method of sparse tensors) and is not the diagonal.
-    """
-    if isinstance(result, torch.Tensor):
-        return result, "exact"
-    return result.values, str(getattr(result, "method", "exact"))
-
-
 def common_diagonal(op: HessianOperator, spec: SharpnessSpec) -> tuple[np.ndarray, dict[str, Any], np.ndarray | None]:
     """Return (H_ii over the operator's coordinates as float64, what it is, per-entry standard errors or None when exact)."""
-    if spec.diagonal == "exact":
-        values, method = diagonal_values(exact_diagonal(op))
-        stderr = None
-    else:
-        est: Any = hutchinson_diagonal(op, spec.diagonal_samples, seed=spec.seed)
-        # (values, stderr), or a result with `.values` / `.stderr`
-        values, err = est if isinstance(est, tuple) else (est.values, est.stderr)
-        method, stderr = "hutchinson", err.detach().double().cpu().numpy()
+    diag = hessian_diagonal(op, spec.diagonal, spec.diagonal_samples, seed=spec.seed)
+    values, method = diag.values, diag.method
+    stderr = None if diag.stderr is None else diag.stderr.detach().double().cpu().numpy()
     about = {
         "method": method,
         "estimate": spec.diagonal != "exact",

@@ -9,7 +9,6 @@ from the weights the source could remove, and on a real study the stage reads th
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,6 @@ from lmc_core.studies.plan import plan
 from lmc_core.studies.run import Run
 from lmc_core.studies.stages.sharpness import (
     common_diagonal,
-    diagonal_values,
     flat_mask,
     log_edges,
     previous_mask,
@@ -107,13 +105,6 @@ def test_removed_statistics_equal_the_hand_computation_from_the_full_hessian():
     assert got["mean"]["observed"] == pytest.approx(np.mean(h[removed]), rel=1e-9)
     assert got["median"]["observed"] == pytest.approx(np.median(h[removed]), rel=1e-9)
     assert got["top_decile_fraction"]["observed"] == pytest.approx(np.mean(h[removed] > np.quantile(h, 0.9)))
-
-
-def test_the_diagonal_adapter_reads_a_tensor_or_a_result_with_values_and_method():
-    t = torch.arange(3.0)
-    assert diagonal_values(t)[0] is t and diagonal_values(t)[1] == "exact"
-    values, method = diagonal_values(SimpleNamespace(values=t, method="ggn"))
-    assert values is t and method == "ggn"
 
 
 def test_a_hutchinson_diagonal_is_labelled_an_estimate_and_its_errors_cover_the_exact_one():
